@@ -1,0 +1,112 @@
+"""The one place that turns a validated config (:class:`~mtl_cli.config.validate.Plan`) into
+objects: tasks, datasets, model, weighting, optimizer and scheduler."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config.validate import RESERVED_SCHEDULER_KEYS, Plan
+from .data.base import InputSpec
+from .models.base import ModelContext, MTLModel
+from .registry import ARCHS, BACKBONES, HEADS, TASK_KINDS, WEIGHTINGS
+from .tasks.base import Task
+from .weighting.base import Weighting
+
+
+def _kwargs(node: dict) -> dict:
+    return {k: v for k, v in node.items() if k != "name"}
+
+
+def build_tasks(plan: Plan) -> list[Task]:
+    tasks = []
+    for name, t in plan.tasks.items():
+        tasks.append(
+            Task(
+                name=name,
+                kind=TASK_KINDS.get(t["kind"])(),
+                input=t["input"],
+                target=t["target"],
+                spec=plan.spec.targets[t["target"]],
+                loss_name=t["loss"],
+                metric_names=list(t["metrics"]),
+                primary_metric=t["primary_metric"],
+                weight=float(t["weight"]),
+                role=t["role"],
+                head=dict(t["head"]),
+                num_classes=t["num_classes"],
+                ignore_index=t["ignore_index"],
+                pos_weight=t["pos_weight"],
+            )
+        )
+    return tasks
+
+
+def build_model(plan: Plan, tasks: list[Task]) -> MTLModel:
+    cfg = plan.cfg
+    backbone_cls = BACKBONES.get(cfg["backbone"]["name"])
+
+    def make_backbone(spec: InputSpec):
+        return backbone_cls(spec, **_kwargs(cfg["backbone"]))
+
+    def make_head(task: Task, in_shape: tuple[int, ...]):
+        out_size = None
+        if task.kind.dense:
+            out_size = tuple(task.spec.shape[-2:])
+        return HEADS.get(task.head["name"])(in_shape, task.out_features, out_size, **_kwargs(task.head))
+
+    ctx = ModelContext(tasks=tasks, inputs=plan.spec.inputs, make_backbone=make_backbone, make_head=make_head)
+    return ARCHS.get(cfg["arch"]["name"])(ctx, **_kwargs(cfg["arch"]))
+
+
+def build_weighting(plan: Plan, tasks: list[Task]) -> Weighting:
+    node = plan.cfg["weighting"]
+    return WEIGHTINGS.get(node["name"])([t.name for t in tasks], [t.weight for t in tasks], **_kwargs(node))
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_optimizer(plan: Plan, model: nn.Module, weighting: nn.Module) -> torch.optim.Optimizer:
+    node = dict(plan.cfg["optimizer"])
+    cls = _import(node.pop("_target_"))
+    node = {k: v for k, v in node.items() if not k.startswith("_")}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    extra = [p for p in weighting.parameters() if p.requires_grad]  # e.g. learned loss scales
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0})
+    return cls(groups, **node)
+
+
+def build_scheduler(plan: Plan, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The configured scheduler, preceded by a linear warmup of ``warmup_steps``.
+
+    ``auto`` for ``T_max``/``total_iters``/``total_steps`` means the steps left after warmup
+    (counted in the scheduler's ``interval``: optimizer steps or epochs). Returns
+    ``(scheduler or None, interval)``.
+    """
+    node = dict(plan.cfg["scheduler"])
+    warmup = int(node.pop("warmup_steps", 0) or 0)
+    start = float(node.pop("warmup_start_factor", 0.01))
+    interval = node.pop("interval", "step")
+    for k in RESERVED_SCHEDULER_KEYS:
+        node.pop(k, None)
+    target = node.pop("_target_", None)
+    node = {k: v for k, v in node.items() if not k.startswith("_")}
+    main = None
+    if target is not None:
+        for k, v in node.items():
+            if v == "auto":
+                node[k] = max(1, total_steps - warmup)
+        main = _import(target)(optimizer, **node)
+    if warmup <= 0:
+        return main, interval
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=warmup)
+    if main is None:
+        return warm, interval
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warmup]), interval

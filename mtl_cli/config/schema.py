@@ -1,0 +1,75 @@
+"""Schemas of the config sections that are not registry components.
+
+Each field's metadata may hold ``check`` (a predicate on the value) and ``allowed`` (its text for
+error messages). Registry components (data, backbone, arch, heads, weighting) are checked against
+their class signatures instead; optimizer and scheduler against their ``_target_``'s signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _f(default: Any, check=None, allowed: str | None = None, help: str = ""):
+    return field(default=default, metadata={"check": check, "allowed": allowed, "help": help})
+
+
+def _pos(v) -> bool:
+    return v is None or v >= 1
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = _f(10, lambda v: v >= 1, "an integer >= 1")
+    max_steps: int | None = _f(None, _pos, "null or an integer >= 1")
+    batch_size: int = _f(64, lambda v: v >= 1, "an integer >= 1")
+    eval_batch_size: int | None = _f(None, _pos, "null (2 x batch_size) or an integer >= 1")
+    num_workers: int = _f(0, lambda v: v >= 0, "an integer >= 0")
+    precision: str = _f("32", lambda v: v in ("32", "bf16", "fp16"), "32, bf16 or fp16 (fp16 needs CUDA)")
+    accumulate_grad_batches: int = _f(1, lambda v: v >= 1, "an integer >= 1")
+    gradient_clip_val: float | None = _f(None, lambda v: v is None or v > 0, "null or a number > 0")
+    eval_every: int = _f(1, lambda v: v >= 1, "an integer >= 1 (epochs)")
+    limit_train_batches: int | None = _f(None, _pos, "null or an integer >= 1")
+    limit_val_batches: int | None = _f(None, _pos, "null or an integer >= 1")
+    limit_test_batches: int | None = _f(None, _pos, "null or an integer >= 1")
+    monitor: str = _f("mean_rel", None, "mean_rel, or <task>/<metric> (e.g. shape/accuracy)")
+    deterministic: bool = _f(False)
+    progress: bool = _f(True)
+
+
+@dataclass
+class LoggerConfig:
+    log_every: int = _f(25, lambda v: v >= 1, "an integer >= 1 (optimizer steps)")
+    jsonl: bool = _f(True)
+    csv: bool = _f(True)
+    console_summary: bool = _f(True)
+
+
+@dataclass
+class TaskConfig:
+    kind: str = _f(None, None, "a task kind")
+    target: str | None = _f(None, None, "a target offered by the data (defaults to the task name)")
+    input: str | None = _f(None, None, "an input key of the data (null: the only input)")
+    weight: float = _f(1.0, lambda v: v >= 0, "a number >= 0")
+    role: str = _f("primary", lambda v: v in ("primary", "auxiliary"), "primary or auxiliary")
+    enabled: bool = _f(True)
+    loss: str | None = _f(None)
+    metrics: list[str] | None = _f(None)
+    primary_metric: str | None = _f(None)
+    head: dict | None = _f(None)
+    num_classes: int | None = _f(None, _pos, "null (from the data) or an integer >= 1")
+    ignore_index: int | None = _f(None)
+    pos_weight: float | None = _f(None, lambda v: v is None or v > 0, "null or a number > 0")
+
+
+@dataclass
+class RootConfig:
+    seed: int = _f(0, lambda v: v >= 0, "an integer >= 0")
+    device: str = _f("auto", None, "auto, cpu, cuda, cuda:<i> or mps")
+    run_dir: str | None = _f(None)
+
+
+#: top-level keys that hold a section; everything else is a RootConfig field
+SECTIONS = ("data", "tasks", "backbone", "arch", "head", "weighting", "optimizer", "scheduler",
+            "trainer", "logger")

@@ -1,0 +1,353 @@
+"""Validate a composed config before anything is built, reporting every problem at once.
+
+``validate(cfg)`` returns a :class:`Plan`: the plain config with defaults filled in, the data
+source (constructed, but nothing loaded) with its :class:`DataSpec`, and the resolved tasks. It
+raises :class:`ConfigError` listing each problem with its key, the bad value, what is allowed and
+the fix. Generic: component keys come from class signatures, task rules from the task kinds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.base import DataSource, DataSpec
+from ..errors import ConfigError, DataError, Problem
+from ..registry import ARCHS, BACKBONES, HEADS, SOURCES, TASK_KINDS, WEIGHTINGS, Registry
+from .schema import SECTIONS, LoggerConfig, RootConfig, TaskConfig, TrainerConfig
+from .typecheck import all_params, config_params, matches, type_name
+
+RESERVED_SCHEDULER_KEYS = ("warmup_steps", "warmup_start_factor", "interval")
+
+
+@dataclass
+class Plan:
+    cfg: dict  # plain, resolved, with defaults filled in
+    source: DataSource | None
+    spec: DataSpec | None
+    tasks: dict[str, dict] = field(default_factory=dict)  # enabled tasks, fully resolved
+
+
+class Problems:
+    def __init__(self):
+        self.items: list[Problem] = []
+
+    def add(self, key, message, value=None, allowed=None, fix=None):
+        self.items.append(Problem(key, message, value, allowed, fix))
+
+
+def _check_keys(p: Problems, where: str, node: dict, params: dict[str, tuple[Any, Any]], skip=("name",)):
+    for k, v in node.items():
+        if k in skip:
+            continue
+        if k not in params:
+            p.add(f"{where}.{k}", "unknown key", allowed=", ".join(sorted(params)) or "(no keys)",
+                  fix=f"remove {where}.{k} or use one of the allowed keys")
+            continue
+        tp, _ = params[k]
+        if not matches(v, tp):
+            p.add(f"{where}.{k}", f"wrong type: expected {type_name(tp)}", v, fix=f"set {where}.{k} to a {type_name(tp)}")
+    for k, (tp, default) in params.items():
+        if default is inspect.Parameter.empty:
+            if k not in node:
+                p.add(f"{where}.{k}", "required key is missing", fix=f"set {where}.{k}=<{type_name(tp)}>")
+
+
+def _check_schema(p: Problems, where: str, node: Any, schema: type) -> dict:
+    """Check ``node`` against a dataclass schema; return it with defaults filled in."""
+    if not isinstance(node, dict):
+        p.add(where, "expected a mapping", node)
+        return {f.name: f.default for f in dataclasses.fields(schema)}
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for k, v in node.items():
+        if k not in fields:
+            p.add(f"{where}.{k}", "unknown key", allowed=", ".join(fields), fix=f"remove {where}.{k} or fix its spelling")
+    for name, f in fields.items():
+        v = node.get(name, f.default)
+        out[name] = v
+        if not matches(v, hints[name]):
+            p.add(f"{where}.{name}", f"wrong type: expected {type_name(hints[name])}", v,
+                  allowed=f.metadata.get("allowed"), fix=f"set {where}.{name} to a {type_name(hints[name])}")
+            continue
+        check = f.metadata.get("check")
+        if check is not None and v is not None and not check(v):
+            p.add(f"{where}.{name}", "value out of range", v, allowed=f.metadata.get("allowed"),
+                  fix=f"set {where}.{name} to {f.metadata.get('allowed')}")
+    return out
+
+
+def _check_component(p: Problems, where: str, node: Any, registry: Registry):
+    """Check a ``{name: ..., <keys>}`` node against the registered class; return the class."""
+    if not isinstance(node, dict) or "name" not in node:
+        p.add(where, f"expected a mapping with a 'name' key naming a {registry.kind}", node,
+              allowed=", ".join(registry.names()), fix=f"choose one with {where.split('.')[0]}=<option>")
+        return None
+    name = node["name"]
+    if name not in registry:
+        p.add(f"{where}.name", f"unknown {registry.kind}", name, allowed=", ".join(registry.names()),
+              fix=f"set {where}.name to one of the allowed names")
+        return None
+    cls = registry.get(name)
+    _check_keys(p, where, node, config_params(cls.__init__))
+    return cls
+
+
+def _import_target(path: str):
+    module, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], extra: tuple[str, ...] = ()):
+    if not isinstance(node, dict):
+        p.add(where, "expected a mapping with _target_", node)
+        return None
+    target = node.get("_target_")
+    if target is None:
+        return None
+    try:
+        fn = _import_target(str(target))
+    except (ImportError, AttributeError, ValueError):
+        p.add(f"{where}._target_", "cannot import", target, allowed="a dotted path such as torch.optim.AdamW",
+              fix="fix the spelling of the class path")
+        return None
+    params = all_params(fn, skip=skip)
+    if params is not None:
+        keys = {k: v for k, v in node.items() if not k.startswith("_") and k not in extra}
+        for k in keys:
+            if k not in params:
+                p.add(f"{where}.{k}", f"unknown argument of {target}", allowed=", ".join(sorted(params)),
+                      fix=f"remove {where}.{k}")
+    return fn
+
+
+def _check_optimizer(p: Problems, node: dict) -> None:
+    fn = _check_target(p, "optimizer", node, skip=("params",))
+    if fn is None:
+        if isinstance(node, dict) and node.get("_target_") is None:
+            p.add("optimizer._target_", "missing", fix="choose optimizer=adamw|adam|sgd or set optimizer._target_")
+        return
+    lr = node.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or lr <= 0):
+        p.add("optimizer.lr", "learning rate must be a number > 0", lr, fix="e.g. optimizer.lr=1e-3")
+        return
+    import torch
+
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
+    try:  # let torch judge the remaining values, on a dummy parameter
+        fn([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except (ValueError, TypeError) as e:
+        p.add("optimizer", f"{node['_target_']} refuses these arguments: {e}", kwargs, fix="fix the named value")
+
+
+def _check_scheduler(p: Problems, node: dict) -> None:
+    _check_target(p, "scheduler", node, skip=("optimizer",), extra=RESERVED_SCHEDULER_KEYS)
+    if not isinstance(node, dict):
+        return
+    w = node.get("warmup_steps", 0)
+    if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+        p.add("scheduler.warmup_steps", "expected an integer >= 0", w, fix="scheduler.warmup_steps=100")
+    if node.get("interval", "step") not in ("step", "epoch"):
+        p.add("scheduler.interval", "unknown interval", node.get("interval"), allowed="step, epoch")
+
+
+def validate(cfg: DictConfig | dict) -> Plan:
+    p = Problems()
+    if isinstance(cfg, DictConfig):
+        try:
+            plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        except Exception as e:  # interpolation errors from OmegaConf
+            raise ConfigError([Problem("config", f"cannot resolve the config: {e}", fix="fix the interpolation")])
+    else:
+        plain = dict(cfg)
+    plain.pop("hydra", None)
+    _check_missing(p, plain)
+
+    root_node = {k: v for k, v in plain.items() if k not in SECTIONS}
+    root = _check_schema(p, "<root>", root_node, RootConfig)
+    for s in SECTIONS:
+        if s not in plain:
+            p.add(s, "section is missing", fix=f"add `{s}` to the config or choose a {s}= option")
+    plain.update(root)
+    plain["trainer"] = _check_schema(p, "trainer", plain.get("trainer", {}), TrainerConfig)
+    plain["logger"] = _check_schema(p, "logger", plain.get("logger", {}), LoggerConfig)
+    _check_component(p, "backbone", plain.get("backbone"), BACKBONES)
+    arch_cls = _check_component(p, "arch", plain.get("arch"), ARCHS)
+    head = plain.get("head") or {}
+    for slot in ("vector", "dense"):
+        if slot not in head:
+            p.add(f"head.{slot}", "missing", fix=f"set head.{slot}.name (one of {', '.join(HEADS.names())})")
+        else:
+            _check_component(p, f"head.{slot}", head[slot], HEADS)
+    _check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
+    if "optimizer" in plain:
+        _check_optimizer(p, plain["optimizer"])
+    if "scheduler" in plain:
+        _check_scheduler(p, plain["scheduler"])
+    _check_device(p, plain)
+
+    source, spec = _check_data(p, plain.get("data"))
+    tasks = _check_tasks(p, plain.get("tasks"), spec, plain)
+    if arch_cls is not None and getattr(arch_cls, "single_input", False) and tasks:
+        inputs = {t["input"] for t in tasks.values()}
+        if len(inputs) > 1:
+            p.add("tasks.*.input", f"arch={plain['arch']['name']} needs all tasks to read one input",
+                  sorted(inputs), fix="give every task the same input, or choose a multi-input architecture")
+    _check_monitor(p, plain["trainer"].get("monitor"), tasks)
+    if p.items:
+        raise ConfigError(p.items)
+    return Plan(plain, source, spec, tasks)
+
+
+def _check_missing(p: Problems, node: Any, prefix: str = "") -> None:
+    """OmegaConf's ??? (mandatory value) left unset anywhere."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_missing(p, v, f"{prefix}.{k}" if prefix else str(k))
+    elif node == "???":
+        p.add(prefix, "mandatory value is not set", fix=f"set {prefix}=<value> on the command line or in the config")
+
+
+def _check_device(p: Problems, plain: dict) -> None:
+    import torch
+
+    dev = plain.get("device", "auto")
+    if not isinstance(dev, str):
+        return
+    ok = dev == "auto" or dev == "cpu" or dev == "mps" or dev == "cuda" or dev.startswith("cuda:")
+    if not ok:
+        p.add("device", "unknown device", dev, allowed="auto, cpu, cuda, cuda:<i>, mps")
+        return
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        p.add("device", "CUDA is not available on this machine", dev, fix="use device=auto or device=cpu")
+    cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
+    if plain["trainer"].get("precision") == "fp16" and not cuda:
+        p.add("trainer.precision", "fp16 mixed precision needs a CUDA device", "fp16",
+              allowed="32 or bf16 on this device", fix="use trainer.precision=bf16 or 32")
+
+
+def _check_data(p: Problems, node: Any) -> tuple[DataSource | None, DataSpec | None]:
+    n_before = len(p.items)
+    cls = _check_component(p, "data", node, SOURCES)
+    if cls is None or len(p.items) > n_before:
+        return None, None
+    try:
+        source = cls(**{k: v for k, v in node.items() if k != "name"})
+        return source, source.describe()
+    except DataError as e:
+        p.items.extend(Problem(q.key or "data", q.message, q.value, q.allowed, q.fix) for q in e.problems)
+    except (ValueError, TypeError) as e:
+        p.add("data", f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")
+    return None, None
+
+
+def _check_tasks(p: Problems, node: Any, spec: DataSpec | None, plain: dict) -> dict[str, dict]:
+    if not isinstance(node, dict) or not node:
+        p.add("tasks", "no tasks are declared", node, fix="choose a task set (tasks=shapes) or declare tasks.<name>")
+        return {}
+    out = {}
+    for name, tnode in node.items():
+        t = _check_schema(p, f"tasks.{name}", tnode, TaskConfig)
+        if t.get("enabled") is False:
+            continue
+        resolved = _resolve_task(p, str(name), t, spec, plain)
+        if resolved is not None:
+            out[str(name)] = resolved
+    enabled = [n for n, t in node.items() if not (isinstance(t, dict) and t.get("enabled") is False)]
+    if not enabled:
+        p.add("tasks", "every task is disabled", sorted(node), fix="set tasks.<name>.enabled=true for at least one task")
+    elif out and all(t["role"] == "auxiliary" for t in out.values()):
+        p.add("tasks.*.role", "every enabled task is auxiliary", fix="make at least one task role=primary")
+    return out
+
+
+def _resolve_task(p: Problems, name: str, t: dict, spec: DataSpec | None, plain: dict) -> dict | None:
+    key = f"tasks.{name}"
+    n0 = len(p.items)
+    if t["kind"] not in TASK_KINDS:
+        p.add(f"{key}.kind", "unknown task kind", t["kind"], allowed=", ".join(TASK_KINDS.names()),
+              fix=f"set {key}.kind to one of the allowed kinds")
+        return None
+    kind = TASK_KINDS.get(t["kind"])()
+    t["target"] = t["target"] if t["target"] is not None else name
+    if spec is not None:
+        _resolve_io(p, key, t, kind, spec)
+    t["loss"] = t["loss"] if t["loss"] is not None else kind.default_loss
+    if t["loss"] not in kind.losses:
+        p.add(f"{key}.loss", f"not a loss of a {kind.name} task", t["loss"], allowed=", ".join(kind.losses))
+    t["metrics"] = list(t["metrics"]) if t["metrics"] is not None else list(kind.default_metrics)
+    for m in t["metrics"]:
+        if m not in kind.metrics:
+            p.add(f"{key}.metrics", f"not a metric of a {kind.name} task", m, allowed=", ".join(kind.metrics))
+    if t["primary_metric"] is None:
+        t["primary_metric"] = kind.default_primary if kind.default_primary in t["metrics"] else t["metrics"][0]
+    if t["primary_metric"] not in t["metrics"]:
+        p.add(f"{key}.primary_metric", "must be one of the task's metrics", t["primary_metric"],
+              allowed=", ".join(t["metrics"]), fix=f"add it to {key}.metrics or choose another")
+    t["directions"] = {m: kind.metrics[m].direction for m in t["metrics"] if m in kind.metrics}
+    _resolve_head(p, key, t, kind, plain)
+    return t if len(p.items) == n0 else None
+
+
+def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
+    if t["target"] not in spec.targets:
+        p.add(f"{key}.target", "the data has no such target", t["target"], allowed=", ".join(spec.targets),
+              fix=f"set {key}.target to one of the data's targets, or choose other data")
+        return
+    ts = spec.targets[t["target"]]
+    if ts.kind not in kind.accepts:
+        p.add(f"{key}.kind", f"a {kind.name} task cannot learn target {ts.name!r}, which is {ts.kind}", kind.name,
+              allowed=", ".join(k for k in TASK_KINDS.names() if ts.kind in TASK_KINDS.get(k).accepts),
+              fix=f"set {key}.kind to an allowed kind")
+    if t["input"] is None:
+        if len(spec.inputs) == 1:
+            t["input"] = next(iter(spec.inputs))
+        else:
+            p.add(f"{key}.input", "the data has several inputs; say which one this task reads", None,
+                  allowed=", ".join(spec.inputs), fix=f"set {key}.input")
+    elif t["input"] not in spec.inputs:
+        p.add(f"{key}.input", "the data has no such input", t["input"], allowed=", ".join(spec.inputs))
+    if ts.num_classes is not None:
+        if t["num_classes"] is not None and t["num_classes"] != ts.num_classes:
+            p.add(f"{key}.num_classes", f"the data's target {ts.name!r} has {ts.num_classes} classes", t["num_classes"],
+                  fix=f"remove {key}.num_classes or set it to {ts.num_classes}")
+        t["num_classes"] = ts.num_classes
+    elif t["num_classes"] is None and kind.name in ("classification", "multilabel", "segmentation"):
+        p.add(f"{key}.num_classes", "the data does not say how many classes; set it", fix=f"set {key}.num_classes=<n>")
+    if t["ignore_index"] is None:
+        t["ignore_index"] = ts.ignore_index
+
+
+def _resolve_head(p: Problems, key: str, t: dict, kind, plain: dict) -> None:
+    head = t["head"] if t["head"] is not None else (plain.get("head") or {}).get("dense" if kind.dense else "vector")
+    cls = _check_component(p, f"{key}.head", head, HEADS) if t["head"] is not None else (
+        HEADS.get(head["name"]) if isinstance(head, dict) and head.get("name") in HEADS else None)
+    t["head"] = head
+    if cls is None:
+        return
+    if kind.dense and not cls.dense_output:
+        p.add(f"{key}.head", f"a {kind.name} task needs a dense (per-pixel) head", head["name"],
+              allowed=", ".join(n for n in HEADS.names() if HEADS.get(n).dense_output),
+              fix=f"set {key}.head.name or head.dense.name to a dense head")
+    if not kind.dense and cls.dense_output:
+        p.add(f"{key}.head", f"a {kind.name} task needs a vector head, not a dense one", head["name"],
+              allowed=", ".join(n for n in HEADS.names() if not HEADS.get(n).dense_output))
+    bb = plain.get("backbone") or {}
+    if cls.needs_feature_map and bb.get("name") in BACKBONES and not BACKBONES.get(bb["name"]).feature_map:
+        p.add(f"{key}.head", f"head {head['name']} needs a spatial feature map, but backbone {bb['name']} gives vectors",
+              head["name"], fix="choose a convolutional backbone or disable this task")
+
+
+def _check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
+    if not isinstance(monitor, str) or monitor == "mean_rel" or not tasks:
+        return
+    allowed = ["mean_rel"] + [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
+    if monitor not in allowed:
+        p.add("trainer.monitor", "not a metric of an enabled task", monitor, allowed=", ".join(allowed))

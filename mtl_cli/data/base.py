@@ -1,0 +1,141 @@
+"""Data contract shared by every source.
+
+A *source* (one file in ``mtl_cli/data/sources/`` registered in ``SOURCES``) is built from the
+``data`` config node: ``name`` selects the class, the other keys are its constructor arguments.
+
+- ``describe()`` is cheap (reads headers only) and returns a :class:`DataSpec`: the inputs and the
+  targets the source offers. Validation uses it to check that every task names a real target
+  before anything heavy is loaded.
+- ``load()`` returns the splits ``{"train": ds, "val": ds, "test": ds}``.
+
+Every dataset yields samples of the form::
+
+    {"inputs": {input_key: Tensor}, "targets": {target: Tensor}, "masks": {target: bool Tensor[]}}
+
+A missing label is ``masks[target] == False`` (the target tensor then holds any filler value):
+never a silent zero. Dense targets may also mark single pixels as missing with ``ignore_index``
+(segmentation) or NaN (dense regression).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import DataError, Problem
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]  # per sample, e.g. (3, 32, 32) or (n_features,)
+    modality: str = "image"  # image | tabular | signal
+
+
+@dataclass
+class TargetSpec:
+    name: str
+    kind: str  # the task kind this target suits: classification, binary, multilabel, ...
+    shape: tuple[int, ...] = ()  # per sample: () scalar, (k,) vector, (H, W) mask, (1, H, W) map
+    num_classes: int | None = None  # classes (classification, segmentation) or labels (multilabel)
+    class_names: list[str] | None = None
+    ignore_index: int | None = None  # segmentation pixels to ignore
+
+
+@dataclass
+class DataSpec:
+    inputs: dict[str, InputSpec]
+    targets: dict[str, TargetSpec]
+    artifacts: dict[str, Any] = field(default_factory=dict)  # e.g. label maps, saved in the run dir
+
+
+class DataSource:
+    """Base class of data sources. Subclasses take their config keys as typed __init__ args."""
+
+    def describe(self) -> DataSpec:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def load(self) -> dict[str, Dataset]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class InMemoryDataset(Dataset):
+    """Tensors with a leading sample dimension. ``__getitems__`` returns a whole batch at once,
+    so a DataLoader over it costs one gather per tensor instead of a Python loop per sample."""
+
+    def __init__(
+        self,
+        inputs: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor] | None = None,
+    ):
+        sizes = {t.shape[0] for t in list(inputs.values()) + list(targets.values())}
+        if len(sizes) != 1:
+            raise ValueError(f"all tensors need the same number of samples, got sizes {sizes}")
+        self.n = sizes.pop()
+        self.inputs = inputs
+        self.targets = targets
+        masks = dict(masks or {})
+        for k in targets:
+            if k not in masks:
+                masks[k] = torch.ones(self.n, dtype=torch.bool)
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "inputs": {k: v[i] for k, v in self.inputs.items()},
+            "targets": {k: v[i] for k, v in self.targets.items()},
+            "masks": {k: v[i] for k, v in self.masks.items()},
+        }
+
+    def __getitems__(self, idx: Sequence[int]) -> dict:
+        index = torch.as_tensor(idx, dtype=torch.long)
+        return {
+            "inputs": {k: v.index_select(0, index) for k, v in self.inputs.items()},
+            "targets": {k: v.index_select(0, index) for k, v in self.targets.items()},
+            "masks": {k: v.index_select(0, index) for k, v in self.masks.items()},
+        }
+
+    def subset(self, idx: torch.Tensor) -> "InMemoryDataset":
+        return InMemoryDataset(
+            {k: v[idx] for k, v in self.inputs.items()},
+            {k: v[idx] for k, v in self.targets.items()},
+            {k: v[idx] for k, v in self.masks.items()},
+        )
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, torch.Tensor]:
+    """Seeded random split of ``range(n)`` into train/val/test index tensors."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    n_val = int(round(n * val_fraction))
+    n_test = int(round(n * test_fraction))
+    return {
+        "val": perm[:n_val],
+        "test": perm[n_val : n_val + n_test],
+        "train": perm[n_val + n_test :],
+    }
+
+
+def check_nonempty(splits: dict[str, Dataset], where: str) -> None:
+    empty = [s for s, ds in splits.items() if len(ds) == 0]
+    if empty:
+        raise DataError(
+            [
+                Problem(
+                    key=where,
+                    message=f"split(s) {', '.join(empty)} have no samples",
+                    fix="use more data or change val_fraction/test_fraction",
+                )
+            ]
+        )

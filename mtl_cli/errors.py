@@ -1,0 +1,58 @@
+"""Errors that the CLI reports as a clean message with exit code 2 (no traceback).
+
+Set ``MTL_DEBUG=1`` (or ``HYDRA_FULL_ERROR=1``) to see the Python traceback as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a config or data: where, what was given, what is allowed, the fix."""
+
+    key: str
+    message: str
+    value: object = None
+    allowed: str | None = None
+    fix: str | None = None
+
+    def render(self) -> str:
+        text = f"{self.key}: {self.message}"
+        if self.value is not None:
+            text += f" (got {self.value!r})"
+        if self.allowed:
+            text += f"\n      allowed: {self.allowed}"
+        if self.fix:
+            text += f"\n      fix: {self.fix}"
+        return text
+
+
+class UserError(Exception):
+    """Base for errors caused by the user's config or data; exit code 2."""
+
+    exit_code = 2
+    title = "Error"
+
+    def __init__(self, problems: list[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem(key="", message=problems)]
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        n = len(self.problems)
+        head = f"{self.title}: {n} problem{'s' if n != 1 else ''} found"
+        lines = [head]
+        for p in self.problems:
+            lines.append("  - " + p.render().lstrip(": "))
+        return "\n".join(lines)
+
+
+class ConfigError(UserError):
+    title = "Config error"
+
+
+class DataError(UserError):
+    title = "Data error"

@@ -1,0 +1,49 @@
+"""A multi-layer perceptron for tabular (or flattened) inputs: Linear-[norm]-activation-dropout."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from ...data.base import InputSpec
+from ...registry import BACKBONES
+from ..base import Backbone
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+@BACKBONES.register("mlp")
+class MLP(Backbone):
+    feature_map = False
+
+    def __init__(
+        self,
+        input_spec: InputSpec,
+        *,
+        hidden: list[int] = (256, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} not in {sorted(ACTIVATIONS)}")
+        d = int(math.prod(input_spec.shape))
+        layers: list[nn.Module] = [nn.Flatten()]
+        for h in hidden:
+            layers.append(nn.Linear(d, h))
+            if layer_norm:
+                layers.append(nn.LayerNorm(h))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = h
+        self.net = nn.Sequential(*layers)
+        self.out_shape = (d,)
+
+    def stage_names(self) -> list[str]:
+        return [n for n, m in self.net.named_children() if isinstance(m, nn.Linear)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -1,0 +1,31 @@
+"""MLP head: global-average-pool (for maps), hidden Linear-ReLU layers, output layer."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from ...registry import HEADS
+from ..base import Head, pool
+
+
+@HEADS.register("mlp")
+class MLPHead(Head):
+    def __init__(
+        self, in_shape: tuple[int, ...], out_features: int, out_size, *,
+        hidden: list[int] = (128,), dropout: float = 0.0,
+    ):
+        super().__init__()
+        d = in_shape[0] if len(in_shape) == 3 else int(math.prod(in_shape))
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = h
+        layers.append(nn.Linear(d, out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(pool(x))

@@ -1,0 +1,97 @@
+"""Task kinds and tasks.
+
+A *task kind* (one file in ``mtl_cli/tasks/kinds/``) knows how a kind of target is predicted and
+judged: the output size of its head, whether the head is dense (per pixel), its losses and its
+metrics, each metric with a direction (higher or lower is better). A *task* is a named use of a
+kind on one target of the data, built from a ``tasks.<name>`` config node.
+
+Losses are masked means: a sample without a label (mask False) adds nothing, and a batch with no
+label at all for a task gives a loss of exactly 0 that still has a graph (so backward works and
+the other tasks train). No host synchronisation happens in a loss (no ``.item()``, no boolean
+indexing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..data.base import TargetSpec
+
+HIGHER, LOWER = "higher", "lower"
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    factory: Callable[["Task"], Any]  # returns a torchmetrics.Metric for this task
+    direction: str  # HIGHER or LOWER is better
+
+
+class TaskKind:
+    """Interface of a task kind; subclasses are registered in TASK_KINDS."""
+
+    name: str = ""
+    dense: bool = False  # per-pixel prediction
+    default_head: str = "linear"
+    losses: tuple[str, ...] = ()
+    default_loss: str = ""
+    metrics: dict[str, MetricDef] = {}
+    default_metrics: tuple[str, ...] = ()
+    default_primary: str = ""
+    # target kinds (TargetSpec.kind) this task kind can be trained on
+    accepts: tuple[str, ...] = ()
+
+    def out_features(self, task: "Task") -> int:
+        raise NotImplementedError
+
+    def loss(self, task: "Task", pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def metric_inputs(self, task: "Task", pred: Tensor, target: Tensor, mask: Tensor):
+        """(preds, target) restricted to labelled samples, in the form the metrics take."""
+        raise NotImplementedError
+
+
+def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``per_sample`` [B, ...] over samples whose mask [B] is True (0 when none)."""
+    m = mask.to(per_sample.dtype)
+    if per_sample.dim() > 1:
+        per_sample = per_sample.flatten(1).mean(1)
+    per_sample = torch.where(mask, per_sample, torch.zeros_like(per_sample))  # NaN filler safe
+    return (per_sample * m).sum() / m.sum().clamp_min(1.0)
+
+
+@dataclass
+class Task:
+    """A task as the trainer uses it (built from config by ``mtl_cli.build``)."""
+
+    name: str
+    kind: TaskKind
+    input: str
+    target: str
+    spec: TargetSpec
+    loss_name: str
+    metric_names: list[str]
+    primary_metric: str
+    weight: float = 1.0
+    role: str = "primary"  # primary | auxiliary
+    head: dict = field(default_factory=dict)
+    num_classes: int | None = None
+    ignore_index: int | None = None
+    pos_weight: float | None = None
+
+    @property
+    def out_features(self) -> int:
+        return self.kind.out_features(self)
+
+    def loss(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        return self.kind.loss(self, pred, target, mask)
+
+    def direction(self, metric: str) -> str:
+        return self.kind.metrics[metric].direction
+
+    def make_metrics(self) -> dict[str, Any]:
+        return {m: self.kind.metrics[m].factory(self) for m in self.metric_names}

@@ -1,0 +1,40 @@
+"""Binary classification: one 0/1 label per sample, one logit."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchmetrics.classification as tmc
+from torch import Tensor
+
+from ...registry import TASK_KINDS
+from ..base import HIGHER, MetricDef, Task, TaskKind, masked_mean
+
+
+@TASK_KINDS.register("binary")
+class Binary(TaskKind):
+    name = "binary"
+    accepts = ("binary",)
+    losses = ("bce",)
+    default_loss = "bce"
+    metrics = {
+        "accuracy": MetricDef(lambda t: tmc.BinaryAccuracy(), HIGHER),
+        "f1": MetricDef(lambda t: tmc.BinaryF1Score(), HIGHER),
+        "auroc": MetricDef(lambda t: tmc.BinaryAUROC(), HIGHER),
+    }
+    default_metrics = ("accuracy", "f1", "auroc")
+    default_primary = "accuracy"
+
+    def out_features(self, task: Task) -> int:
+        return 1
+
+    def loss(self, task: Task, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        target = torch.nan_to_num(target.float())
+        pw = None if task.pos_weight is None else pred.new_tensor(task.pos_weight)
+        raw = F.binary_cross_entropy_with_logits(
+            pred.float().squeeze(-1), target, reduction="none", pos_weight=pw
+        )
+        return masked_mean(raw, mask)
+
+    def metric_inputs(self, task, pred, target, mask):
+        return pred[mask].float().squeeze(-1).sigmoid(), target[mask].long()

@@ -1,0 +1,36 @@
+"""Multi-class classification: one label out of ``num_classes`` per sample."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+import torchmetrics.classification as tmc
+from torch import Tensor
+
+from ...registry import TASK_KINDS
+from ..base import HIGHER, MetricDef, Task, TaskKind, masked_mean
+
+
+@TASK_KINDS.register("classification")
+class Classification(TaskKind):
+    name = "classification"
+    accepts = ("classification",)
+    losses = ("cross_entropy",)
+    default_loss = "cross_entropy"
+    metrics = {
+        "accuracy": MetricDef(lambda t: tmc.MulticlassAccuracy(t.num_classes, average="micro"), HIGHER),
+        "f1": MetricDef(lambda t: tmc.MulticlassF1Score(t.num_classes, average="macro"), HIGHER),
+        "auroc": MetricDef(lambda t: tmc.MulticlassAUROC(t.num_classes), HIGHER),
+    }
+    default_metrics = ("accuracy", "f1")
+    default_primary = "accuracy"
+
+    def out_features(self, task: Task) -> int:
+        return task.num_classes
+
+    def loss(self, task: Task, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        # filler labels of unlabelled samples may be anything: clamp them into range
+        safe = target.clamp(0, task.num_classes - 1)
+        return masked_mean(F.cross_entropy(pred.float(), safe, reduction="none"), mask)
+
+    def metric_inputs(self, task, pred, target, mask):
+        return pred[mask].float().softmax(-1), target[mask]

@@ -1,0 +1,100 @@
+"""Evaluation: per-task masked losses and torchmetrics metrics over a split, and model selection."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..tasks.base import HIGHER, Task
+from .batches import to_device
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    tasks: list[Task],
+    device: torch.device,
+    limit: int | None = None,
+    autocast=contextlib.nullcontext,
+) -> dict[str, dict[str, float]]:
+    """{task: {metric: value, "loss": mean loss}}; NaN for a task with no labelled sample."""
+    model.eval()
+    metrics = {t.name: {m: fn.to(device) for m, fn in t.make_metrics().items()} for t in tasks}
+    loss_sum = torch.zeros(len(tasks), dtype=torch.float64, device=device)
+    labelled = torch.zeros(len(tasks), dtype=torch.float64, device=device)
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        inputs, targets, masks = to_device(batch, device)
+        with autocast():
+            preds = model(inputs)
+        for j, t in enumerate(tasks):
+            mask = masks[t.target]
+            n = mask.sum()
+            loss_sum[j] += t.loss(preds[t.name], targets[t.target], mask).double() * n
+            labelled[j] += n
+            if bool(n > 0):
+                p, y = t.kind.metric_inputs(t, preds[t.name], targets[t.target], mask)
+                for m in metrics[t.name].values():
+                    m.update(p, y)
+    model.train()
+    out: dict[str, dict[str, float]] = {}
+    counts = labelled.tolist()
+    losses = (loss_sum / labelled.clamp_min(1)).tolist()
+    for j, t in enumerate(tasks):
+        if counts[j] == 0:
+            out[t.name] = {m: math.nan for m in t.metric_names} | {"loss": math.nan}
+            continue
+        out[t.name] = {m: float(fn.compute()) for m, fn in metrics[t.name].items()} | {"loss": losses[j]}
+    return out
+
+
+class Selector:
+    """Chooses the best evaluation by ``monitor``: ``<task>/<metric>``, or ``mean_rel``, the mean
+    over primary tasks of the relative improvement of each task's primary metric over its value at
+    the first evaluation (sign set by the metric's direction, so higher is always better)."""
+
+    def __init__(self, monitor: str, tasks: list[Task]):
+        self.monitor = monitor
+        self.tasks = tasks
+        self.reference: dict[str, float] | None = None
+        self.best_score = -math.inf
+        self.best_epoch: int | None = None
+
+    def score(self, results: dict[str, dict[str, float]]) -> float:
+        """A number where higher is better (NaN counts as worst)."""
+        if self.monitor != "mean_rel":
+            task, metric = self.monitor.split("/", 1)
+            t = next(t for t in self.tasks if t.name == task)
+            v = results[task][metric]
+            return v if t.direction(metric) == HIGHER else -v
+        primary = [t for t in self.tasks if t.role == "primary"]
+        if self.reference is None:
+            self.reference = {t.name: results[t.name][t.primary_metric] for t in primary}
+        rel = []
+        for t in primary:
+            ref, v = self.reference[t.name], results[t.name][t.primary_metric]
+            sign = 1.0 if t.direction(t.primary_metric) == HIGHER else -1.0
+            rel.append(sign * (v - ref) / max(abs(ref), 1e-8))
+        return sum(rel) / len(rel)
+
+    def update(self, results: dict[str, dict[str, float]], epoch: int) -> tuple[float, bool]:
+        s = self.score(results)
+        s_cmp = -math.inf if math.isnan(s) else s
+        improved = self.best_epoch is None or s_cmp > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = s_cmp, epoch
+        return s, improved
+
+    def state_dict(self) -> dict:
+        return {"reference": self.reference, "best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reference = state["reference"]
+        self.best_score = state["best_score"]
+        self.best_epoch = state["best_epoch"]

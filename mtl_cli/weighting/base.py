@@ -1,0 +1,56 @@
+"""The weighting interface: how per-task losses (and later their gradients) become one update.
+
+The trainer calls ``weighting.backward(losses, ctx)`` once per micro-batch with the stacked task
+losses [T] (task order = ``task_names``). The default implementation forms the scalarised loss
+``combine(losses)`` and calls ``ctx.backward(total)`` (which applies AMP loss scaling and the
+gradient-accumulation divisor). Loss-based methods override ``weights``/``combine``; gradient
+methods (a later issue) override ``backward`` and use ``ctx.model``'s ``encode``/``decode`` split
+or ``shared_parameters``. Methods keep all their state in module buffers/parameters so that
+``state_dict()`` holds it, and the returned weights [T] are what gets logged.
+
+Generic code never checks a method's name: it reads the class attributes below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class BackwardContext:
+    model: nn.Module
+    backward: Callable[[Tensor], None]  # scales for AMP / accumulation, then calls .backward()
+    step: int
+
+
+class Weighting(nn.Module):
+    #: what the method needs from the trainer: "losses" (default), later "grads", "rep_grads"
+    requires: frozenset[str] = frozenset({"losses"})
+
+    def __init__(self, task_names: list[str], task_weights: list[float]):
+        super().__init__()
+        self.task_names = list(task_names)
+        self.register_buffer("task_weights", torch.tensor(task_weights, dtype=torch.float32))
+
+    def weights(self, losses: Tensor) -> Tensor:
+        """Weights [T] for the detached losses [T]."""
+        raise NotImplementedError
+
+    def combine(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        w = self.weights(losses.detach())
+        return (w * losses).sum(), w
+
+    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        total, w = self.combine(losses)
+        ctx.backward(total)
+        return w.detach()
+
+    def on_step_end(self, step: int) -> None:
+        """Hook after each optimizer step (no-op by default)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Hook after each epoch (no-op by default)."""
