@@ -46,6 +46,23 @@ def _compose_or_problem(overrides: list[str], where: str, problems: list[Problem
         return None
 
 
+def _diagnose_keys(parsed, group_overrides: list[str], problems: list[Problem]) -> None:
+    """Name every ``key=value`` override whose key does not exist (with close matches)."""
+    base = _compose_or_problem(group_overrides, "command line", problems)
+    if base is None:
+        return
+    keys = _leaf_keys(OmegaConf.to_container(base, resolve=False))
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_delete() or o.is_add() or o.is_force_add() or key.startswith("hydra") or is_group(key):
+            continue
+        if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
+            close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            problems.append(Problem(key, "no such key in the config", o.input_line,
+                                    allowed=("did you mean " + ", ".join(close)) if close else None,
+                                    fix=f"check the spelling, or add a new key with +{o.input_line}"))
+
+
 def precheck(argv: list[str]) -> None:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
@@ -70,26 +87,25 @@ def precheck(argv: list[str]) -> None:
             group_overrides.append(f"{o.get_key_element()}={values[0]}" if values[0] is not None else o.input_line)
     if problems:
         raise ConfigError(problems)
-    base = _compose_or_problem(group_overrides, "command line", problems)
-    if base is not None:
-        plain = OmegaConf.to_container(base, resolve=False)
-        keys = _leaf_keys(plain)
-        for o in parsed:
-            key = o.key_or_group
-            if o.is_delete() or o.is_add() or o.is_force_add() or key.startswith("hydra") or is_group(key):
-                continue
-            if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
-                close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
-                problems.append(Problem(key, "no such key in the config", o.input_line,
-                                        allowed=("did you mean " + ", ".join(close)) if close else None,
-                                        fix=f"check the spelling, or add a new key with +{o.input_line}"))
+    if not args.multirun:
+        try:  # the common case: one compose, and diagnose only when it fails
+            cfg = compose(list(args.overrides))
+        except (HydraException, OmegaConfBaseException, ValueError) as e:
+            _diagnose_keys(parsed, group_overrides, problems)
+            if not problems:
+                problems.append(Problem("command line", str(e).strip().replace("\n", " "), fix="fix that override"))
+            raise ConfigError(problems)
+        if not args.cfg:
+            validate(cfg)
+        return
+    _diagnose_keys(parsed, group_overrides, problems)
     if problems or args.cfg:
         if problems:
             raise ConfigError(problems)
         return
-    jobs = BasicSweeper.split_arguments(parsed, None)[0] if args.multirun else [list(args.overrides)]
+    jobs = BasicSweeper.split_arguments(parsed, None)[0]
     for n, job in enumerate(jobs[:MAX_JOBS_CHECKED]):
-        where = f"job {n} ({' '.join(job)})" if args.multirun else "command line"
+        where = f"job {n} ({' '.join(job)})"
         cfg = _compose_or_problem(job, where, problems)
         if cfg is None:
             continue
@@ -97,6 +113,6 @@ def precheck(argv: list[str]) -> None:
             validate(cfg)
         except UserError as e:
             for q in e.problems:
-                problems.append(Problem(f"{where}: {q.key}" if args.multirun else q.key, q.message, q.value, q.allowed, q.fix))
+                problems.append(Problem(f"{where}: {q.key}", q.message, q.value, q.allowed, q.fix))
     if problems:
         raise ConfigError(problems)

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.base import DataSource, DataSpec
-from ..errors import ConfigError, DataError, Problem
+from ..errors import ConfigError, Problem, UserError
 from ..registry import ARCHS, BACKBONES, HEADS, SOURCES, TASK_KINDS, WEIGHTINGS, Registry
 from .schema import SECTIONS, LoggerConfig, RootConfig, TaskConfig, TrainerConfig
 from .typecheck import all_params, config_params, matches, type_name
@@ -241,7 +241,7 @@ def _check_data(p: Problems, node: Any) -> tuple[DataSource | None, DataSpec | N
     try:
         source = cls(**{k: v for k, v in node.items() if k != "name"})
         return source, source.describe()
-    except DataError as e:
+    except UserError as e:
         p.items.extend(Problem(q.key or "data", q.message, q.value, q.allowed, q.fix) for q in e.problems)
     except (ValueError, TypeError) as e:
         p.add("data", f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")

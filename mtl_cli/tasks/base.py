@@ -29,6 +29,11 @@ class MetricDef:
     factory: Callable[["Task"], Any]  # returns a torchmetrics.Metric for this task
     direction: str  # HIGHER or LOWER is better
 
+    @property
+    def optimum(self) -> float:
+        """Value of a perfect prediction: 1 for scores (accuracy, F1, AUROC, IoU, R²), 0 for errors."""
+        return 1.0 if self.direction == HIGHER else 0.0
+
 
 class TaskKind:
     """Interface of a task kind; subclasses are registered in TASK_KINDS."""
@@ -92,6 +97,9 @@ class Task:
 
     def direction(self, metric: str) -> str:
         return self.kind.metrics[metric].direction
+
+    def distance_to_optimum(self, metric: str, value: float) -> float:
+        return abs(self.kind.metrics[metric].optimum - value)
 
     def make_metrics(self) -> dict[str, Any]:
         return {m: self.kind.metrics[m].factory(self) for m in self.metric_names}

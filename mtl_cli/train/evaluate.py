@@ -50,14 +50,28 @@ def evaluate(
         if counts[j] == 0:
             out[t.name] = {m: math.nan for m in t.metric_names} | {"loss": math.nan}
             continue
-        out[t.name] = {m: float(fn.compute()) for m, fn in metrics[t.name].items()} | {"loss": losses[j]}
+        out[t.name] = {m: _compute(fn) for m, fn in metrics[t.name].items()} | {"loss": losses[j]}
     return out
 
 
+def _compute(metric) -> float:
+    """A metric's value, or NaN where it is undefined (e.g. R² of fewer than two samples)."""
+    try:
+        return float(metric.compute())
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return math.nan
+
+
 class Selector:
-    """Chooses the best evaluation by ``monitor``: ``<task>/<metric>``, or ``mean_rel``, the mean
-    over primary tasks of the relative improvement of each task's primary metric over its value at
-    the first evaluation (sign set by the metric's direction, so higher is always better)."""
+    """Chooses the best evaluation by ``monitor``.
+
+    - ``<task>/<metric>``: that metric (its direction decides).
+    - ``mean_rel``: the mean, over primary tasks, of the relative reduction of each task's primary
+      metric's distance to its optimum (1 for scores such as accuracy, 0 for errors such as MAE)
+      against the first evaluation: ``mean_t (d_t(first) - d_t(now)) / d_t(first)``. Higher is
+      better; 0 at the first evaluation, 1 would be perfect. Distances rather than raw values keep
+      a near-zero starting score (an F1 of 0.002) from dominating the mean.
+    """
 
     def __init__(self, monitor: str, tasks: list[Task]):
         self.monitor = monitor
@@ -74,13 +88,10 @@ class Selector:
             v = results[task][metric]
             return v if t.direction(metric) == HIGHER else -v
         primary = [t for t in self.tasks if t.role == "primary"]
+        dist = {t.name: t.distance_to_optimum(t.primary_metric, results[t.name][t.primary_metric]) for t in primary}
         if self.reference is None:
-            self.reference = {t.name: results[t.name][t.primary_metric] for t in primary}
-        rel = []
-        for t in primary:
-            ref, v = self.reference[t.name], results[t.name][t.primary_metric]
-            sign = 1.0 if t.direction(t.primary_metric) == HIGHER else -1.0
-            rel.append(sign * (v - ref) / max(abs(ref), 1e-8))
+            self.reference = dist
+        rel = [(self.reference[n] - d) / max(self.reference[n], 1e-12) for n, d in dist.items()]
         return sum(rel) / len(rel)
 
     def update(self, results: dict[str, dict[str, float]], epoch: int) -> tuple[float, bool]:

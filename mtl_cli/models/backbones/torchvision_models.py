@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 
 import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from ...data.base import InputSpec
 from ...errors import ConfigError, Problem
@@ -26,6 +24,8 @@ _POOL_NAMES = ("avgpool", "global_pool", "pool")
 
 def _last_feature_node(model: nn.Module) -> str:
     """The graph node just before the model's global pooling."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+
     nodes = get_graph_node_names(model)[1]
     for i, n in enumerate(nodes):
         if n in _POOL_NAMES and i > 0:
@@ -34,6 +34,8 @@ def _last_feature_node(model: nn.Module) -> str:
 
 
 def _load_weights(name: str, weights: str | None) -> nn.Module:
+    import torchvision  # imported here: torchvision.models takes seconds to import
+
     if weights is None:
         return torchvision.models.get_model(name, weights=None)
     if os.path.exists(weights) or weights.endswith((".pt", ".pth")):
@@ -53,6 +55,9 @@ class TorchvisionBackbone(Backbone):
 
     def __init__(self, input_spec: InputSpec, *, model: str = "resnet18", weights: str | None = None):
         super().__init__()
+        import torchvision
+        from torchvision.models.feature_extraction import create_feature_extractor
+
         available = torchvision.models.list_models(module=torchvision.models)
         if model not in available:
             raise ConfigError([Problem("backbone.model", "unknown torchvision model", model,

@@ -1,5 +1,7 @@
-"""Light convolutional decoder for dense tasks: conv-BN-ReLU at the feature resolution, bilinear
-upsampling to the output size, one more conv-ReLU, then a 1x1 conv to the per-pixel outputs."""
+"""Light convolutional decoder for dense tasks (FCN-style, Long et al. 2015): a conv-BN-ReLU at
+the feature resolution, a second one (half the channels) at twice that resolution, a 1x1 conv to
+the per-pixel outputs, and bilinear upsampling of those outputs to the target size. Refining at
+2x and upsampling only the K output maps keeps it cheap next to the backbone."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ from torch import Tensor, nn
 
 from ...registry import HEADS
 from ..base import Head
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 @HEADS.register("conv_decoder")
@@ -21,14 +27,14 @@ class ConvDecoder(Head):
     ):
         super().__init__()
         self.out_size = tuple(out_size) if out_size is not None else None
-        self.pre = nn.Sequential(
-            nn.Conv2d(in_shape[0], hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
-        )
-        self.post = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(inplace=True))
-        self.out = nn.Conv2d(hidden, out_features, 1)
+        self.pre = _block(in_shape[0], hidden)
+        self.refine = _block(hidden, max(1, hidden // 2))
+        self.out = nn.Conv2d(max(1, hidden // 2), out_features, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pre(x)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = self.out(self.refine(x))
         if self.out_size is not None and tuple(x.shape[-2:]) != self.out_size:
             x = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
-        return self.out(self.post(x))
+        return x

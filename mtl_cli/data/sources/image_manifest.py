@@ -1,0 +1,410 @@
+"""Images listed in a CSV manifest, one row per sample, with one column per task label.
+
+The manifest (``path``) has an image column (``image_column``) holding image paths, relative to
+the manifest's folder or absolute, and label columns. ``targets`` maps target names to columns
+(default: every other column, named as the column, except ``split_column``). A target's kind is
+``kinds[name]`` when given, else inferred from its values:
+
+- every value a path to an image file (.png, .jpg, ...) -> ``segmentation``: single-channel
+  (grayscale or palette) mask images whose pixel values are class indices; ``ignore_index``
+  (default 255) marks pixels to ignore. Declare ``kinds: {t: dense_regression}`` for maps of
+  numbers instead: 8-bit grayscale is scaled by 1/255, 16-bit by 1/65535 (float images kept as
+  they are); pixels equal to ``dense_missing_value`` become NaN (missing);
+- any other non-numeric value -> ``classification``: class names, mapped to 0..K-1 in the order
+  of ``classes[t]`` when given (a label outside it is an error), else sorted;
+- numbers -> ``regression`` (declare ``binary`` or ``classification`` when meant).
+
+An empty cell is a missing label (mask False). Images are converted to RGB (``channels: 3``) or
+grayscale (``channels: 1``) and resized to ``image_size`` x ``image_size`` (antialiased);
+masks and maps use nearest-neighbour resizing so that class indices stay intact. Segmentation
+without ``classes[t]`` has max(mask value) + 1 classes, found by reading the masks once in
+``describe()`` (declare ``classes`` to skip that scan).
+
+``cache: true`` decodes every image at ``load()`` into memory (fast epochs, errors up front);
+``cache: false`` decodes lazily per sample (large sets).
+
+Splits: when the manifest has the column ``split_column`` its values (train, val, test) assign
+rows; splits it does not provide, or all when the column is absent, are carved from the train
+rows by the seeded ``val_fraction`` / ``test_fraction``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from ...errors import DataError, Problem
+from ...registry import SOURCES
+from ..base import (
+    DataSource,
+    DataSpec,
+    InMemoryDataset,
+    InputSpec,
+    TargetSpec,
+    check_nonempty,
+    split_indices,
+)
+from .csv import (
+    Problems,
+    Table,
+    encode_scalar,
+    infer_kind,
+    is_missing,
+    label_map,
+    missing_column,
+    read_table,
+    resolve,
+)
+
+SCALAR_KINDS = ("classification", "binary", "regression")
+DENSE_KINDS = ("segmentation", "dense_regression")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test"}
+DENSE_SCALE = {"L": 255.0, "P": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0,
+               "I": 65535.0, "F": 1.0, "1": 1.0}
+
+
+def open_image(path: Path, where: str) -> Image.Image:
+    """Fully decoded PIL image; DataError naming the file and manifest row when unreadable."""
+    if not path.is_file():
+        raise DataError([Problem(str(path), f"image file not found ({where})",
+                                 fix="correct the path in the manifest (relative paths resolve "
+                                 "against the manifest's folder)")])
+    try:
+        img = Image.open(path)
+        img.load()  # decode now: truncated files fail here, not later
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError([Problem(str(path), f"cannot decode image ({where}): {e}",
+                                 allowed="a complete PNG/JPEG/... image",
+                                 fix="replace the file or remove its row from the manifest")]
+                        ) from e
+    return img
+
+
+def mask_array(path: Path, where: str) -> tuple[np.ndarray, str]:
+    """Raw pixel values of a single-channel mask/map image, and its PIL mode."""
+    img = open_image(path, where)
+    if img.mode not in DENSE_SCALE:
+        raise DataError([Problem(str(path), f"mask/map image is not single-channel ({where})",
+                                 img.mode, "grayscale (L, I;16, I, F) or palette (P) images",
+                                 "save the mask as a grayscale or palette PNG")])
+    return np.array(img), img.mode
+
+
+def stack(samples: list[dict], part: str) -> dict[str, torch.Tensor]:
+    """Stack one part ("inputs", "targets" or "masks") of sample dicts along a new dim 0."""
+    return {k: torch.stack([s[part][k] for s in samples]) for k in samples[0][part]}
+
+
+def resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[..., H, W] -> [..., size, size] with nearest-neighbour interpolation."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.resize(x, [size, size], interpolation=InterpolationMode.NEAREST)
+
+
+@SOURCES.register("image_manifest")
+class ImageManifestSource(DataSource):
+    """Images plus per-task labels (classes, numbers, mask images) from a CSV manifest."""
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        image_column: str = "image",
+        targets: dict[str, str] | None = None,
+        kinds: dict[str, str] | None = None,
+        classes: dict[str, list[str]] | None = None,
+        split_column: str = "split",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        image_size: int = 64,
+        channels: int = 3,
+        cache: bool = True,
+        ignore_index: int = 255,
+        dense_missing_value: int | None = None,
+        delimiter: str | None = None,
+    ):
+        self.path = path
+        self.image_column = image_column
+        self.target_columns = dict(targets) if targets else None
+        self.kinds = dict(kinds or {})
+        self.classes = {k: list(v) for k, v in (classes or {}).items()}
+        self.split_column = split_column
+        self.fractions = {"val": val_fraction, "test": test_fraction}
+        self.split_seed = split_seed
+        self.size = image_size
+        self.channels = channels
+        self.cache = cache
+        self.ignore_index = ignore_index
+        self.dense_missing_value = dense_missing_value
+        self.delimiter = delimiter
+        self._check_config()
+        self._table: Table | None = None
+        self._spec: DataSpec | None = None
+        self._scalars: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _check_config(self) -> None:
+        problems = []
+        if not self.path:
+            problems.append(Problem("data.path", "no manifest CSV given",
+                                    fix="set data.path=manifest.csv"))
+        if self.channels not in (1, 3):
+            problems.append(Problem("data.channels", "unsupported channel count", self.channels,
+                                    "1 (grayscale) or 3 (RGB)"))
+        for name, kind in self.kinds.items():
+            if kind not in SCALAR_KINDS + DENSE_KINDS:
+                problems.append(Problem(f"data.kinds.{name}", "unknown kind", kind,
+                                        ", ".join(SCALAR_KINDS + DENSE_KINDS)))
+        if problems:
+            raise DataError(problems)
+
+    # ---- describe -------------------------------------------------------------------------
+
+    @property
+    def folder(self) -> Path:
+        return resolve(self.path).parent
+
+    def table(self) -> Table:
+        """The manifest, read once; image, target and declared columns checked."""
+        if self._table is None:
+            table = read_table(resolve(self.path), self.delimiter)
+            problems = Problems()
+            for column, key in [(self.image_column, "data.image_column")] + [
+                (c, "data.targets") for c in (self.target_columns or {}).values()
+            ]:
+                if column not in table.header:
+                    problems.add(missing_column(table, column, key))
+            problems.raise_if_any()
+            self._table = table
+        return self._table
+
+    def columns(self) -> dict[str, str]:
+        """target name -> column; default every column but the image and split columns."""
+        if self.target_columns is not None:
+            return self.target_columns
+        skip = {self.image_column, self.split_column}
+        return {c: c for c in self.table().header if c not in skip}
+
+    def kind(self, name: str) -> str:
+        if name in self.kinds:
+            return self.kinds[name]
+        values = [v for v in self.table().column(self.columns()[name], "data.targets")
+                  if not is_missing(v)]
+        if values and all(v.strip().lower().endswith(IMAGE_SUFFIXES) for v in values):
+            return "segmentation"
+        return "classification" if name in self.classes else infer_kind(values)
+
+    def describe(self) -> DataSpec:
+        if self._spec is None:
+            self._check_unknown_names()
+            s, targets, maps = self.size, {}, {}
+            for name in self.columns():
+                targets[name] = self._target_spec(name, maps)
+            inputs = {"image": InputSpec("image", (self.channels, s, s), "image")}
+            self._spec = DataSpec(inputs, targets, {"label_maps": maps})
+        return self._spec
+
+    def _check_unknown_names(self) -> None:
+        names = self.columns()
+        problems = [
+            Problem(f"data.{key}.{n}", "not a target of this manifest", n, ", ".join(names),
+                    "use a target name (see data.targets / the manifest's columns)")
+            for key, d in (("kinds", self.kinds), ("classes", self.classes))
+            for n in d if n not in names
+        ]
+        if problems:
+            raise DataError(problems)
+
+    def _target_spec(self, name: str, maps: dict[str, dict[str, int]]) -> TargetSpec:
+        kind, s = self.kind(name), self.size
+        if kind == "classification":
+            maps[name] = self._label_map(name)
+            return TargetSpec(name, kind, (), len(maps[name]), list(maps[name]))
+        if kind == "segmentation":
+            names = self.classes.get(name)
+            n = len(names) if names else self._scan_num_classes(name)
+            return TargetSpec(name, kind, (s, s), n, names, ignore_index=self.ignore_index)
+        if kind == "dense_regression":
+            return TargetSpec(name, kind, (1, s, s))
+        return TargetSpec(name, kind, ())
+
+    def _label_map(self, name: str) -> dict[str, int]:
+        """Declared classes in their order (labels outside are errors), else sorted labels."""
+        table, column = self.table(), self.columns()[name]
+        if name not in self.classes:
+            return label_map(table.column(column, "data.targets"))
+        declared = self.classes[name]
+        problems = Problems()
+        for i, cell in enumerate(table.column(column, "data.targets")):
+            if not is_missing(cell) and cell.strip() not in declared:
+                problems.add(Problem(str(table.path), f"{table.where(i)}, column {column!r}: "
+                                     "label not among the declared classes", cell,
+                                     ", ".join(declared),
+                                     f"correct the label or add it to data.classes.{name}"))
+        problems.raise_if_any()
+        return {c: i for i, c in enumerate(declared)}
+
+    def _scan_num_classes(self, name: str) -> int:
+        """Segmentation classes = largest mask value (other than ignore_index) + 1."""
+        table, column, top = self.table(), self.columns()[name], 0
+        for i, cell in enumerate(table.column(column, "data.targets")):
+            if not is_missing(cell):
+                arr, _ = mask_array(self.folder / cell.strip(), self._where(i, column))
+                values = arr[arr != self.ignore_index]
+                top = max(top, int(values.max()) if values.size else 0)
+        return top + 1
+
+    # ---- decoding -------------------------------------------------------------------------
+
+    def _where(self, i: int, column: str) -> str:
+        return f"manifest {self.table().path}, {self.table().where(i)}, column {column!r}"
+
+    def scalar_targets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Values and masks of every scalar target over all rows (bad cells: one DataError)."""
+        if self._scalars is None:
+            spec, problems, out = self.describe(), Problems(), {}
+            for name, t in spec.targets.items():
+                if t.kind in SCALAR_KINDS:
+                    mapping = spec.artifacts["label_maps"].get(name)
+                    out[name] = encode_scalar(self.table(), self.columns()[name], t.kind,
+                                              mapping, problems)
+            problems.raise_if_any()
+            self._scalars = out
+        return self._scalars
+
+    def cell(self, i: int, column: str) -> str:
+        table = self.table()
+        return table.rows[i][table.index(column, "data.targets")]
+
+    def read_image(self, i: int) -> torch.Tensor:
+        """Row ``i``'s image as float32 [C, S, S] in [0, 1]."""
+        cell = self.cell(i, self.image_column).strip()
+        img = open_image(self.folder / cell, self._where(i, self.image_column))
+        x = F.pil_to_tensor(img.convert("RGB" if self.channels == 3 else "L"))
+        return F.resize(x, [self.size, self.size], antialias=True).float().div_(255.0)
+
+    def read_dense(self, i: int, name: str, kind: str) -> tuple[torch.Tensor, bool]:
+        """Row ``i``'s mask (int64 [S, S]) or map (float32 [1, S, S]), and whether present."""
+        column = self.columns()[name]
+        cell = self.cell(i, column)
+        s = self.size
+        if is_missing(cell):
+            if kind == "segmentation":
+                return torch.full((s, s), self.ignore_index, dtype=torch.long), False
+            return torch.full((1, s, s), float("nan")), False
+        arr, mode = mask_array(self.folder / cell.strip(), self._where(i, column))
+        if kind == "segmentation":
+            self._check_mask_values(arr, name, i, column, cell)
+            return resize_nearest(torch.from_numpy(arr.astype(np.int64))[None], s)[0], True
+        return resize_nearest(self._dense_values(arr, mode)[None], s), True
+
+    def _dense_values(self, arr: np.ndarray, mode: str) -> torch.Tensor:
+        x = torch.from_numpy(arr.astype(np.float32)) / DENSE_SCALE[mode]
+        if self.dense_missing_value is not None:
+            x[torch.from_numpy(arr == self.dense_missing_value)] = float("nan")
+        return x
+
+    def _check_mask_values(self, arr: np.ndarray, name: str, i: int, column: str,
+                           cell: str) -> None:
+        n = self.describe().targets[name].num_classes or 0
+        bad = (arr >= n) & (arr != self.ignore_index)
+        if bad.any():
+            raise DataError([Problem(
+                str(self.folder / cell.strip()),
+                f"mask pixel values outside the classes ({self._where(i, column)})",
+                sorted({int(v) for v in np.unique(arr[bad])})[:10],
+                f"0..{n - 1} or ignore_index {self.ignore_index}",
+                f"fix the mask, or extend data.classes.{name}")])
+
+    def sample(self, i: int) -> dict:
+        """The full sample dict of row ``i``."""
+        targets: dict[str, torch.Tensor] = {}
+        masks: dict[str, torch.Tensor] = {}
+        for name, t in self.describe().targets.items():
+            if t.kind in DENSE_KINDS:
+                targets[name], present = self.read_dense(i, name, t.kind)
+                masks[name] = torch.tensor(present)
+            else:
+                values, mask = self.scalar_targets()[name]
+                targets[name], masks[name] = values[i], mask[i]
+        return {"inputs": {"image": self.read_image(i)}, "targets": targets, "masks": masks}
+
+    # ---- load -----------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Dataset]:
+        self.scalar_targets()  # label problems surface before any image is decoded
+        rows = self.split_rows()
+        if self.cache:
+            full = self._decode_all()
+            splits: dict[str, Dataset] = {s: full.subset(idx) for s, idx in rows.items()}
+        else:
+            splits = {s: LazyManifestDataset(self, idx.tolist()) for s, idx in rows.items()}
+        check_nonempty(splits, f"data (image_manifest {self.table().path})")
+        return splits
+
+    def _decode_all(self) -> InMemoryDataset:
+        """Every row decoded and stacked; decode errors of many rows reported together."""
+        samples, problems = [], Problems()
+        for i in range(len(self.table().rows)):
+            try:
+                samples.append(self.sample(i))
+            except DataError as e:
+                for p in e.problems:
+                    problems.add(p)
+        problems.raise_if_any()
+        if not samples:
+            empty = torch.zeros(0, self.channels, self.size, self.size)
+            return InMemoryDataset({"image": empty}, {})
+        return InMemoryDataset(*(stack(samples, part) for part in ("inputs", "targets", "masks")))
+
+    def split_rows(self) -> dict[str, torch.Tensor]:
+        """Row indices per split: from the split column where given, the rest carved."""
+        table = self.table()
+        if self.split_column in table.header:
+            given = self._given_splits(table)
+            train = given.get("train", torch.zeros(0, dtype=torch.long))
+        else:
+            given, train = {}, torch.arange(len(table.rows))
+        fv = 0.0 if "val" in given else self.fractions["val"]
+        ft = 0.0 if "test" in given else self.fractions["test"]
+        idx = split_indices(len(train), fv, ft, self.split_seed)
+        idx = {k: v.sort().values for k, v in idx.items()}
+        out = {s: given[s] if s in given else train[idx[s]] for s in ("val", "test")}
+        return {"train": train[idx["train"]], **out}  # each split in manifest order
+
+    def _given_splits(self, table: Table) -> dict[str, torch.Tensor]:
+        problems, rows = Problems(), {"train": [], "val": [], "test": []}
+        for i, cell in enumerate(table.column(self.split_column, "data.split_column")):
+            split = SPLIT_NAMES.get(cell.strip().lower())
+            if split is None:
+                problems.add(Problem(str(table.path), f"{table.where(i)}, column "
+                                     f"{self.split_column!r}: unknown split", cell,
+                                     "train, val (or valid, validation), test"))
+            else:
+                rows[split].append(i)
+        problems.raise_if_any()
+        return {s: torch.tensor(r, dtype=torch.long) for s, r in rows.items() if r}
+
+
+class LazyManifestDataset(Dataset):
+    """Decodes one manifest row per ``__getitem__`` (``cache: false``)."""
+
+    def __init__(self, source: ImageManifestSource, rows: list[int]):
+        self.source = source
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.source.sample(self.rows[i])

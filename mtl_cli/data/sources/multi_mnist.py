@@ -1,0 +1,145 @@
+"""MultiMNIST and MultiFashion: two overlaid items, one task per item (Sener & Koltun, 2018).
+
+Construction, following "Multi-Task Learning as Multi-Objective Optimization" (Sener & Koltun,
+NeurIPS 2018, after Sabour et al., 2017) and the authors' released loader:
+
+1. every item of the base split (MNIST digits or Fashion-MNIST products, 28 x 28) is the *left*
+   item of exactly one sample; its partner, the *right* item, is another item of the same split
+   drawn uniformly at random (seeded; never the item itself);
+2. on an empty 36 x 36 canvas the left item is placed at the top-left (rows and columns 0..27)
+   and the right item at the bottom-right (rows and columns 6..33); where they overlap the
+   pixel-wise maximum is kept;
+3. the canvas is resized to ``image_size`` x ``image_size`` with nearest-neighbour interpolation
+   (the paper uses 28 x 28; ``image_size: 36`` keeps the canvas as it is).
+
+Targets ``left`` and ``right``: the classes of the two items (classification, 10 classes each).
+Input ``image``: float32 [1, S, S] in [0, 1].
+
+Splits: ``test`` is built from the base test split. ``train`` and ``val`` come from the base train
+split: its items are first divided by the seeded ``val_fraction``, then paired *within* each part,
+so no base item appears in both train and val. ``train_size`` / ``test_size`` keep only the first
+N items of the base train / test split. Same ``seed``, same data; another seed, other pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from ...errors import DataError, Problem
+from ...registry import SOURCES
+from ..base import (
+    DataSource,
+    DataSpec,
+    InMemoryDataset,
+    InputSpec,
+    TargetSpec,
+    check_nonempty,
+    split_indices,
+)
+from .torchvision_sets import SETS, first, load_mnist_like, resolve
+
+CANVAS = 36  # side of the canvas the two 28 x 28 items are placed on
+ITEM = 28
+LEFT_AT = 0  # top-left corner (row = column) of the left item on the canvas
+RIGHT_AT = 6  # top-left corner (row = column) of the right item on the canvas
+BASES = ("MNIST", "FashionMNIST")
+
+
+def pair_partners(n: int, generator: torch.Generator) -> torch.Tensor:
+    """For each item i in range(n) a partner index != i, uniform over the other items."""
+    shift = torch.randint(1, n, (n,), generator=generator)
+    return (torch.arange(n) + shift) % n
+
+
+def overlay(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 28, 28] left and right items -> uint8 [N, 36, 36] canvases (max where overlapping)."""
+    canvas = torch.zeros(left.shape[0], CANVAS, CANVAS, dtype=left.dtype)
+    canvas[:, LEFT_AT : LEFT_AT + ITEM, LEFT_AT : LEFT_AT + ITEM] = left
+    window = canvas[:, RIGHT_AT : RIGHT_AT + ITEM, RIGHT_AT : RIGHT_AT + ITEM]
+    canvas[:, RIGHT_AT : RIGHT_AT + ITEM, RIGHT_AT : RIGHT_AT + ITEM] = torch.maximum(window, right)
+    return canvas
+
+
+def make_split(
+    images: torch.Tensor, labels: torch.Tensor, size: int, seed: int, split: str
+) -> InMemoryDataset:
+    """One MultiMNIST split from base items: each item is the left item of one sample."""
+    if len(labels) < 2:
+        raise DataError(
+            [Problem(f"data (multi_mnist {split} split)", "too few base items to pair",
+                     len(labels), "at least 2",
+                     "use more base items (train_size / test_size) or change val_fraction")]
+        )
+    partners = pair_partners(len(labels), torch.Generator().manual_seed(seed))
+    canvas = overlay(images, images[partners])[:, None]
+    if size != CANVAS:
+        canvas = F.resize(canvas, [size, size], interpolation=InterpolationMode.NEAREST)
+    return InMemoryDataset(
+        {"image": canvas.float().div_(255.0)},
+        {"left": labels.clone(), "right": labels[partners]},
+    )
+
+
+@SOURCES.register("multi_mnist")
+class MultiMnistSource(DataSource):
+    """MultiMNIST (base MNIST) or MultiFashion (base FashionMNIST), built in memory at load()."""
+
+    def __init__(
+        self,
+        *,
+        base: str = "MNIST",
+        root: str = "data/",
+        download: bool = False,
+        train_size: int | None = None,
+        test_size: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        image_size: int = 28,
+    ):
+        if base not in BASES:
+            raise DataError(
+                [Problem("data.base", "unknown base dataset for multi_mnist", base,
+                         ", ".join(BASES), "use base: MNIST (MultiMNIST) or FashionMNIST "
+                         "(MultiFashion)")]
+            )
+        self.base = base
+        self.root = resolve(root)
+        self.download = download
+        self.train_size = train_size
+        self.test_size = test_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.size = image_size
+
+    def describe(self) -> DataSpec:
+        names = list(SETS[self.base].classes)
+        targets = {
+            t: TargetSpec(t, "classification", (), len(names), names) for t in ("left", "right")
+        }
+        mapping = {c: i for i, c in enumerate(names)}
+        return DataSpec(
+            inputs={"image": InputSpec("image", (1, self.size, self.size), "image")},
+            targets=targets,
+            artifacts={"label_maps": {"left": mapping, "right": dict(mapping)}},
+        )
+
+    def load(self) -> dict[str, InMemoryDataset]:
+        images, labels = self._base(train=True)
+        parts = split_indices(len(labels), self.val_fraction, 0.0, self.seed)
+        out = {}
+        for k, split in enumerate(("train", "val")):
+            idx = parts[split].sort().values  # keep base order inside each part
+            seed = self.seed * 1000 + k  # disjoint pairing streams per split
+            out[split] = make_split(images[idx], labels[idx], self.size, seed, split)
+        images, labels = self._base(train=False)
+        out["test"] = make_split(images, labels, self.size, self.seed * 1000 + 2, "test")
+        check_nonempty(out, f"data (multi_mnist on {self.base})")
+        return out
+
+    def _base(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base items of one official split, limited to train_size / test_size."""
+        images, labels = load_mnist_like(self.base, self.root, self.download, train)
+        n = first(len(labels), self.train_size if train else self.test_size)
+        return images[:n], labels[:n]
