@@ -32,6 +32,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[st
         log.info("run directory: %s", run_dir)
         return fit(plan, run_dir)
     except BaseException as e:
+        log.removeHandler(handlers[1])  # the CLI prints the error itself; train.log keeps a copy
         log.error("training failed: %s: %s", type(e).__name__, e)
         write_json(run_dir / "error.json", {"type": type(e).__name__, "message": str(e)})
         raise
