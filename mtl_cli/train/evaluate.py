@@ -91,8 +91,10 @@ class Selector:
         dist = {t.name: t.distance_to_optimum(t.primary_metric, results[t.name][t.primary_metric]) for t in primary}
         if self.reference is None:
             self.reference = dist
-        rel = [(self.reference[n] - d) / max(self.reference[n], 1e-12) for n, d in dist.items()]
-        return sum(rel) / len(rel)
+        # tasks without a value (no labelled val sample) are left out of the mean
+        rel = [(self.reference[n] - d) / max(self.reference[n], 1e-12) for n, d in dist.items()
+               if not (math.isnan(d) or math.isnan(self.reference[n]))]
+        return sum(rel) / len(rel) if rel else math.nan
 
     def update(self, results: dict[str, dict[str, float]], epoch: int) -> tuple[float, bool]:
         s = self.score(results)

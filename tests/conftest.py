@@ -1,0 +1,14 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SMALL_DATA = ["data.train_size=256", "data.val_size=64", "data.test_size=64", "trainer.progress=false"]
+
+
+@pytest.fixture
+def small_overrides():
+    return list(SMALL_DATA)
