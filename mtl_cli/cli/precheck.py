@@ -63,6 +63,18 @@ def _diagnose_keys(parsed, group_overrides: list[str], problems: list[Problem]) 
                                     fix=f"check the spelling, or add a new key with +{o.input_line}"))
 
 
+def _validate_into(overrides: list[str], where: str, problems: list[Problem]) -> None:
+    """Compose ``overrides`` and validate; add what is wrong to ``problems`` (keys prefixed)."""
+    cfg = _compose_or_problem(overrides, where or "command line", problems)
+    if cfg is None:
+        return
+    try:
+        validate(cfg)
+    except UserError as e:
+        for q in e.problems:
+            problems.append(Problem(f"{where}: {q.key}" if where else q.key, q.message, q.value, q.allowed, q.fix))
+
+
 def precheck(argv: list[str]) -> None:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
@@ -94,6 +106,10 @@ def precheck(argv: list[str]) -> None:
             _diagnose_keys(parsed, group_overrides, problems)
             if not problems:
                 problems.append(Problem("command line", str(e).strip().replace("\n", " "), fix="fix that override"))
+            else:  # also report what is wrong with the rest of the command line
+                bad = {q.key for q in problems}
+                rest = [o.input_line for o in parsed if o.key_or_group not in bad]
+                _validate_into(rest, "", problems)
             raise ConfigError(problems)
         if not args.cfg:
             validate(cfg)
@@ -105,14 +121,6 @@ def precheck(argv: list[str]) -> None:
         return
     jobs = BasicSweeper.split_arguments(parsed, None)[0]
     for n, job in enumerate(jobs[:MAX_JOBS_CHECKED]):
-        where = f"job {n} ({' '.join(job)})"
-        cfg = _compose_or_problem(job, where, problems)
-        if cfg is None:
-            continue
-        try:
-            validate(cfg)
-        except UserError as e:
-            for q in e.problems:
-                problems.append(Problem(f"{where}: {q.key}", q.message, q.value, q.allowed, q.fix))
+        _validate_into(job, f"job {n} ({' '.join(job)})", problems)
     if problems:
         raise ConfigError(problems)
