@@ -104,7 +104,7 @@ class InMemoryDataset(Dataset):
             "masks": {k: v.index_select(0, index) for k, v in self.masks.items()},
         }
 
-    def subset(self, idx: torch.Tensor) -> "InMemoryDataset":
+    def subset(self, idx: torch.Tensor) -> InMemoryDataset:
         return InMemoryDataset(
             {k: v[idx] for k, v in self.inputs.items()},
             {k: v[idx] for k, v in self.targets.items()},

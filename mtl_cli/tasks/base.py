@@ -26,7 +26,7 @@ HIGHER, LOWER = "higher", "lower"
 
 @dataclass(frozen=True)
 class MetricDef:
-    factory: Callable[["Task"], Any]  # returns a torchmetrics.Metric for this task
+    factory: Callable[[Task], Any]  # returns a torchmetrics.Metric for this task
     direction: str  # HIGHER or LOWER is better
 
     @property
@@ -49,13 +49,13 @@ class TaskKind:
     # target kinds (TargetSpec.kind) this task kind can be trained on
     accepts: tuple[str, ...] = ()
 
-    def out_features(self, task: "Task") -> int:
+    def out_features(self, task: Task) -> int:
         raise NotImplementedError
 
-    def loss(self, task: "Task", pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    def loss(self, task: Task, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def metric_inputs(self, task: "Task", pred: Tensor, target: Tensor, mask: Tensor):
+    def metric_inputs(self, task: Task, pred: Tensor, target: Tensor, mask: Tensor):
         """(preds, target) restricted to labelled samples, in the form the metrics take."""
         raise NotImplementedError
 
