@@ -16,16 +16,21 @@ from omegaconf import DictConfig
 
 from ..config.locate import ENV, builtin_config_dir, register_search_path_plugin
 from ..errors import UserError
-from ..train.api import train
-from ..train.trainer import objective_value
 from .precheck import precheck
 from .summary import format_summary
+
+# torch (through ..train) is imported only when a run starts: --help and --cfg answer at once
 
 log = logging.getLogger("mtl_cli")
 
 
+def _flag(name: str) -> bool:
+    """An environment switch: on for 1/true/yes/on, off when unset, empty, 0, false, no or off."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def debugging() -> bool:
-    return bool(os.environ.get("MTL_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
+    return _flag("MTL_DEBUG") or _flag("HYDRA_FULL_ERROR")
 
 
 def _take_config_dirs(argv: list[str]) -> list[str]:
@@ -48,12 +53,16 @@ def _take_config_dirs(argv: list[str]) -> list[str]:
         if missing:
             raise UserError(f"--config-dir: directory not found: {', '.join(os.path.abspath(d) for d in missing)}")
         prev = [p for p in os.environ.get(ENV, "").split(os.pathsep) if p]
-        os.environ[ENV] = os.pathsep.join([os.path.abspath(d) for d in dirs] + prev)
+        merged = [os.path.abspath(d) for d in dirs] + prev
+        os.environ[ENV] = os.pathsep.join(dict.fromkeys(merged))  # in order, each once
     return rest
 
 
 @hydra.main(config_path=str(builtin_config_dir()), config_name="train", version_base="1.3")
 def _hydra_task(cfg: DictConfig) -> float:
+    from ..train.api import train
+    from ..train.trainer import objective_value
+
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     try:
@@ -64,7 +73,7 @@ def _hydra_task(cfg: DictConfig) -> float:
         sys.stderr.write(e.render() + "\n")
         if multirun:  # one bad job does not stop the sweep; its error is in its run dir
             return math.nan
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     if summary is not None and cfg.logger.console_summary:
         print(format_summary(summary), flush=True)
     return objective_value(summary)
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         if debugging():
             raise
         sys.stderr.write(e.render() + "\n")
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     sys.argv = [sys.argv[0], *argv]
     _hydra_task()
 

@@ -48,7 +48,7 @@ class LoggerConfig:
 
 @dataclass
 class TaskConfig:
-    kind: str = _f(None, None, "a task kind")
+    kind: str | None = _f(None, None, "a task kind (classification, binary, multilabel, regression, ...)")
     target: str | None = _f(None, None, "a target offered by the data (defaults to the task name)")
     input: str | None = _f(None, None, "an input key of the data (null: the only input)")
     weight: float = _f(1.0, lambda v: v >= 0, "a number >= 0")

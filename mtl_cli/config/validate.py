@@ -9,9 +9,12 @@ the fix. Generic: component keys come from class signatures, task rules from the
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import inspect
+import math
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +37,31 @@ class Plan:
     tasks: dict[str, dict] = field(default_factory=dict)  # enabled tasks, fully resolved
 
 
+def _a(type_text: str) -> str:
+    """``integer`` -> ``an integer``; ``true/false`` -> ``true or false`` (for fix hints)."""
+    if type_text == "true/false":
+        return "true or false"
+    if type_text.startswith("null"):
+        return type_text
+    return ("an " if type_text[:1] in "aeiou" else "a ") + type_text
+
+
+def _join(where: str, key: str) -> str:
+    """Dotted key; the root section has no prefix (``seed``, not ``<root>.seed``)."""
+    return f"{where}.{key}" if where else str(key)
+
+
 class Problems:
     def __init__(self):
         self.items: list[Problem] = []
+        self.unset: set[str] = set()  # keys left at ??? (reported once, not again as a bad value)
 
     def add(self, key, message, value=None, allowed=None, fix=None):
         self.items.append(Problem(key, message, value, allowed, fix))
+
+    def report(self) -> list[Problem]:
+        """The problems to show: a ??? value is reported once as unset, not again as a bad value."""
+        return [q for q in self.items if not (q.key in self.unset and isinstance(q.value, str) and q.value == "???")]
 
 
 def _check_keys(p: Problems, where: str, node: dict, params: dict[str, tuple[Any, Any]], skip=("name",)):
@@ -52,7 +74,8 @@ def _check_keys(p: Problems, where: str, node: dict, params: dict[str, tuple[Any
             continue
         tp, _ = params[k]
         if not matches(v, tp):
-            p.add(f"{where}.{k}", f"wrong type: expected {type_name(tp)}", v, fix=f"set {where}.{k} to a {type_name(tp)}")
+            p.add(f"{where}.{k}", f"wrong type: expected {type_name(tp)}", v,
+                  fix=f"set {where}.{k} to {_a(type_name(tp))}")
     for k, (tp, default) in params.items():
         if default is inspect.Parameter.empty:
             if k not in node:
@@ -60,27 +83,38 @@ def _check_keys(p: Problems, where: str, node: dict, params: dict[str, tuple[Any
 
 
 def _check_schema(p: Problems, where: str, node: Any, schema: type) -> dict:
-    """Check ``node`` against a dataclass schema; return it with defaults filled in."""
+    """Check ``node`` against a dataclass schema; return it with defaults filled in.
+
+    ``where`` is the key prefix ("" for the root). A value with a problem is reported and then
+    replaced by the field's default in the result, so that later checks neither crash on it nor
+    report it a second time (the config is rejected anyway).
+    """
     if not isinstance(node, dict):
-        p.add(where, "expected a mapping", node)
+        p.add(where, "expected a mapping", node, fix=f"set {where} to a mapping of keys to values")
         return {f.name: f.default for f in dataclasses.fields(schema)}
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
     out = {}
-    for k, v in node.items():
+    for k in node:
         if k not in fields:
-            p.add(f"{where}.{k}", "unknown key", allowed=", ".join(fields), fix=f"remove {where}.{k} or fix its spelling")
+            key = _join(where, k)
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f", or did you mean {_join(where, close[0])}?" if close else " or fix its spelling"
+            p.add(key, "unknown key", allowed=", ".join(fields), fix=f"remove {key}{hint}")
     for name, f in fields.items():
+        key = _join(where, name)
         v = node.get(name, f.default)
         out[name] = v
         if not matches(v, hints[name]):
-            p.add(f"{where}.{name}", f"wrong type: expected {type_name(hints[name])}", v,
-                  allowed=f.metadata.get("allowed"), fix=f"set {where}.{name} to a {type_name(hints[name])}")
+            p.add(key, f"wrong type: expected {type_name(hints[name])}", v,
+                  allowed=f.metadata.get("allowed"), fix=f"set {key} to {_a(type_name(hints[name]))}")
+            out[name] = f.default
             continue
         check = f.metadata.get("check")
         if check is not None and v is not None and not check(v):
-            p.add(f"{where}.{name}", "value out of range", v, allowed=f.metadata.get("allowed"),
-                  fix=f"set {where}.{name} to {f.metadata.get('allowed')}")
+            p.add(key, "value out of range", v, allowed=f.metadata.get("allowed"),
+                  fix=f"set {key} to {f.metadata.get('allowed')}")
+            out[name] = f.default
     return out
 
 
@@ -128,34 +162,79 @@ def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], ext
     return fn
 
 
-def _check_optimizer(p: Problems, node: dict) -> None:
+def _check_optimizer(p: Problems, node: dict):
+    """Check the optimizer node; return a dummy instance (on one parameter) when it is valid."""
+    n0 = len(p.items)
     fn = _check_target(p, "optimizer", node, skip=("params",))
     if fn is None:
         if isinstance(node, dict) and node.get("_target_") is None:
             p.add("optimizer._target_", "missing", fix="choose optimizer=adamw|adam|sgd or set optimizer._target_")
-        return
+        return None
     lr = node.get("lr")
-    if lr is not None and (not isinstance(lr, (int, float)) or lr <= 0):
-        p.add("optimizer.lr", "learning rate must be a number > 0", lr, fix="e.g. optimizer.lr=1e-3")
-        return
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
+        p.add("optimizer.lr", "learning rate must be a number > 0", lr, allowed="a number > 0",
+              fix="e.g. optimizer.lr=1e-3")
+        return None
+    if len(p.items) > n0:  # unknown arguments: already reported, torch would only repeat them
+        return None
     import torch
 
     kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
     try:  # let torch judge the remaining values, on a dummy parameter
-        fn([torch.nn.Parameter(torch.zeros(1))], **kwargs)
-    except (ValueError, TypeError) as e:
+        return fn([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except Exception as e:  # noqa: BLE001 - any refusal of the arguments is a config problem
         p.add("optimizer", f"{node['_target_']} refuses these arguments: {e}", kwargs, fix="fix the named value")
+    return None
 
 
-def _check_scheduler(p: Problems, node: dict) -> None:
-    _check_target(p, "scheduler", node, skip=("optimizer",), extra=RESERVED_SCHEDULER_KEYS)
+def _check_scheduler(p: Problems, node: dict, optimizer=None) -> None:
+    n0 = len(p.items)
+    fn = _check_target(p, "scheduler", node, skip=("optimizer",), extra=RESERVED_SCHEDULER_KEYS)
     if not isinstance(node, dict):
         return
     w = node.get("warmup_steps", 0)
     if not isinstance(w, int) or isinstance(w, bool) or w < 0:
-        p.add("scheduler.warmup_steps", "expected an integer >= 0", w, fix="scheduler.warmup_steps=100")
+        p.add("scheduler.warmup_steps", "expected an integer >= 0", w, allowed="an integer >= 0",
+              fix="e.g. scheduler.warmup_steps=100 (0: no warmup)")
+    elif w > 0:
+        f = node.get("warmup_start_factor", 0.01)
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1:
+            p.add("scheduler.warmup_start_factor", "expected a number in (0, 1]", f, allowed="0 < factor <= 1",
+                  fix="e.g. scheduler.warmup_start_factor=0.01 (the warmup starts at factor x lr)")
     if node.get("interval", "step") not in ("step", "epoch"):
-        p.add("scheduler.interval", "unknown interval", node.get("interval"), allowed="step, epoch")
+        p.add("scheduler.interval", "unknown interval", node.get("interval"), allowed="step, epoch",
+              fix="set scheduler.interval=step (per optimizer step) or epoch")
+    if fn is None or len(p.items) > n0:
+        return
+    _dry_run_scheduler(p, node, fn, optimizer)
+
+
+def _dry_run_scheduler(p: Problems, node: dict, fn, optimizer) -> None:
+    """Build the scheduler on a dummy optimizer and take a few steps: torch checks most values only
+    when it computes a learning rate, which would otherwise happen mid-run."""
+    import torch
+
+    if optimizer is None:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_") and k not in RESERVED_SCHEDULER_KEYS}
+    kwargs = {k: (100 if v == "auto" else v) for k, v in kwargs.items()}  # as build_scheduler resolves it
+    target = node["_target_"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            sched = fn(optimizer, **kwargs)
+            lrs = [g["lr"] for g in optimizer.param_groups]
+            for _ in range(3):
+                sched.step()
+                lrs += [g["lr"] for g in optimizer.param_groups]
+    except Exception as e:  # noqa: BLE001 - any refusal of the arguments is a config problem
+        p.add("scheduler", f"{target} refuses these arguments: {type(e).__name__}: {e}", kwargs,
+              fix="fix the named value")
+        return
+    bad = [lr for lr in lrs if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0)]
+    if bad:
+        p.add("scheduler", f"{target} gives an invalid learning rate", bad[0], allowed="finite learning rates >= 0",
+              fix="check the scheduler's values (e.g. max_lr, eta_min)")
 
 
 def validate(cfg: DictConfig | dict) -> Plan:
@@ -163,15 +242,16 @@ def validate(cfg: DictConfig | dict) -> Plan:
     if isinstance(cfg, DictConfig):
         try:
             plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-        except Exception as e:  # interpolation errors from OmegaConf
-            raise ConfigError([Problem("config", f"cannot resolve the config: {e}", fix="fix the interpolation")])
+        except Exception as e:  # noqa: BLE001 - interpolation errors from OmegaConf
+            raise ConfigError([Problem("config", f"cannot resolve the config: {e}",
+                                       fix="fix the interpolation")]) from e
     else:
         plain = dict(cfg)
     plain.pop("hydra", None)
     _check_missing(p, plain)
 
     root_node = {k: v for k, v in plain.items() if k not in SECTIONS}
-    root = _check_schema(p, "<root>", root_node, RootConfig)
+    root = _check_schema(p, "", root_node, RootConfig)
     for s in SECTIONS:
         if s not in plain:
             p.add(s, "section is missing", fix=f"add `{s}` to the config or choose a {s}= option")
@@ -187,10 +267,9 @@ def validate(cfg: DictConfig | dict) -> Plan:
         else:
             _check_component(p, f"head.{slot}", head[slot], HEADS)
     _check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
-    if "optimizer" in plain:
-        _check_optimizer(p, plain["optimizer"])
+    optimizer = _check_optimizer(p, plain["optimizer"]) if "optimizer" in plain else None
     if "scheduler" in plain:
-        _check_scheduler(p, plain["scheduler"])
+        _check_scheduler(p, plain["scheduler"], optimizer)
     _check_device(p, plain)
 
     source, spec = _check_data(p, plain.get("data"))
@@ -202,7 +281,7 @@ def validate(cfg: DictConfig | dict) -> Plan:
                   sorted(inputs), fix="give every task the same input, or choose a multi-input architecture")
     _check_monitor(p, plain["trainer"].get("monitor"), tasks)
     if p.items:
-        raise ConfigError(p.items)
+        raise ConfigError(p.report())
     return Plan(plain, source, spec, tasks)
 
 
@@ -213,6 +292,7 @@ def _check_missing(p: Problems, node: Any, prefix: str = "") -> None:
             _check_missing(p, v, f"{prefix}.{k}" if prefix else str(k))
     elif node == "???":
         p.add(prefix, "mandatory value is not set", fix=f"set {prefix}=<value> on the command line or in the config")
+        p.unset.add(prefix)
 
 
 def _check_device(p: Problems, plain: dict) -> None:
@@ -222,11 +302,18 @@ def _check_device(p: Problems, plain: dict) -> None:
     if not isinstance(dev, str):
         return
     ok = dev == "auto" or dev == "cpu" or dev == "mps" or dev == "cuda" or dev.startswith("cuda:")
+    if ok and dev.startswith("cuda:"):
+        ok = dev[len("cuda:"):].isdigit()
     if not ok:
-        p.add("device", "unknown device", dev, allowed="auto, cpu, cuda, cuda:<i>, mps")
+        p.add("device", "unknown device", dev, allowed="auto, cpu, cuda, cuda:<i>, mps",
+              fix="set device to one of the allowed values (auto picks cuda > mps > cpu)")
         return
     if dev.startswith("cuda") and not torch.cuda.is_available():
         p.add("device", "CUDA is not available on this machine", dev, fix="use device=auto or device=cpu")
+    elif dev.startswith("cuda:") and int(dev[len("cuda:"):]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        p.add("device", f"this machine has {n} CUDA device{'s' if n != 1 else ''}", dev,
+              allowed=", ".join(["cuda"] + [f"cuda:{i}" for i in range(n)]), fix="choose an existing device")
     cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
     if plain["trainer"].get("precision") == "fp16" and not cuda:
         p.add("trainer.precision", "fp16 mixed precision needs a CUDA device", "fp16",
@@ -236,8 +323,8 @@ def _check_device(p: Problems, plain: dict) -> None:
 def _check_data(p: Problems, node: Any) -> tuple[DataSource | None, DataSpec | None]:
     n_before = len(p.items)
     cls = _check_component(p, "data", node, SOURCES)
-    if cls is None or len(p.items) > n_before:
-        return None, None
+    if cls is None or len(p.items) > n_before or any(k.startswith("data.") for k in p.unset):
+        return None, None  # reported already (an unset ??? value would only confuse the source)
     try:
         source = cls(**{k: v for k, v in node.items() if k != "name"})
         return source, source.describe()
@@ -254,15 +341,19 @@ def _check_tasks(p: Problems, node: Any, spec: DataSpec | None, plain: dict) -> 
         return {}
     out = {}
     for name, tnode in node.items():
+        n0 = len(p.items)
         t = _check_schema(p, f"tasks.{name}", tnode, TaskConfig)
-        if t.get("enabled") is False:
-            continue
+        if not isinstance(tnode, dict) or t.get("enabled") is False:
+            continue  # not a mapping: reported by _check_schema
+        if any(q.key == f"tasks.{name}.kind" for q in p.items[n0:]) or f"tasks.{name}.kind" in p.unset:
+            continue  # a bad or unset kind is reported already; nothing more can be checked
         resolved = _resolve_task(p, str(name), t, spec, plain)
         if resolved is not None:
             out[str(name)] = resolved
     enabled = [n for n, t in node.items() if not (isinstance(t, dict) and t.get("enabled") is False)]
     if not enabled:
-        p.add("tasks", "every task is disabled", sorted(node), fix="set tasks.<name>.enabled=true for at least one task")
+        p.add("tasks", "every task is disabled", sorted(node),
+              fix="set tasks.<name>.enabled=true for at least one task")
     elif out and all(t["role"] == "auxiliary" for t in out.values()):
         p.add("tasks.*.role", "every enabled task is auxiliary", fix="make at least one task role=primary")
     return out
@@ -271,6 +362,10 @@ def _check_tasks(p: Problems, node: Any, spec: DataSpec | None, plain: dict) -> 
 def _resolve_task(p: Problems, name: str, t: dict, spec: DataSpec | None, plain: dict) -> dict | None:
     key = f"tasks.{name}"
     n0 = len(p.items)
+    if t["kind"] is None:
+        p.add(f"{key}.kind", "required key is missing", allowed=", ".join(TASK_KINDS.names()),
+              fix=f"set {key}.kind=<kind> (or +{key}.kind=<kind> for a new task)")
+        return None
     if t["kind"] not in TASK_KINDS:
         p.add(f"{key}.kind", "unknown task kind", t["kind"], allowed=", ".join(TASK_KINDS.names()),
               fix=f"set {key}.kind to one of the allowed kinds")
@@ -281,11 +376,17 @@ def _resolve_task(p: Problems, name: str, t: dict, spec: DataSpec | None, plain:
         _resolve_io(p, key, t, kind, spec)
     t["loss"] = t["loss"] if t["loss"] is not None else kind.default_loss
     if t["loss"] not in kind.losses:
-        p.add(f"{key}.loss", f"not a loss of a {kind.name} task", t["loss"], allowed=", ".join(kind.losses))
+        p.add(f"{key}.loss", f"not a loss of a {kind.name} task", t["loss"], allowed=", ".join(kind.losses),
+              fix=f"set {key}.loss to an allowed loss (or null for {kind.default_loss})")
     t["metrics"] = list(t["metrics"]) if t["metrics"] is not None else list(kind.default_metrics)
+    if not t["metrics"]:
+        p.add(f"{key}.metrics", "empty list: a task needs at least one metric", [], allowed=", ".join(kind.metrics),
+              fix=f"list some metrics, or set {key}.metrics=null for the defaults ({', '.join(kind.default_metrics)})")
+        t["metrics"] = list(kind.default_metrics)
     for m in t["metrics"]:
         if m not in kind.metrics:
-            p.add(f"{key}.metrics", f"not a metric of a {kind.name} task", m, allowed=", ".join(kind.metrics))
+            p.add(f"{key}.metrics", f"not a metric of a {kind.name} task", m, allowed=", ".join(kind.metrics),
+                  fix=f"remove {m!r} from {key}.metrics")
     if t["primary_metric"] is None:
         t["primary_metric"] = kind.default_primary if kind.default_primary in t["metrics"] else t["metrics"][0]
     if t["primary_metric"] not in t["metrics"]:
@@ -313,7 +414,8 @@ def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
             p.add(f"{key}.input", "the data has several inputs; say which one this task reads", None,
                   allowed=", ".join(spec.inputs), fix=f"set {key}.input")
     elif t["input"] not in spec.inputs:
-        p.add(f"{key}.input", "the data has no such input", t["input"], allowed=", ".join(spec.inputs))
+        p.add(f"{key}.input", "the data has no such input", t["input"], allowed=", ".join(spec.inputs),
+              fix=f"set {key}.input to one of the data's inputs")
     if ts.num_classes is not None:
         if t["num_classes"] is not None and t["num_classes"] != ts.num_classes:
             p.add(f"{key}.num_classes", f"the data's target {ts.name!r} has {ts.num_classes} classes", t["num_classes"],
@@ -338,10 +440,12 @@ def _resolve_head(p: Problems, key: str, t: dict, kind, plain: dict) -> None:
               fix=f"set {key}.head.name or head.dense.name to a dense head")
     if not kind.dense and cls.dense_output:
         p.add(f"{key}.head", f"a {kind.name} task needs a vector head, not a dense one", head["name"],
-              allowed=", ".join(n for n in HEADS.names() if not HEADS.get(n).dense_output))
+              allowed=", ".join(n for n in HEADS.names() if not HEADS.get(n).dense_output),
+              fix=f"set {key}.head.name or head.vector.name to a vector head")
     bb = plain.get("backbone") or {}
     if cls.needs_feature_map and bb.get("name") in BACKBONES and not BACKBONES.get(bb["name"]).feature_map:
-        p.add(f"{key}.head", f"head {head['name']} needs a spatial feature map, but backbone {bb['name']} gives vectors",
+        p.add(f"{key}.head",
+              f"head {head['name']} needs a spatial feature map, but backbone {bb['name']} gives vectors",
               head["name"], fix="choose a convolutional backbone or disable this task")
 
 
@@ -350,4 +454,5 @@ def _check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
         return
     allowed = ["mean_rel"] + [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
     if monitor not in allowed:
-        p.add("trainer.monitor", "not a metric of an enabled task", monitor, allowed=", ".join(allowed))
+        p.add("trainer.monitor", "not a metric of an enabled task", monitor, allowed=", ".join(allowed),
+              fix="set trainer.monitor to mean_rel or one of the allowed <task>/<metric>")
