@@ -85,14 +85,22 @@ def test_corrupt_idx_file_is_a_data_error(mnist):
 
 
 def test_describe_is_static(tmp_path):
-    spec = TorchvisionSource(dataset="CIFAR100", root=str(tmp_path / "none")).describe()
+    # with download on, nothing is read: shapes and classes are known statically
+    spec = TorchvisionSource(dataset="CIFAR100", root=str(tmp_path / "none"), download=True).describe()
     assert spec.targets["label"].num_classes == 100 and spec.inputs["image"].shape == (3, 32, 32)
-    spec = TorchvisionSource(dataset="CelebA", root=str(tmp_path / "none")).describe()
+    spec = TorchvisionSource(dataset="CelebA", root=str(tmp_path / "none"), download=True).describe()
     assert len(spec.targets) == 40 and spec.targets["smiling"].kind == "binary"
     assert spec.inputs["image"].shape == (3, 64, 64)
-    spec = TorchvisionSource(dataset="FashionMNIST").describe()
+    spec = TorchvisionSource(dataset="FashionMNIST", root=str(tmp_path), download=True).describe()
     assert spec.targets["label"].class_names[0] == "T-shirt/top"
     assert spec.artifacts["label_maps"]["label"]["Ankle boot"] == 9
+
+
+def test_describe_finds_missing_files_before_the_run(tmp_path):
+    # with download off, validation (describe) already names the missing folder
+    with pytest.raises(DataError) as e:
+        TorchvisionSource(dataset="CIFAR100", root=str(tmp_path / "none")).describe()
+    assert str(tmp_path / "none" / "cifar-100-python") in str(e.value)
 
 
 def test_mnist_values_labels_and_val_carve(mnist):

@@ -21,16 +21,6 @@ CONF = ROOT / "conf"
 
 pytestmark = pytest.mark.slow
 
-# Known bug (pyproject.toml, not fixed here): `packages.find` with include=["mtl_cli*"] never
-# discovers the package "mtl_cli.conf" (its directory is the top-level conf/), so the package-dir
-# mapping and package-data for it are ignored and the wheel ships no configs at all. Listing
-# "mtl_cli.conf" in an explicit `packages = [...]` fixes it (checked: both tests then pass).
-# strict: once fixed these tests pass, XPASS fails the run, and this marker must go.
-WHEEL_WITHOUT_CONF = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="pyproject.toml: mtl_cli.conf is not among the packages, so the wheel has no conf/ files")
-
-
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, **kw)
     assert r.returncode == 0, f"{args} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
@@ -45,7 +35,7 @@ def wheel(tmp_path_factory) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in ("mtl_cli", "conf"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
     out = tmp / "dist"
@@ -63,7 +53,6 @@ def test_wheel_contains_the_package(wheel):
     assert "mtl-train = mtl_cli.cli.train:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
-@WHEEL_WITHOUT_CONF
 def test_wheel_contains_every_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"mtl_cli/conf/{p.relative_to(CONF).as_posix()}" for p in CONF.rglob("*.yaml")}
@@ -72,7 +61,6 @@ def test_wheel_contains_every_config(wheel):
     assert not missing, f"configs missing from the wheel: {missing}"
 
 
-@WHEEL_WITHOUT_CONF
 def test_installed_wheel_uses_its_packaged_configs(wheel, tmp_path):
     site = tmp_path / "site"
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)])

@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(e.render() + "\n")
         raise SystemExit(2) from None
     sys.argv = [sys.argv[0], *argv]
-    _hydra_task()
+    try:
+        _hydra_task()
+    except BrokenPipeError:  # `mtl-train --help | head`: the reader left, nothing is wrong
+        sys.stderr.close()
 
 
 if __name__ == "__main__":

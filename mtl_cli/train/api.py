@@ -24,6 +24,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[st
     run_dir = Path(run_dir if run_dir is not None else plan.cfg["run_dir"]).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     plan.cfg["run_dir"] = str(run_dir)
+    for stale in ("summary.json", "error.json"):  # left by an earlier run in the same directory
+        (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.cfg)))
     if overrides is not None:
         (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))

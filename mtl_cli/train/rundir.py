@@ -47,7 +47,8 @@ class MetricsWriter:
     def __init__(self, run_dir: Path, jsonl: bool = True, csv_: bool = True):
         self.records: list[dict] = []
         self.csv_path = run_dir / "metrics.csv" if csv_ else None
-        self.f = open(run_dir / "metrics.jsonl", "a", buffering=1) if jsonl else None
+        # a new run starts the file afresh (resuming a run is a separate path)
+        self.f = open(run_dir / "metrics.jsonl", "w", buffering=1) if jsonl else None
 
     def log(self, record: dict) -> None:
         record = _clean(record)

@@ -38,7 +38,7 @@ from ..base import (
     check_nonempty,
     split_indices,
 )
-from .torchvision_sets import SETS, first, load_mnist_like, resolve
+from .torchvision_sets import SETS, first, load_mnist_like, require_files, resolve
 
 CANVAS = 36  # side of the canvas the two 28 x 28 items are placed on
 ITEM = 28
@@ -114,6 +114,8 @@ class MultiMnistSource(DataSource):
         self.size = image_size
 
     def describe(self) -> DataSpec:
+        if not self.download:  # missing files are found at validation, before the run starts
+            require_files(self.base, self.root)
         names = list(SETS[self.base].classes)
         targets = {
             t: TargetSpec(t, "classification", (), len(names), names) for t in ("left", "right")

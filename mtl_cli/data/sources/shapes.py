@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import ConfigError, Problem
 from ...registry import SOURCES
 from ..base import DataSource, DataSpec, InMemoryDataset, InputSpec, TargetSpec
 
@@ -111,6 +112,15 @@ class ShapesSource(DataSource):
         missing_labels: dict[str, float] | None = None,
     ):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        bad = [Problem(f"data.{s}_size", "a split needs at least one sample", n, "an integer >= 1",
+                       f"set data.{s}_size to 1 or more") for s, n in self.sizes.items() if n < 1]
+        if image_size < 8:
+            bad.append(Problem("data.image_size", "images this small cannot hold the shapes", image_size,
+                               "an integer >= 8", "set data.image_size=32"))
+        if max_objects < 1:
+            bad.append(Problem("data.max_objects", "each image needs an object", max_objects, "an integer >= 1"))
+        if bad:
+            raise ConfigError(bad)
         self.image_size = image_size
         self.max_objects = max_objects
         self.noise = noise

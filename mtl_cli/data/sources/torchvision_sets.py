@@ -266,6 +266,8 @@ class TorchvisionSource(DataSource):
         self.test_limit = test_limit
 
     def describe(self) -> DataSpec:
+        if not self.download:  # missing files are found at validation, before the run starts
+            require_files(self.dataset, self.root)
         s = self.size
         inputs = {"image": InputSpec("image", (self.info.channels, s, s), "image")}
         if self.dataset == "CelebA":
