@@ -141,3 +141,39 @@ def test_selector_single_metric_direction():
     sel.update({"b": {"mae": 1.0}}, 2)
     sel.update({"b": {"mae": 1.5}}, 3)
     assert sel.best_epoch == 2
+
+
+def test_fused_losses_equal_per_task_losses():
+    """LossComputer batches tasks of one kind; the result must equal one loss call per task."""
+    from mtl_cli.tasks.base import LossComputer
+
+    torch.manual_seed(0)
+    b = 16
+    tasks = [make_task("binary", TargetSpec(f"b{i}", "binary", ()), name=f"b{i}", pos_weight=2.0 if i == 1 else None)
+             for i in range(3)]
+    tasks.insert(1, make_task("classification", TargetSpec("c0", "classification", (), 3), name="c0", num_classes=3))
+    tasks.append(make_task("classification", TargetSpec("c1", "classification", (), 3), name="c1", num_classes=3))
+    tasks.append(make_task("regression", TargetSpec("r0", "regression", ()), name="r0", loss="l1"))
+    tasks.append(make_task("regression", TargetSpec("r1", "regression", ()), name="r1", loss="l1"))
+    tasks.append(make_task("regression", TargetSpec("v", "regression", (2,)), name="v"))  # vector: not fused
+    preds, targets, masks = {}, {}, {}
+    for t in tasks:
+        n_out = {"binary": 1, "classification": 3, "regression": t.out_features}[t.kind.name]
+        preds[t.name] = torch.randn(b, n_out, requires_grad=True)
+        if t.kind.name == "classification":
+            targets[t.name] = torch.randint(0, 3, (b,))
+        elif t.kind.name == "binary":
+            targets[t.name] = (torch.rand(b) > 0.5).float()
+        else:
+            targets[t.name] = torch.randn(b, *t.spec.shape)
+        masks[t.name] = torch.rand(b) > 0.3
+    masks["r1"] = torch.zeros(b, dtype=torch.bool)  # a fused task without labels: exactly 0
+    lc = LossComputer(tasks)
+    assert sorted(len(g) for g in lc.groups) == [1, 2, 2, 3]
+    fused = lc(preds, targets, masks)
+    single = torch.stack([t.loss(preds[t.name], targets[t.name], masks[t.name]) for t in tasks])
+    assert torch.allclose(fused, single, atol=1e-6)
+    assert fused[tasks.index(next(t for t in tasks if t.name == "r1"))].item() == 0.0
+    g_fused = torch.autograd.grad(fused.sum(), [preds[t.name] for t in tasks])
+    g_single = torch.autograd.grad(single.sum(), [preds[t.name] for t in tasks])
+    assert all(torch.allclose(a, c, atol=1e-6) for a, c in zip(g_fused, g_single))

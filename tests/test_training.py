@@ -150,3 +150,22 @@ def test_hps_parameter_partition(small_overrides):
     assert shared | set().union(*per_task) == everything
     rep = model.encode(plan.source.load()["val"].__getitems__([0, 1])["inputs"])
     assert rep.shape == (2, 128, 8, 8)
+
+
+def test_fused_linear_heads_match_separate_heads(small_overrides):
+    """40 linear heads run as one matmul; outputs and per-head gradients equal separate calls."""
+    from mtl_cli.models.base import pool
+
+    overrides = small_overrides + ["tasks=none"] + [f"+tasks.t{i}={{kind: binary, target: large}}" for i in range(40)]
+    plan = validate(compose(overrides))
+    model = build_model(plan, build_tasks(plan))
+    assert len(model.run_heads.groups) == 1 and len(model.run_heads.groups[0]) == 40
+    x = plan.source.load()["val"].__getitems__(list(range(4)))["inputs"]
+    rep = model.encode(x)
+    fused = model.decode(rep)
+    for i in (0, 17, 39):
+        head = model.heads[f"t{i}"]
+        assert torch.allclose(fused[f"t{i}"], head.fc(pool(rep)), atol=1e-6)
+    fused["t3"].sum().backward()
+    assert torch.count_nonzero(model.heads["t3"].fc.weight.grad) > 0
+    assert model.heads["t4"].fc.weight.grad is None or torch.count_nonzero(model.heads["t4"].fc.weight.grad) == 0

@@ -30,10 +30,54 @@ class Backbone(nn.Module):
 
 
 class Head(nn.Module):
-    """Maps shared features to one task's prediction."""
+    """Maps shared features to one task's prediction.
+
+    Heads that pool their input first (``pools_input``) receive the pooled [B, C] features from
+    :class:`HeadRunner`, computed once for all of them. Heads with equal, non-None ``fuse_key()``
+    may run as one batched call, ``type(head).forward_fused(heads, x)``; each keeps its own
+    parameters, so the per-task parameter split is unchanged.
+    """
 
     needs_feature_map: bool = False  # class attribute: needs [B, C, h, w] input
     dense_output: bool = False  # class attribute: predicts per pixel [B, K, H, W]
+    pools_input: bool = False  # class attribute: forward starts with pool(x)
+
+    def fuse_key(self) -> tuple | None:
+        return None
+
+    @staticmethod
+    def forward_fused(heads: list[Head], x: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+
+class HeadRunner:
+    """Applies a ModuleDict of heads to one shared representation, cheaply for many tasks:
+    global pooling once for every pooling head, and one batched call per group of fusable heads
+    (e.g. 40 linear heads become one matmul instead of 40)."""
+
+    def __init__(self, heads: nn.ModuleDict):
+        self.heads = heads
+        groups: dict[tuple, list[str]] = {}
+        for name, head in heads.items():
+            key = head.fuse_key()
+            groups.setdefault((type(head), key) if key is not None else (name,), []).append(name)
+        self.groups = list(groups.values())
+
+    def __call__(self, rep: Tensor) -> dict[str, Tensor]:
+        pooled = None
+        out: dict[str, Tensor] = {}
+        for names in self.groups:
+            first = self.heads[names[0]]
+            x = rep
+            if first.pools_input:
+                pooled = pool(rep) if pooled is None else pooled
+                x = pooled
+            if len(names) == 1:
+                out[names[0]] = first(x)
+            else:
+                for n, y in zip(names, type(first).forward_fused([self.heads[n] for n in names], x)):
+                    out[n] = y
+        return {n: out[n] for n in self.heads}  # task order
 
 
 @dataclass

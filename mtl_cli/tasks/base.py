@@ -59,6 +59,14 @@ class TaskKind:
         """(preds, target) restricted to labelled samples, in the form the metrics take."""
         raise NotImplementedError
 
+    def fuse_key(self, task: Task) -> tuple | None:
+        """Tasks of this kind with equal non-None keys can share one ``fused_loss`` call."""
+        return None
+
+    def fused_loss(self, tasks: list[Task], preds: list[Tensor], targets: list[Tensor], masks: list[Tensor]) -> Tensor:
+        """Losses [n] of ``tasks``, equal to calling ``loss`` on each, in a few batched ops."""
+        raise NotImplementedError
+
 
 def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``per_sample`` [B, ...] over samples whose mask [B] is True (0 when none)."""
@@ -67,6 +75,13 @@ def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
         per_sample = per_sample.flatten(1).mean(1)
     per_sample = torch.where(mask, per_sample, torch.zeros_like(per_sample))  # NaN filler safe
     return (per_sample * m).sum() / m.sum().clamp_min(1.0)
+
+
+def masked_column_mean(raw: Tensor, masks: list[Tensor]) -> Tensor:
+    """Per-column mean of ``raw`` [B, n] over the rows whose mask (one [B] mask per column) is set."""
+    m = torch.stack(masks, 1).to(raw.dtype)
+    raw = torch.where(m > 0, raw, torch.zeros_like(raw))
+    return (raw * m).sum(0) / m.sum(0).clamp_min(1.0)
 
 
 @dataclass
@@ -103,3 +118,35 @@ class Task:
 
     def make_metrics(self) -> dict[str, Any]:
         return {m: self.kind.metrics[m].factory(self) for m in self.metric_names}
+
+
+class LossComputer:
+    """Per-task losses [T] in task order. Tasks whose kind can fuse them (say 40 binary tasks) are
+    computed in one batched call per group instead of one small graph per task."""
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tasks):
+            key = t.kind.fuse_key(t)
+            groups.setdefault((type(t.kind), key) if key is not None else (i,), []).append(i)
+        self.groups = list(groups.values())
+        order = [i for g in self.groups for i in g]
+        self._inverse = None if order == sorted(order) else torch.tensor(order).argsort()
+
+    def __call__(self, preds: dict[str, Tensor], targets: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        parts = []
+        for g in self.groups:
+            ts = [self.tasks[i] for i in g]
+            if len(ts) == 1:
+                t = ts[0]
+                parts.append(t.loss(preds[t.name], targets[t.target], masks[t.target]).reshape(1))
+            else:
+                parts.append(ts[0].kind.fused_loss(ts, [preds[t.name] for t in ts], [targets[t.target] for t in ts],
+                                                   [masks[t.target] for t in ts]))
+        out = torch.cat(parts)
+        if self._inverse is not None:
+            if self._inverse.device != out.device:
+                self._inverse = self._inverse.to(out.device)
+            out = out.index_select(0, self._inverse)
+        return out

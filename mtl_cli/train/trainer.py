@@ -1,10 +1,10 @@
 """The training loop, top to bottom: build, train epochs, evaluate, select, test, summarise.
 
-Hot path (one micro-batch): move the batch, forward under autocast, per-task masked losses
-[T], ``weighting.backward`` (which scales for AMP and accumulation), and every
-``accumulate_grad_batches`` micro-batches: unscale, clip, optimizer and scheduler step. Nothing
-in it synchronises with the host: losses accumulate on the device and are read (``.tolist()``)
-only every ``logger.log_every`` optimizer steps.
+Hot path (``Trainer.train_step``, one micro-batch): move the batch, forward under autocast,
+per-task masked losses [T], ``weighting.backward`` (which scales for AMP and accumulation), and
+every ``accumulate_grad_batches`` micro-batches ``optimizer_step``: unscale, clip, optimizer and
+scheduler step. Nothing in it synchronises with the host: losses accumulate on the device and are
+read (``.tolist()``) only every ``logger.log_every`` optimizer steps.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..build import build_model, build_optimizer, build_scheduler, build_tasks, build_weighting
 from ..config.validate import Plan
+from ..tasks.base import LossComputer
 from ..weighting.base import BackwardContext
 from .batches import make_loader, to_device
 from .evaluate import Selector, evaluate
@@ -71,181 +72,212 @@ class Progress:
     train_time: float = 0.0  # seconds spent in training steps (not evaluation)
 
 
-def fit(plan: Plan, run_dir: Path) -> dict:
-    """Train, select, test; write the run directory; return the summary dict."""
-    cfg, tcfg, lcfg = plan.cfg, plan.cfg["trainer"], plan.cfg["logger"]
-    device = resolve_device(cfg["device"])
-    seed_everything(cfg["seed"], tcfg["deterministic"])
-    t_start = time.perf_counter()
+class Trainer:
+    """Owns the objects of one run; ``fit()`` trains, selects, tests and returns the summary."""
 
-    tasks = build_tasks(plan)
-    splits = plan.source.load()
-    write_json(run_dir / "data.json", {"splits": {k: len(v) for k, v in splits.items()}, **plan.spec.artifacts})
-    bs, ebs = tcfg["batch_size"], tcfg["eval_batch_size"] or 2 * tcfg["batch_size"]
-    train_loader = make_loader(splits["train"], bs, True, cfg["seed"], tcfg["num_workers"], device)
-    val_loader = make_loader(splits["val"], ebs, False, cfg["seed"], tcfg["num_workers"], device)
-    test_loader = make_loader(splits["test"], ebs, False, cfg["seed"], tcfg["num_workers"], device)
+    def __init__(self, plan: Plan, run_dir: Path):
+        self.plan, self.run_dir = plan, run_dir
+        cfg = plan.cfg
+        self.tcfg, self.lcfg = cfg["trainer"], cfg["logger"]
+        self.device = resolve_device(cfg["device"])
+        seed_everything(cfg["seed"], self.tcfg["deterministic"])
+        self.t_start = time.perf_counter()
+        self.tasks = build_tasks(plan)
+        self.names = [t.name for t in self.tasks]
+        self.compute_losses = LossComputer(self.tasks)
+        self._build_data()
+        self.model = build_model(plan, self.tasks).to(self.device)
+        self.weighting = build_weighting(plan, self.tasks).to(self.device)
+        self.optimizer = build_optimizer(plan, self.model, self.weighting)
+        self.accum = self.tcfg["accumulate_grad_batches"]
+        self.scheduler, self.interval = build_scheduler(plan, self.optimizer, self._scheduler_length())
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.tcfg["precision"] == "fp16")
+        self.autocast = autocast_for(self.tcfg["precision"], self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.metrics = MetricsWriter(run_dir, self.lcfg["jsonl"], self.lcfg["csv"])
+        self.selector = Selector(self.tcfg["monitor"], self.tasks)
+        self.prog = Progress()
+        self.history: list[dict] = []
+        self.ckpt_dir = run_dir / "checkpoints"
+        n = len(self.tasks)
+        self.loss_acc = torch.zeros(n, device=self.device)  # summed on the device between logs
+        self.weight_acc = torch.zeros(n, device=self.device)
+        self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
 
-    model = build_model(plan, tasks).to(device)
-    weighting = build_weighting(plan, tasks).to(device)
-    optimizer = build_optimizer(plan, model, weighting)
-    batches_per_epoch = len(train_loader)
-    if tcfg["limit_train_batches"] is not None:
-        batches_per_epoch = min(batches_per_epoch, tcfg["limit_train_batches"])
-    accum = tcfg["accumulate_grad_batches"]
-    total_steps = tcfg["max_epochs"] * max(1, batches_per_epoch // accum)
-    if tcfg["max_steps"] is not None:
-        total_steps = min(total_steps, tcfg["max_steps"])
-    sched_total = total_steps if cfg["scheduler"].get("interval", "step") == "step" else tcfg["max_epochs"]
-    scheduler, interval = build_scheduler(plan, optimizer, sched_total)
-    scaler = torch.amp.GradScaler(device.type, enabled=tcfg["precision"] == "fp16")
-    autocast = autocast_for(tcfg["precision"], device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = model.parameter_groups()
-    log.info("model: %s shared parameters, %s task-specific (%s)", f"{groups['shared']:,}",
-             f"{sum(v for k, v in groups.items() if k != 'shared'):,}", device)
+    def _build_data(self) -> None:
+        cfg, t = self.plan.cfg, self.tcfg
+        splits = self.plan.source.load()
+        write_json(self.run_dir / "data.json", {"splits": {k: len(v) for k, v in splits.items()}, **self.plan.spec.artifacts})
+        ebs = t["eval_batch_size"] or 2 * t["batch_size"]
+        self.train_loader = make_loader(splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device)
+        self.val_loader = make_loader(splits["val"], ebs, False, cfg["seed"], t["num_workers"], self.device)
+        self.test_loader = make_loader(splits["test"], ebs, False, cfg["seed"], t["num_workers"], self.device)
+        self.batches_per_epoch = len(self.train_loader)
+        if t["limit_train_batches"] is not None:
+            self.batches_per_epoch = min(self.batches_per_epoch, t["limit_train_batches"])
 
-    metrics = MetricsWriter(run_dir, lcfg["jsonl"], lcfg["csv"])
-    selector = Selector(tcfg["monitor"], tasks)
-    prog = Progress()
-    names = [t.name for t in tasks]
-    ckpt_dir = run_dir / "checkpoints"
-    history: list[dict] = []
+    def _scheduler_length(self) -> int:
+        """Scheduler steps in the whole run: optimizer steps, or epochs for interval=epoch."""
+        if self.plan.cfg["scheduler"].get("interval", "step") == "epoch":
+            return self.tcfg["max_epochs"]
+        total = self.tcfg["max_epochs"] * max(1, self.batches_per_epoch // self.accum)
+        return min(total, self.tcfg["max_steps"]) if self.tcfg["max_steps"] is not None else total
 
-    def state(kind: str) -> dict:
-        return {
-            "kind": kind, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict(), "weighting": weighting.state_dict(),
-            "epoch": prog.epoch, "step": prog.step, "selector": selector.state_dict(),
-            "rng": {"torch": torch.get_rng_state()}, "task_names": names,
-            "config_yaml": OmegaConf.to_yaml(OmegaConf.create(cfg)),
-        }
+    # ---------------------------------------------------------------- hot path
+    def _backward(self, total: torch.Tensor) -> None:
+        self.scaler.scale(total / self.accum).backward()
 
-    def backward(total: torch.Tensor) -> None:
-        scaler.scale(total / accum).backward()
+    def train_step(self, batch: dict) -> None:
+        inputs, targets, masks = to_device(batch, self.device)
+        with self.autocast():
+            preds = self.model(inputs)
+            losses = self.compute_losses(preds, targets, masks)  # [T], task order
+        w = self.weighting.backward(losses, BackwardContext(self.model, self._backward, self.prog.step))
+        self.prog.micro += 1
+        self.loss_acc += losses.detach().float()
+        self.weight_acc += w.float()
+        self.n_acc += 1
+        self.samples += next(iter(inputs.values())).shape[0]
+        if self.prog.micro % self.accum == 0:
+            self.optimizer_step()
 
-    def optimizer_step() -> None:
-        if tcfg["gradient_clip_val"] is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, tcfg["gradient_clip_val"])
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None and interval == "step":
-            scheduler.step()
-        prog.step += 1
-        weighting.on_step_end(prog.step)
+    def optimizer_step(self) -> None:
+        if self.tcfg["gradient_clip_val"] is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.tcfg["gradient_clip_val"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.interval == "step":
+            self.scheduler.step()
+        self.prog.step += 1
+        self.weighting.on_step_end(self.prog.step)
 
-    loss_acc = torch.zeros(len(tasks), device=device)
-    weight_acc = torch.zeros(len(tasks), device=device)
-    n_acc, t_log, samples = 0, time.perf_counter(), 0
-    done = False
-    model.train()
-    for epoch in range(tcfg["max_epochs"]):
-        bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{tcfg['max_epochs']}",
-                   disable=not tcfg["progress"], leave=False, dynamic_ncols=True)
-        t_epoch = time.perf_counter()
-        for i, batch in enumerate(train_loader):
-            if i >= batches_per_epoch:
+    # ---------------------------------------------------------------- epochs
+    def fit(self) -> dict:
+        g = self.model.parameter_groups()
+        log.info("model: %s shared parameters, %s task-specific (%s)", f"{g['shared']:,}",
+                 f"{sum(v for k, v in g.items() if k != 'shared'):,}", self.device)
+        self.model.train()
+        for epoch in range(self.tcfg["max_epochs"]):
+            done = self.train_epoch(epoch)
+            self.prog.epoch = epoch + 1
+            if self.scheduler is not None and self.interval == "epoch":
+                self.scheduler.step()
+            self.weighting.on_epoch_end(self.prog.epoch)
+            if self.prog.epoch % self.tcfg["eval_every"] == 0 or done or self.prog.epoch == self.tcfg["max_epochs"]:
+                self.validate()
+            save_checkpoint(self.state("last"), self.ckpt_dir / "last.pt")
+            if done:
                 break
-            inputs, targets, masks = to_device(batch, device)
-            with autocast():
-                preds = model(inputs)
-                losses = torch.stack([t.loss(preds[t.name], targets[t.target], masks[t.target]) for t in tasks])
-            w = weighting.backward(losses, BackwardContext(model, backward, prog.step))
-            prog.micro += 1
-            loss_acc += losses.detach().float()
-            weight_acc += w.float()
-            n_acc += 1
-            samples += next(iter(inputs.values())).shape[0]
+        if self.prog.micro % self.accum != 0:  # an incomplete accumulation at the very end
+            self.optimizer_step()
+        return self.finish()
+
+    def train_epoch(self, epoch: int) -> bool:
+        """One epoch; returns True when max_steps is reached."""
+        bar = tqdm(total=self.batches_per_epoch, desc=f"epoch {epoch + 1}/{self.tcfg['max_epochs']}",
+                   disable=not self.tcfg["progress"], leave=False, dynamic_ncols=True)
+        t0, done = time.perf_counter(), False
+        for i, batch in enumerate(self.train_loader):
+            if i >= self.batches_per_epoch:
+                break
+            step_before = self.prog.step
+            self.train_step(batch)
             bar.update(1)
-            if prog.micro % accum != 0:
-                continue
-            optimizer_step()
-            if prog.step % lcfg["log_every"] == 0:
-                rec = _train_record(prog, epoch, names, loss_acc / n_acc, weight_acc / n_acc, optimizer,
-                                    samples / (time.perf_counter() - t_log))
-                metrics.log(rec)
-                bar.set_postfix({n: f"{rec[f'loss/{n}']:.3g}" for n in names} | {"it/s": f"{rec['samples_per_s']:.0f}"})
-                loss_acc.zero_(), weight_acc.zero_()
-                n_acc, t_log, samples = 0, time.perf_counter(), 0
-            if tcfg["max_steps"] is not None and prog.step >= tcfg["max_steps"]:
+            if self.prog.step != step_before and self.prog.step % self.lcfg["log_every"] == 0:
+                self.log_train(epoch, bar)
+            if self.tcfg["max_steps"] is not None and self.prog.step >= self.tcfg["max_steps"]:
                 done = True
                 break
         bar.close()
-        prog.train_time += time.perf_counter() - t_epoch
-        prog.epoch = epoch + 1
-        if scheduler is not None and interval == "epoch":
-            scheduler.step()
-        weighting.on_epoch_end(prog.epoch)
-        last_epoch = done or prog.epoch == tcfg["max_epochs"]
-        if prog.epoch % tcfg["eval_every"] == 0 or last_epoch:
-            res = evaluate(model, val_loader, tasks, device, tcfg["limit_val_batches"], autocast)
-            score, improved = selector.update(res, prog.epoch)
-            rec = {"split": "val", "epoch": prog.epoch, "step": prog.step, "score": score}
-            rec |= {f"{t}/{m}": v for t, r in res.items() for m, v in r.items()}
-            metrics.log(rec)
-            history.append(rec)
-            metrics.write_csv()
-            log.info("epoch %d  val %s  score %.4f%s", prog.epoch, _short(res, tasks), score, "  (best)" if improved else "")
-            if improved:
-                save_checkpoint(state("best"), ckpt_dir / "best.pt")
-        save_checkpoint(state("last"), ckpt_dir / "last.pt")
-        if done:
-            break
-    # the last optimizer step may be incomplete when batches do not divide by accum: flush it
-    if prog.micro % accum != 0:
-        optimizer_step()
+        self.prog.train_time += time.perf_counter() - t0
+        return done
 
-    final_val = history[-1] if history else {}
-    best = torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True)
-    model.load_state_dict(best["model"])
-    test = evaluate(model, test_loader, tasks, device, tcfg["limit_test_batches"], autocast)
-    metrics.log({"split": "test", "epoch": selector.best_epoch, "step": best["step"]}
-                | {f"{t}/{m}": v for t, r in test.items() for m, v in r.items()})
-    metrics.close()
-    best_val = next(h for h in history if h["epoch"] == selector.best_epoch)
-    peak, peak_kind = peak_memory_mb(device)
-    summary = {
-        "run_dir": str(run_dir),
-        "objective": {"monitor": tcfg["monitor"], "value": selector.best_score, "direction": "maximize"},
-        "selected_epoch": selector.best_epoch,
-        "epochs": prog.epoch,
-        "steps": prog.step,
-        "tasks": {t.name: {"kind": t.kind.name, "role": t.role, "weight": t.weight, "primary_metric": t.primary_metric,
-                           "directions": {m: t.direction(m) for m in t.metric_names}} for t in tasks},
-        "test": test,
-        "val_selected": _nest(best_val, tasks),
-        "val_final": _nest(final_val, tasks),
-        "time_per_step_s": prog.train_time / max(1, prog.step),
-        "train_time_s": prog.train_time,
-        "wall_time_s": time.perf_counter() - t_start,
-        "peak_memory_mb": peak,
-        "peak_memory_kind": peak_kind,
-        "device": str(device),
-        "parameters": groups,
-        "environment": environment(),
-    }
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    def log_train(self, epoch: int, bar) -> None:
+        lv = (self.loss_acc / self.n_acc).tolist()  # the one host sync per logging interval
+        wv = (self.weight_acc / self.n_acc).tolist()
+        rec = {"split": "train", "epoch": epoch + 1, "step": self.prog.step}
+        rec |= {f"loss/{n}": v for n, v in zip(self.names, lv)}
+        rec |= {f"weight/{n}": v for n, v in zip(self.names, wv)}
+        rec |= {"loss": sum(a * b for a, b in zip(lv, wv)), "lr": self.optimizer.param_groups[0]["lr"],
+                "samples_per_s": self.samples / (time.perf_counter() - self.t_log)}
+        self.metrics.log(rec)
+        bar.set_postfix({n: f"{rec[f'loss/{n}']:.3g}" for n in self.names} | {"samples/s": f"{rec['samples_per_s']:.0f}"})
+        self.loss_acc.zero_()
+        self.weight_acc.zero_()
+        self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
+
+    def validate(self) -> None:
+        res = evaluate(self.model, self.val_loader, self.tasks, self.device, self.tcfg["limit_val_batches"], self.autocast)
+        score, improved = self.selector.update(res, self.prog.epoch)
+        rec = {"split": "val", "epoch": self.prog.epoch, "step": self.prog.step, "score": score}
+        rec |= {f"{t}/{m}": v for t, r in res.items() for m, v in r.items()}
+        self.metrics.log(rec)
+        self.metrics.write_csv()
+        self.history.append(rec)
+        short = "  ".join(f"{t.name}/{t.primary_metric}={res[t.name][t.primary_metric]:.4g}" for t in self.tasks)
+        log.info("epoch %d  val %s  score %.4f%s", self.prog.epoch, short, score, "  (best)" if improved else "")
+        if improved:
+            save_checkpoint(self.state("best"), self.ckpt_dir / "best.pt")
+
+    def state(self, kind: str) -> dict:
+        """Everything a checkpoint holds: tensors and plain containers only (weights_only loads)."""
+        return {
+            "kind": kind, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
+            "epoch": self.prog.epoch, "step": self.prog.step, "selector": self.selector.state_dict(),
+            "rng": {"torch": torch.get_rng_state()}, "task_names": self.names,
+            "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.plan.cfg)),
+        }
+
+    # ---------------------------------------------------------------- end of run
+    def finish(self) -> dict:
+        best = torch.load(self.ckpt_dir / "best.pt", map_location=self.device, weights_only=True)
+        self.model.load_state_dict(best["model"])
+        test = evaluate(self.model, self.test_loader, self.tasks, self.device, self.tcfg["limit_test_batches"],
+                        self.autocast)
+        self.metrics.log({"split": "test", "epoch": self.selector.best_epoch, "step": best["step"]}
+                         | {f"{t}/{m}": v for t, r in test.items() for m, v in r.items()})
+        self.metrics.close()
+        summary = self.summary(test)
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def summary(self, test: dict) -> dict:
+        best_val = next(h for h in self.history if h["epoch"] == self.selector.best_epoch)
+        peak, peak_kind = peak_memory_mb(self.device)
+        return {
+            "run_dir": str(self.run_dir),
+            "objective": {"monitor": self.tcfg["monitor"], "value": self.selector.best_score, "direction": "maximize"},
+            "selected_epoch": self.selector.best_epoch,
+            "epochs": self.prog.epoch,
+            "steps": self.prog.step,
+            "tasks": {t.name: {"kind": t.kind.name, "role": t.role, "weight": t.weight,
+                               "primary_metric": t.primary_metric,
+                               "directions": {m: t.direction(m) for m in t.metric_names}} for t in self.tasks},
+            "test": test,
+            "val_selected": _nest(best_val, self.tasks),
+            "val_final": _nest(self.history[-1], self.tasks),
+            "time_per_step_s": self.prog.train_time / max(1, self.prog.step),
+            "train_time_s": self.prog.train_time,
+            "wall_time_s": time.perf_counter() - self.t_start,
+            "peak_memory_mb": peak,
+            "peak_memory_kind": peak_kind,
+            "device": str(self.device),
+            "parameters": self.model.parameter_groups(),
+            "environment": environment(),
+        }
 
 
-def _train_record(prog: Progress, epoch: int, names, losses, weights, optimizer, throughput) -> dict:
-    lv, wv = losses.tolist(), weights.tolist()  # the one host sync per logging interval
-    rec = {"split": "train", "epoch": epoch + 1, "step": prog.step}
-    rec |= {f"loss/{n}": v for n, v in zip(names, lv)}
-    rec |= {f"weight/{n}": v for n, v in zip(names, wv)}
-    rec |= {"loss": sum(a * b for a, b in zip(lv, wv)), "lr": optimizer.param_groups[0]["lr"], "samples_per_s": throughput}
-    return rec
+def fit(plan: Plan, run_dir: Path) -> dict:
+    """Train, select, test; write the run directory; return the summary dict."""
+    return Trainer(plan, run_dir).fit()
 
 
 def _nest(rec: dict, tasks) -> dict:
     return {t.name: {k.split("/", 1)[1]: v for k, v in rec.items() if k.startswith(f"{t.name}/")} for t in tasks}
-
-
-def _short(res: dict, tasks) -> str:
-    return "  ".join(f"{t.name}/{t.primary_metric}={res[t.name][t.primary_metric]:.4g}" for t in tasks)
 
 
 def objective_value(summary: dict) -> float:

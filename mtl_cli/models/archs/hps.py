@@ -9,7 +9,7 @@ from typing import Iterator
 from torch import Tensor, nn
 
 from ...registry import ARCHS
-from ..base import ModelContext, MTLModel
+from ..base import HeadRunner, ModelContext, MTLModel
 
 
 @ARCHS.register("hps")
@@ -21,12 +21,13 @@ class HardParameterSharing(MTLModel):
         self.input_key = ctx.tasks[0].input
         self.backbone = ctx.make_backbone(ctx.inputs[self.input_key])
         self.heads = nn.ModuleDict({t.name: ctx.make_head(t, self.backbone.out_shape) for t in ctx.tasks})
+        self.run_heads = HeadRunner(self.heads)
 
     def encode(self, inputs: dict[str, Tensor]) -> Tensor:
         return self.backbone(inputs[self.input_key])
 
     def decode(self, rep: Tensor) -> dict[str, Tensor]:
-        return {name: head(rep) for name, head in self.heads.items()}
+        return self.run_heads(rep)
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()

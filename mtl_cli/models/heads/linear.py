@@ -1,9 +1,12 @@
-"""Linear head: global-average-pool (for maps) then one linear layer."""
+"""Linear head: global-average-pool (for maps) then one linear layer. Linear heads without
+dropout on the same features fuse: one matmul with the concatenated weights serves them all."""
 
 from __future__ import annotations
 
 import math
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...registry import HEADS
@@ -12,6 +15,8 @@ from ..base import Head, pool
 
 @HEADS.register("linear")
 class LinearHead(Head):
+    pools_input = True
+
     def __init__(self, in_shape: tuple[int, ...], out_features: int, out_size, *, dropout: float = 0.0):
         super().__init__()
         d = in_shape[0] if len(in_shape) == 3 else int(math.prod(in_shape))
@@ -20,3 +25,12 @@ class LinearHead(Head):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.drop(pool(x)))
+
+    def fuse_key(self) -> tuple | None:
+        return None if isinstance(self.drop, nn.Dropout) else (self.fc.in_features,)
+
+    @staticmethod
+    def forward_fused(heads: list[Head], x: Tensor) -> list[Tensor]:
+        w = torch.cat([h.fc.weight for h in heads])
+        b = torch.cat([h.fc.bias for h in heads])
+        return list(F.linear(pool(x), w, b).split([h.fc.out_features for h in heads], dim=-1))

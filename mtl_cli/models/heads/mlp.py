@@ -12,6 +12,8 @@ from ..base import Head, pool
 
 @HEADS.register("mlp")
 class MLPHead(Head):
+    pools_input = True
+
     def __init__(
         self, in_shape: tuple[int, ...], out_features: int, out_size, *,
         hidden: list[int] = (128,), dropout: float = 0.0,

@@ -8,7 +8,7 @@ import torchmetrics.classification as tmc
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, MetricDef, Task, TaskKind, masked_mean
+from ..base import HIGHER, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
 
 
 @TASK_KINDS.register("binary")
@@ -38,3 +38,15 @@ class Binary(TaskKind):
 
     def metric_inputs(self, task, pred, target, mask):
         return pred[mask].float().squeeze(-1).sigmoid(), target[mask].long()
+
+    def fuse_key(self, task: Task) -> tuple:
+        return (task.loss_name,)
+
+    def fused_loss(self, tasks, preds, targets, masks) -> Tensor:
+        p = torch.cat([x.float().reshape(x.shape[0], 1) for x in preds], 1)  # [B, n]
+        y = torch.nan_to_num(torch.stack([t.float() for t in targets], 1))
+        pw = None
+        if any(t.pos_weight is not None for t in tasks):
+            pw = p.new_tensor([1.0 if t.pos_weight is None else t.pos_weight for t in tasks])
+        raw = F.binary_cross_entropy_with_logits(p, y, reduction="none", pos_weight=pw)
+        return masked_column_mean(raw, masks)

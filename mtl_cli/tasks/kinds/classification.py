@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 import torchmetrics.classification as tmc
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, MetricDef, Task, TaskKind, masked_mean
+from ..base import HIGHER, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
 
 
 @TASK_KINDS.register("classification")
@@ -34,3 +35,11 @@ class Classification(TaskKind):
 
     def metric_inputs(self, task, pred, target, mask):
         return pred[mask].float().softmax(-1), target[mask]
+
+    def fuse_key(self, task: Task) -> tuple:
+        return (task.num_classes,)
+
+    def fused_loss(self, tasks, preds, targets, masks) -> Tensor:
+        p = torch.stack([x.float() for x in preds], 2)  # [B, C, n]
+        y = torch.stack(targets, 1).clamp(0, tasks[0].num_classes - 1)  # [B, n]
+        return masked_column_mean(F.cross_entropy(p, y, reduction="none"), masks)

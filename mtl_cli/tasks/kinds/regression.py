@@ -10,7 +10,7 @@ import torchmetrics.regression as tmr
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, LOWER, MetricDef, Task, TaskKind, masked_mean
+from ..base import HIGHER, LOWER, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
 
 LOSSES = {
     "mse": lambda p, t: F.mse_loss(p, t, reduction="none"),
@@ -46,6 +46,14 @@ class Regression(TaskKind):
         pred = pred.float().reshape(pred.shape[0], -1)
         target = torch.nan_to_num(target.float().reshape(target.shape[0], -1))
         return masked_mean(LOSSES[task.loss_name](pred, target), mask)
+
+    def fuse_key(self, task: Task) -> tuple | None:
+        return (task.loss_name,) if _dim(task) == 1 else None  # scalar targets only
+
+    def fused_loss(self, tasks, preds, targets, masks) -> Tensor:
+        p = torch.cat([x.float().reshape(x.shape[0], 1) for x in preds], 1)  # [B, n]
+        y = torch.nan_to_num(torch.stack([t.float().reshape(-1) for t in targets], 1))
+        return masked_column_mean(LOSSES[tasks[0].loss_name](p, y), masks)
 
     def metric_inputs(self, task, pred, target, mask):
         p = pred[mask].float().reshape(int(mask.sum()), -1)
