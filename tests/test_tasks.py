@@ -19,7 +19,8 @@ def make_task(kind, spec, name="t", **kw):
 
 
 def test_registry_has_every_kind():
-    assert TASK_KINDS.names() == ["binary", "classification", "dense_regression", "multilabel", "regression", "segmentation"]
+    assert TASK_KINDS.names() == [
+        "binary", "classification", "dense_regression", "multilabel", "regression", "segmentation"]
 
 
 def test_classification_loss_ignores_unlabelled_samples():

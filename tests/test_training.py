@@ -118,7 +118,8 @@ def test_warmup_then_cosine_lr(tmp_path, small_overrides):
 
 
 def test_bf16_autocast_on_cpu(tmp_path, small_overrides):
-    summary, rd = run(tmp_path, small_overrides + ["trainer.precision=bf16", "trainer.max_steps=3", "logger.log_every=1"])
+    overrides = small_overrides + ["trainer.precision=bf16", "trainer.max_steps=3", "logger.log_every=1"]
+    summary, rd = run(tmp_path, overrides)
     assert all(math.isfinite(r["loss"]) for r in records(rd, "train"))
     assert summary["steps"] == 3
 

@@ -29,7 +29,8 @@ def format_summary(summary: dict) -> str:
             star = "*" if m == info["primary_metric"] else " "
             label = f"{m} {arrow}{star}"
             first = (name if i == 0 else "", info["kind"] if i == 0 else "")
-            lines.append(f"{first[0]:<16}{first[1]:<18}{label:<18}{_fmt(val.get(m)):>10}{_fmt(test.get(m)):>10}")
+            values = f"{_fmt(val.get(m)):>10}{_fmt(test.get(m)):>10}"
+            lines.append(f"{first[0]:<16}{first[1]:<18}{label:<18}{values}")
     lines += [
         "",
         f"* primary metric   time/step {summary['time_per_step_s'] * 1000:.1f} ms   "

@@ -24,7 +24,9 @@ def builtin_config_dir() -> Path:
     for cand in (pkg / "conf", pkg.parent / "conf"):
         if (cand / "train.yaml").is_file():
             return cand
-    raise FileNotFoundError(f"mtl_cli's built-in configs are missing (looked in {pkg / 'conf'} and {pkg.parent / 'conf'})")
+    raise FileNotFoundError(
+        f"mtl_cli's built-in configs are missing (looked in {pkg / 'conf'} and {pkg.parent / 'conf'})"
+    )
 
 
 def user_config_dirs() -> list[Path]:

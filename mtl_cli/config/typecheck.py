@@ -70,7 +70,7 @@ def config_params(fn: Callable) -> dict[str, tuple[Any, Any]]:
     sig = inspect.signature(fn)
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # annotations that cannot be evaluated: fall back to no type checks
+    except (NameError, TypeError, AttributeError):  # annotations that cannot be evaluated: no type checks
         hints = {}
     out = {}
     for name, p in sig.parameters.items():
@@ -89,7 +89,7 @@ def all_params(fn: Callable, skip: tuple[str, ...] = ()) -> dict[str, tuple[Any,
         return None
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:
+    except (NameError, TypeError, AttributeError):
         hints = {}
     return {
         n: (hints.get(n, Any), p.default)

@@ -10,7 +10,9 @@ def _identity(batch):
     return batch
 
 
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, device: torch.device) -> DataLoader:
+def make_loader(
+    ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, device: torch.device
+) -> DataLoader:
     """A DataLoader; datasets with ``__getitems__`` (in-memory) hand over whole batches, so no
     per-sample collation runs. Shuffling uses its own seeded generator (reproducible order)."""
     batched = hasattr(ds, "__getitems__")

@@ -107,9 +107,13 @@ class Trainer:
     def _build_data(self) -> None:
         cfg, t = self.plan.cfg, self.tcfg
         splits = self.plan.source.load()
-        write_json(self.run_dir / "data.json", {"splits": {k: len(v) for k, v in splits.items()}, **self.plan.spec.artifacts})
+        write_json(
+            self.run_dir / "data.json", {"splits": {k: len(v) for k, v in splits.items()}, **self.plan.spec.artifacts}
+        )
         ebs = t["eval_batch_size"] or 2 * t["batch_size"]
-        self.train_loader = make_loader(splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device)
+        self.train_loader = make_loader(
+            splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device
+        )
         self.val_loader = make_loader(splits["val"], ebs, False, cfg["seed"], t["num_workers"], self.device)
         self.test_loader = make_loader(splits["test"], ebs, False, cfg["seed"], t["num_workers"], self.device)
         self.batches_per_epoch = len(self.train_loader)
@@ -156,8 +160,12 @@ class Trainer:
     # ---------------------------------------------------------------- epochs
     def fit(self) -> dict:
         g = self.model.parameter_groups()
-        log.info("model: %s shared parameters, %s task-specific (%s)", f"{g['shared']:,}",
-                 f"{sum(v for k, v in g.items() if k != 'shared'):,}", self.device)
+        log.info(
+            "model: %s shared parameters, %s task-specific (%s)",
+            f"{g['shared']:,}",
+            f"{sum(v for k, v in g.items() if k != 'shared'):,}",
+            self.device,
+        )
         self.model.train()
         for epoch in range(self.tcfg["max_epochs"]):
             done = self.train_epoch(epoch)
@@ -176,8 +184,13 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> bool:
         """One epoch; returns True when max_steps is reached."""
-        bar = tqdm(total=self.batches_per_epoch, desc=f"epoch {epoch + 1}/{self.tcfg['max_epochs']}",
-                   disable=not self.tcfg["progress"], leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.batches_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.tcfg['max_epochs']}",
+            disable=not self.tcfg["progress"],
+            leave=False,
+            dynamic_ncols=True,
+        )
         t0, done = time.perf_counter(), False
         for i, batch in enumerate(self.train_loader):
             if i >= self.batches_per_epoch:
@@ -200,16 +213,23 @@ class Trainer:
         rec = {"split": "train", "epoch": epoch + 1, "step": self.prog.step}
         rec |= {f"loss/{n}": v for n, v in zip(self.names, lv)}
         rec |= {f"weight/{n}": v for n, v in zip(self.names, wv)}
-        rec |= {"loss": sum(a * b for a, b in zip(lv, wv)), "lr": self.optimizer.param_groups[0]["lr"],
-                "samples_per_s": self.samples / (time.perf_counter() - self.t_log)}
+        rec |= {
+            "loss": sum(a * b for a, b in zip(lv, wv)),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "samples_per_s": self.samples / (time.perf_counter() - self.t_log),
+        }
         self.metrics.log(rec)
-        bar.set_postfix({n: f"{rec[f'loss/{n}']:.3g}" for n in self.names} | {"samples/s": f"{rec['samples_per_s']:.0f}"})
+        bar.set_postfix(
+            {n: f"{rec[f'loss/{n}']:.3g}" for n in self.names} | {"samples/s": f"{rec['samples_per_s']:.0f}"}
+        )
         self.loss_acc.zero_()
         self.weight_acc.zero_()
         self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
 
     def validate(self) -> None:
-        res = evaluate(self.model, self.val_loader, self.tasks, self.device, self.tcfg["limit_val_batches"], self.autocast)
+        res = evaluate(
+            self.model, self.val_loader, self.tasks, self.device, self.tcfg["limit_val_batches"], self.autocast
+        )
         score, improved = self.selector.update(res, self.prog.epoch)
         rec = {"split": "val", "epoch": self.prog.epoch, "step": self.prog.step, "score": score}
         rec |= {f"{t}/{m}": v for t, r in res.items() for m, v in r.items()}
@@ -224,11 +244,17 @@ class Trainer:
     def state(self, kind: str) -> dict:
         """Everything a checkpoint holds: tensors and plain containers only (weights_only loads)."""
         return {
-            "kind": kind, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "kind": kind,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
-            "epoch": self.prog.epoch, "step": self.prog.step, "selector": self.selector.state_dict(),
-            "rng": {"torch": torch.get_rng_state()}, "task_names": self.names,
+            "scaler": self.scaler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "epoch": self.prog.epoch,
+            "step": self.prog.step,
+            "selector": self.selector.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "task_names": self.names,
             "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.plan.cfg)),
         }
 
@@ -236,10 +262,13 @@ class Trainer:
     def finish(self) -> dict:
         best = torch.load(self.ckpt_dir / "best.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(best["model"])
-        test = evaluate(self.model, self.test_loader, self.tasks, self.device, self.tcfg["limit_test_batches"],
-                        self.autocast)
-        self.metrics.log({"split": "test", "epoch": self.selector.best_epoch, "step": best["step"]}
-                         | {f"{t}/{m}": v for t, r in test.items() for m, v in r.items()})
+        test = evaluate(
+            self.model, self.test_loader, self.tasks, self.device, self.tcfg["limit_test_batches"], self.autocast
+        )
+        self.metrics.log(
+            {"split": "test", "epoch": self.selector.best_epoch, "step": best["step"]}
+            | {f"{t}/{m}": v for t, r in test.items() for m, v in r.items()}
+        )
         self.metrics.close()
         summary = self.summary(test)
         write_json(self.run_dir / "summary.json", summary)
@@ -254,9 +283,16 @@ class Trainer:
             "selected_epoch": self.selector.best_epoch,
             "epochs": self.prog.epoch,
             "steps": self.prog.step,
-            "tasks": {t.name: {"kind": t.kind.name, "role": t.role, "weight": t.weight,
-                               "primary_metric": t.primary_metric,
-                               "directions": {m: t.direction(m) for m in t.metric_names}} for t in self.tasks},
+            "tasks": {
+                t.name: {
+                    "kind": t.kind.name,
+                    "role": t.role,
+                    "weight": t.weight,
+                    "primary_metric": t.primary_metric,
+                    "directions": {m: t.direction(m) for m in t.metric_names},
+                }
+                for t in self.tasks
+            },
             "test": test,
             "val_selected": _nest(best_val, self.tasks),
             "val_final": _nest(self.history[-1], self.tasks),
