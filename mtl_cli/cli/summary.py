@@ -34,6 +34,7 @@ def format_summary(summary: dict) -> str:
     lines += [
         "",
         f"* primary metric   time/step {summary['time_per_step_s'] * 1000:.1f} ms   "
-        f"wall {summary['wall_time_s']:.1f} s   peak memory {summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})",
+        f"wall {summary['wall_time_s']:.1f} s   "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})",
     ]
     return "\n".join(lines)
