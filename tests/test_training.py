@@ -170,3 +170,36 @@ def test_fused_linear_heads_match_separate_heads(small_overrides):
     fused["t3"].sum().backward()
     assert torch.count_nonzero(model.heads["t3"].fc.weight.grad) > 0
     assert model.heads["t4"].fc.weight.grad is None or torch.count_nonzero(model.heads["t4"].fc.weight.grad) == 0
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path, small_overrides):
+    base = small_overrides + ["trainer.max_steps=1", "scheduler=constant", "optimizer=sgd", "optimizer.lr=1.0",
+                              "optimizer.momentum=0", "optimizer.nesterov=false", "optimizer.weight_decay=0",
+                              "trainer.gradient_clip_val=0.001", "trainer.eval_every=5"]
+    plan = validate(compose(base))
+    torch.manual_seed(0)
+    start = build_model(plan, build_tasks(plan)).state_dict()
+    _, rd = run(tmp_path, base)
+    end = torch.load(rd / "checkpoints/last.pt", weights_only=True)["model"]
+    delta = torch.sqrt(sum(((end[k] - start[k]).float() ** 2).sum() for k in start if end[k].is_floating_point()
+                           and "running" not in k))
+    assert 0 < delta.item() <= 0.001 * 1.0001  # lr x clip norm
+
+
+def test_tabular_experiment_on_a_csv(tmp_path):
+    import random
+
+    rnd = random.Random(0)
+    rows = ["x1,x2,x3,price,kind"]
+    for _ in range(300):
+        x1, x2, x3 = (rnd.uniform(-1, 1) for _ in range(3))
+        rows.append(f"{x1:.4f},{x2:.4f},{x3:.4f},{2 * x1 - x2 + 0.05 * rnd.gauss(0, 1):.4f},{'a' if x3 > 0 else 'b'}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose(["experiment=tabular", f"data.path={tmp_path / 'd.csv'}", "data.targets={price: price, kind: kind}",
+                   "+tasks.price.kind=regression", "+tasks.kind.kind=classification", "trainer.max_epochs=15",
+                   "trainer.batch_size=32", "trainer.progress=false", "optimizer.lr=0.01"])
+    summary = train(cfg, run_dir=tmp_path / "run")
+    assert summary["test"]["kind"]["accuracy"] > 0.85
+    assert summary["test"]["price"]["r2"] > 0.8
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert data["label_maps"]["kind"] == {"a": 0, "b": 1}
