@@ -78,7 +78,7 @@ def write_results(name: str, obj: dict) -> Path:
     obj = dict(obj)
     obj.setdefault("machine", machine())
     obj["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    obj["command"] = f".venv/bin/python benchmarks/{name}.py " + " ".join(sys.argv[1:])
+    obj["command"] = " ".join([".venv/bin/python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(obj, indent=2) + "\n")
     return path
@@ -97,15 +97,6 @@ def run_train(cfg, run_root: str | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(dir=run_root) as d:
         return train(cfg, Path(d) / "run")
-
-
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.s = time.perf_counter() - self.t0
 
 
 # --- CPU contention from other processes --------------------------------------------------------
