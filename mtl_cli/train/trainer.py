@@ -208,8 +208,8 @@ class Trainer:
         return done
 
     def log_train(self, epoch: int, bar) -> None:
-        lv = (self.loss_acc / self.n_acc).tolist()  # the one host sync per logging interval
-        wv = (self.weight_acc / self.n_acc).tolist()
+        # the one host sync per logging interval: losses and weights in one transfer
+        lv, wv = (torch.stack([self.loss_acc, self.weight_acc]) / self.n_acc).tolist()
         rec = {"split": "train", "epoch": epoch + 1, "step": self.prog.step}
         rec |= {f"loss/{n}": v for n, v in zip(self.names, lv)}
         rec |= {f"weight/{n}": v for n, v in zip(self.names, wv)}
