@@ -15,7 +15,7 @@ def test_torchvision_backbone_returns_a_feature_map(model, channels):
     bb = TorchvisionBackbone(InputSpec("image", (3, 64, 64)), model=model)
     assert bb.out_shape == (channels, 2, 2)  # stride 32
     assert bb(torch.zeros(2, 3, 64, 64)).shape == (2, channels, 2, 2)
-    assert len(bb.stage_names()) >= 1
+    assert len(bb.stages()) >= 1
 
 
 def test_torchvision_backbone_grayscale_and_local_weights(tmp_path):

@@ -8,6 +8,7 @@ enforces its keys by its signature alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -19,14 +20,22 @@ from ..tasks.base import Task
 
 
 class Backbone(nn.Module):
-    """Maps one input to features: a map [B, C, h, w] (``feature_map``) or a vector [B, D]."""
+    """Maps one input to features: a map [B, C, h, w] or [B, C, L] (``feature_map``) or a vector
+    [B, D].
+
+    Backbones that can be cut into successive stages (``has_stages``) implement ``stages()``:
+    named modules whose composition ``stage_n(... stage_1(x))`` equals ``forward(x)``.
+    Soft-sharing architectures (cross-stitch, MTAN, experts) run those stages one at a time and
+    connect tasks between them; ``mtl_cli.models.staged`` has the shared helpers.
+    """
 
     feature_map: bool = True  # class attribute: does forward return a spatial map?
+    has_stages: bool = False  # class attribute: does stages() cut this backbone into stages?
     out_shape: tuple[int, ...]  # per sample, set by __init__
 
-    def stage_names(self) -> list[str]:
-        """Names of successive stages, for soft-sharing architectures."""
-        return []
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Successive (name, module) stages whose composition is ``forward``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be cut into stages")
 
 
 class Head(nn.Module):
@@ -90,15 +99,43 @@ class ModelContext:
     make_head: Callable[[Task, tuple[int, ...]], Head]
 
 
+@dataclass
+class ArchInfo:
+    """What validation knows when it asks an architecture class to check its config node."""
+
+    task_names: list[str]
+    backbone: str  # the backbone's registered name
+    stages: list[str] | None  # stage names of the backbone on the tasks' input; None: not stageable
+    inputs: dict[str, InputSpec]  # input key -> spec, for the inputs the enabled tasks read
+
+
 class MTLModel(nn.Module):
     """Interface every architecture implements.
 
     ``forward(inputs) -> {task: prediction}`` is ``decode(encode(inputs))``. ``encode`` returns the
-    shared representation that gradient methods differentiate against; ``decode`` applies the
-    task-specific parts. ``shared_parameters`` and ``task_parameters`` partition the parameters.
+    representation the heads read: one tensor shared by every task (``shared_representation``),
+    or a dict ``{task: tensor}`` when each task has its own (soft sharing, experts) or
+    ``{input key: tensor}`` for multi-input models. ``decode`` applies the task-specific parts
+    and predicts only the tasks whose inputs are present. ``shared_parameters`` and
+    ``task_parameters`` partition the parameters.
+
+    Class attributes tell generic code (validation, tests, gradient methods) what to expect:
+    ``single_input`` (every task reads one input key), ``needs_stages`` (the backbone must cut
+    into stages) and ``shared_representation``. ``mixes_task_parameters`` says whether a task's
+    own parameters may get gradient from another task's loss (cross-stitch units do mix
+    columns; hard sharing never does). ``check`` lets an architecture refuse a config at
+    validation (expert counts, stage indices) with problems that name its keys.
     """
 
     single_input: bool = True  # class attribute: all tasks read the same input key
+    needs_stages: bool = False  # class attribute: the backbone must have stages()
+    shared_representation: bool = True  # class attribute: encode() returns one tensor for all tasks
+    mixes_task_parameters: bool = False  # (may be set per instance) see the class docstring
+
+    @classmethod
+    def check(cls, node: dict, info: ArchInfo) -> list:
+        """Problems (``mtl_cli.errors.Problem``) with this ``arch`` config node; none by default."""
+        return []
 
     def __init__(self, task_names: list[str]):
         super().__init__()
@@ -128,8 +165,15 @@ class MTLModel(nn.Module):
 
 
 def pool(x: Tensor) -> Tensor:
-    """Global average pool a map [B, C, h, w] to [B, C]; vectors pass through."""
-    return x.mean(dim=(-2, -1)) if x.dim() == 4 else x.flatten(1)
+    """Global average pool a map [B, C, h, w] or [B, C, L] to [B, C]; vectors pass through."""
+    if x.dim() == 4:
+        return x.mean(dim=(-2, -1))
+    return x.mean(dim=-1) if x.dim() == 3 else x.flatten(1)
+
+
+def pooled_dim(shape: tuple[int, ...]) -> int:
+    """Width of ``pool`` applied to features of per-sample ``shape``."""
+    return shape[0] if len(shape) >= 2 else int(math.prod(shape))
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 @BACKBONES.register("mlp")
 class MLP(Backbone):
     feature_map = False
+    has_stages = True
 
     def __init__(
         self,
@@ -42,8 +43,17 @@ class MLP(Backbone):
         self.net = nn.Sequential(*layers)
         self.out_shape = (d,)
 
-    def stage_names(self) -> list[str]:
-        return [n for n, m in self.net.named_children() if isinstance(m, nn.Linear)]
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """One stage per hidden layer (Linear with its norm, activation and dropout)."""
+        groups: list[list[nn.Module]] = []
+        for m in self.net:
+            if isinstance(m, nn.Linear) or not groups:
+                groups.append([])
+            groups[-1].append(m)
+        if len(groups) > 1 and all(isinstance(m, nn.Flatten) for m in groups[0]):
+            groups[1] = groups[0] + groups[1]  # Flatten joins the first layer
+            groups = groups[1:]
+        return [(f"layer{i + 1}", nn.Sequential(*g)) for i, g in enumerate(groups)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

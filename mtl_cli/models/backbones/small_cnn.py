@@ -13,12 +13,12 @@ from ..base import Backbone
 @BACKBONES.register("small_cnn")
 class SmallCNN(Backbone):
     feature_map = True
+    has_stages = True
 
     def __init__(self, input_spec: InputSpec, *, channels: list[int] = (32, 64, 128), dropout: float = 0.0):
         super().__init__()
         c_in = input_spec.shape[0]
         layers: list[nn.Module] = []
-        self._stages = []
         for i, c in enumerate(channels):
             stride = 1 if i == 0 else 2
             block = nn.Sequential(
@@ -35,8 +35,12 @@ class SmallCNN(Backbone):
         h, w = input_spec.shape[1:]
         self.out_shape = (c_in, -(-h // down), -(-w // down))
 
-    def stage_names(self) -> list[str]:
-        return [f"blocks.{i}" for i in range(len(self.blocks))]
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """One stage per conv block; a trailing dropout joins the last block."""
+        mods = list(self.blocks)
+        if isinstance(mods[-1], nn.Dropout2d):
+            mods = mods[:-2] + [nn.Sequential(mods[-2], mods[-1])]
+        return [(f"block{i + 1}", m) for i, m in enumerate(mods)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(x)

@@ -49,9 +49,32 @@ def _load_weights(name: str, weights: str | None) -> nn.Module:
     return torchvision.models.get_model(name, weights=weights)
 
 
+def _has_weight_layer(m: nn.Module) -> bool:
+    return any(isinstance(x, (nn.Conv2d, nn.Linear)) for x in m.modules())
+
+
+class _Adapt(nn.Module):
+    """Input adaptation: grayscale repeated to 3 channels, other channel counts through a 1x1 conv."""
+
+    def __init__(self, repeat: bool, conv: nn.Module):
+        super().__init__()
+        self.repeat = repeat
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x.expand(-1, 3, -1, -1) if self.repeat else x)
+
+
 @BACKBONES.register("torchvision")
 class TorchvisionBackbone(Backbone):
+    """Stages: the model's top-level modules before its pooling (a lone Sequential such as
+    ``features`` is opened up); a module without convolution or linear layers (BN, ReLU, max
+    pool) joins the stage before it, so ResNet gives stem, layer1..layer4. ``stages()`` checks
+    on a probe input that running them in order equals the model, and refuses models whose
+    forward is not such a sequence."""
+
     feature_map = True
+    has_stages = True
 
     def __init__(self, input_spec: InputSpec, *, model: str = "resnet18", weights: str | None = None):
         super().__init__()
@@ -66,16 +89,56 @@ class TorchvisionBackbone(Backbone):
         net = _load_weights(model, weights)
         self.node = _last_feature_node(net)
         self.body = create_feature_extractor(net, return_nodes={self.node: "out"})
+        # the original module tree (not registered: its leaf modules are the same objects as the
+        # body's, and fx flattens containers such as ResNet's layer1 into plain Modules)
+        self._tree = [net]
         c = input_spec.shape[0]
-        self.repeat = c == 1
-        self.adapt = nn.Identity() if c in (1, 3) else nn.Conv2d(c, 3, 1)
-        self._stages = [n for n, _ in net.named_children() if n not in ("fc", "classifier", *_POOL_NAMES)]
-        self.out_shape = probe_shape(self, tuple(input_spec.shape))
+        self.adapt = _Adapt(c == 1, nn.Identity() if c in (1, 3) else nn.Conv2d(c, 3, 1))
+        self.model_name = model
+        self.in_shape = tuple(input_spec.shape)
+        self.out_shape = probe_shape(self, self.in_shape)
 
-    def stage_names(self) -> list[str]:
-        return list(self._stages)
+    def _stage_modules(self) -> list[tuple[str, nn.Module]]:
+        top = []
+        for n, m in self._tree[0].named_children():
+            if n in ("fc", "classifier", *_POOL_NAMES):
+                break
+            top.append((n, m))
+        if len(top) == 1 and isinstance(top[0][1], nn.Sequential):
+            top = [(f"{top[0][0]}.{n}", m) for n, m in top[0][1].named_children()]
+        groups: list[tuple[str, list[nn.Module]]] = []
+        for n, m in top:
+            if not groups or _has_weight_layer(m):
+                groups.append((n, [m]))
+            else:
+                groups[-1][1].append(m)
+        return [(n, ms[0] if len(ms) == 1 else nn.Sequential(*ms)) for n, ms in groups]
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        named = self._stage_modules()
+        if named:
+            first_name, first = named[0]
+            named[0] = (first_name, nn.Sequential(self.adapt, first))
+        with torch.no_grad():
+            was = self.training
+            self.eval()
+            x = torch.randn(2, *self.in_shape, generator=torch.Generator().manual_seed(0))
+            ref = self(x)
+            y = x
+            try:
+                for _, m in named:
+                    y = m(y)
+                same = y.shape == ref.shape and torch.allclose(y, ref, atol=1e-4, rtol=1e-3)
+            except RuntimeError:
+                same = False
+            self.train(was)
+        if not same:
+            raise ConfigError([Problem(
+                "backbone.model", "this torchvision model is not a plain sequence of stages, so a "
+                "soft-sharing architecture cannot cut it", self.model_name,
+                allowed="resnet*, resnext*, wide_resnet*, mobilenet_v2/v3, efficientnet*, convnext*, regnet*, vgg*",
+                fix="choose one of those models, or arch=hps")])
+        return named
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.repeat:
-            x = x.expand(-1, 3, -1, -1)
         return self.body(self.adapt(x))["out"]

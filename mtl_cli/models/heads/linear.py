@@ -3,14 +3,12 @@ dropout on the same features fuse: one matmul with the concatenated weights serv
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...registry import HEADS
-from ..base import Head, pool
+from ..base import Head, pool, pooled_dim
 
 
 @HEADS.register("linear")
@@ -19,7 +17,7 @@ class LinearHead(Head):
 
     def __init__(self, in_shape: tuple[int, ...], out_features: int, out_size, *, dropout: float = 0.0):
         super().__init__()
-        d = in_shape[0] if len(in_shape) == 3 else int(math.prod(in_shape))
+        d = pooled_dim(in_shape)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(d, out_features)
 

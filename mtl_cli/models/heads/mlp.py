@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from ...registry import HEADS
-from ..base import Head, pool
+from ..base import Head, pool, pooled_dim
 
 
 @HEADS.register("mlp")
@@ -19,7 +17,7 @@ class MLPHead(Head):
         hidden: list[int] = (128,), dropout: float = 0.0,
     ):
         super().__init__()
-        d = in_shape[0] if len(in_shape) == 3 else int(math.prod(in_shape))
+        d = pooled_dim(in_shape)
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
