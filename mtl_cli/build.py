@@ -28,9 +28,10 @@ def build_tasks(plan: Plan) -> list[Task]:
             Task(
                 name=name,
                 kind=TASK_KINDS.get(t["kind"])(),
-                input=t["input"],
-                target=t["target"],
-                spec=plan.spec.targets[t["target"]],
+                input=t["input_key"],
+                target=t["target_key"],
+                dataset=t["dataset"],
+                spec=plan.spec.targets[t["target_key"]],
                 loss_name=t["loss"],
                 metric_names=list(t["metrics"]),
                 primary_metric=t["primary_metric"],
@@ -47,10 +48,10 @@ def build_tasks(plan: Plan) -> list[Task]:
 
 def build_model(plan: Plan, tasks: list[Task]) -> MTLModel:
     cfg = plan.cfg
-    backbone_cls = BACKBONES.get(cfg["backbone"]["name"])
 
-    def make_backbone(spec: InputSpec):
-        return backbone_cls(spec, **_kwargs(cfg["backbone"]))
+    def make_backbone(spec: InputSpec, node: dict | None = None):
+        node = cfg["backbone"] if node is None else node
+        return BACKBONES.get(node["name"])(spec, **_kwargs(node))
 
     def make_head(task: Task, in_shape: tuple[int, ...]):
         out_size = None

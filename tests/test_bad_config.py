@@ -19,7 +19,7 @@ ALL_TASKS = ("shape", "size", "present", "segmentation")
 
 # (id, argv, words that must all appear in stderr)
 CASES = [
-    ("unknown arch", ["arch=nope"], ["arch", "'nope'", "unknown option of config group", "allowed: hps"]),
+    ("unknown arch", ["arch=nope"], ["arch", "'nope'", "unknown option of config group", "allowed:", "hps"]),
     ("unknown backbone", ["backbone=nope"],
      ["backbone", "'nope'", "resnet18", "small_cnn", "fix: use backbone=<one of the allowed options>"]),
     ("sweep with one bad option", ["-m", "backbone=small_cnn,nope", "debug=smoke"],

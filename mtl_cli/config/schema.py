@@ -15,6 +15,9 @@ def _f(default: Any, check=None, allowed: str | None = None, help: str = ""):
     return field(default=default, metadata={"check": check, "allowed": allowed, "help": help})
 
 
+SAMPLING = ("round_robin", "proportional", "temperature", "all")
+
+
 def _pos(v) -> bool:
     return v is None or v >= 1
 
@@ -34,6 +37,12 @@ class TrainerConfig:
     limit_val_batches: int | None = _f(None, _pos, "null or an integer >= 1")
     limit_test_batches: int | None = _f(None, _pos, "null or an integer >= 1")
     monitor: str = _f("mean_rel", None, "mean_rel, or <task>/<metric> (e.g. shape/accuracy)")
+    # several datasets: which one feeds each training step, and how long an epoch is
+    sampling: str = _f("round_robin", lambda v: v in SAMPLING, ", ".join(SAMPLING))
+    temperature: float = _f(2.0, lambda v: v > 0, "a number > 0 (1: proportional to size; large: uniform)")
+    epoch_length: int | str = _f(
+        "largest", lambda v: v in ("largest", "smallest") or (isinstance(v, int) and v >= 1),
+        "largest, smallest, or a number of steps >= 1")
     deterministic: bool = _f(False)
     progress: bool = _f(True)
 
@@ -50,6 +59,7 @@ class LoggerConfig:
 class TaskConfig:
     kind: str | None = _f(None, None, "a task kind (classification, binary, multilabel, regression, ...)")
     target: str | None = _f(None, None, "a target offered by the data (defaults to the task name)")
+    dataset: str | None = _f(None, None, "null (the `data` source) or a name under `datasets`")
     input: str | None = _f(None, None, "an input key of the data (null: the only input)")
     weight: float = _f(1.0, lambda v: v >= 0, "a number >= 0")
     role: str = _f("primary", lambda v: v in ("primary", "auxiliary"), "primary or auxiliary")
@@ -68,6 +78,10 @@ class RootConfig:
     seed: int = _f(0, lambda v: v >= 0, "an integer >= 0")
     device: str = _f("auto", None, "auto, cpu, cuda, cuda:<i> or mps")
     run_dir: str | None = _f(None)
+
+
+#: top-level keys that hold an optional section (checked on their own)
+OPTIONAL_SECTIONS = ("datasets",)
 
 
 #: top-level keys that hold a section; everything else is a RootConfig field

@@ -23,18 +23,34 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.base import DataSource, DataSpec
 from ..errors import ConfigError, Problem, UserError
 from ..registry import ARCHS, BACKBONES, HEADS, SOURCES, TASK_KINDS, WEIGHTINGS, Registry
-from .schema import SECTIONS, LoggerConfig, RootConfig, TaskConfig, TrainerConfig
+from .schema import OPTIONAL_SECTIONS, SECTIONS, LoggerConfig, RootConfig, TaskConfig, TrainerConfig
 from .typecheck import all_params, config_params, matches, type_name
 
 RESERVED_SCHEDULER_KEYS = ("warmup_steps", "warmup_start_factor", "interval")
 
 
+#: the dataset name of the `data` node; the others are named under `datasets`
+PRIMARY = "data"
+
+
+def qualify(dataset: str, key: str) -> str:
+    """The model-wide name of input or target ``key`` of ``dataset``: unchanged for the primary
+    dataset, ``<dataset>/<key>`` for the others (two datasets may both have an ``image``)."""
+    return key if dataset == PRIMARY else f"{dataset}/{key}"
+
+
 @dataclass
 class Plan:
     cfg: dict  # plain, resolved, with defaults filled in
-    source: DataSource | None
-    spec: DataSpec | None
+    source: DataSource | None  # the `data` source
+    spec: DataSpec | None  # inputs and targets of every dataset, by qualified name
     tasks: dict[str, dict] = field(default_factory=dict)  # enabled tasks, fully resolved
+    sources: dict[str, DataSource] = field(default_factory=dict)  # every dataset: "data" and `datasets`
+    specs: dict[str, DataSpec] = field(default_factory=dict)  # each dataset's own spec (own names)
+
+    def used_datasets(self) -> list[str]:
+        """Datasets that enabled tasks read, in task order."""
+        return list(dict.fromkeys(t["dataset"] for t in self.tasks.values()))
 
 
 def _a(type_text: str) -> str:
@@ -250,7 +266,7 @@ def validate(cfg: DictConfig | dict) -> Plan:
     plain.pop("hydra", None)
     _check_missing(p, plain)
 
-    root_node = {k: v for k, v in plain.items() if k not in SECTIONS}
+    root_node = {k: v for k, v in plain.items() if k not in SECTIONS and k not in OPTIONAL_SECTIONS}
     root = _check_schema(p, "", root_node, RootConfig)
     for s in SECTIONS:
         if s not in plain:
@@ -272,17 +288,100 @@ def validate(cfg: DictConfig | dict) -> Plan:
         _check_scheduler(p, plain["scheduler"], optimizer)
     _check_device(p, plain)
 
-    source, spec = _check_data(p, plain.get("data"))
-    tasks = _check_tasks(p, plain.get("tasks"), spec, plain)
-    if arch_cls is not None and getattr(arch_cls, "single_input", False) and tasks:
-        inputs = {t["input"] for t in tasks.values()}
-        if len(inputs) > 1:
-            p.add("tasks.*.input", f"arch={plain['arch']['name']} needs all tasks to read one input",
-                  sorted(inputs), fix="give every task the same input, or choose a multi-input architecture")
+    sources, specs = _check_datasets(p, plain)
+    spec = _merge_specs(specs)
+    tasks = _check_tasks(p, plain.get("tasks"), specs, plain)
+    if arch_cls is not None and tasks:
+        _check_arch(p, arch_cls, plain, tasks, spec)
     _check_monitor(p, plain["trainer"].get("monitor"), tasks)
     if p.items:
         raise ConfigError(p.report())
-    return Plan(plain, source, spec, tasks)
+    return Plan(plain, sources.get(PRIMARY), spec, tasks, sources, specs)
+
+
+def _check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec: DataSpec | None) -> None:
+    """Rules between the architecture, the backbone and the tasks' inputs; then the arch's own check."""
+    from ..models.base import ArchInfo
+
+    arch = plain["arch"]["name"]
+    if any(t.get("input_key") is None for t in tasks.values()):
+        return  # a dataset or input problem is reported already
+    input_keys = list(dict.fromkeys(t["input_key"] for t in tasks.values()))
+    if arch_cls.single_input and len(input_keys) > 1:
+        where = sorted({f"{t['dataset']}:{t['input']}" for t in tasks.values()})
+        p.add("tasks.*.input", f"arch={arch} feeds every task from one shared input, but the tasks read several "
+              "inputs (dataset:input)", where,
+              allowed=", ".join(n for n in ARCHS.names() if not ARCHS.get(n).single_input),
+              fix="give every task the same dataset and input, or choose a multi-input architecture (arch=multi_input)")
+        return
+    bb = plain.get("backbone") or {}
+    bb_cls = BACKBONES.get(bb["name"]) if bb.get("name") in BACKBONES else None
+    if bb_cls is None or spec is None:
+        return
+    stages = None
+    if arch_cls.needs_stages:
+        if not bb_cls.has_stages:
+            p.add("backbone.name", f"arch={arch} works stage by stage, but backbone {bb['name']} cannot be cut into "
+                  "stages", bb["name"], allowed=", ".join(n for n in BACKBONES.names() if BACKBONES.get(n).has_stages),
+                  fix="choose one of the allowed backbones, or arch=hps")
+            return
+        stages = _stage_names(p, bb_cls, bb, spec.inputs[input_keys[0]])
+        if stages is None:
+            return
+    info = ArchInfo(task_names=list(tasks), backbone=bb["name"], stages=stages,
+                    inputs={k: spec.inputs[k] for k in input_keys})
+    p.items.extend(arch_cls.check(plain["arch"], info))
+
+
+def _stage_names(p: Problems, bb_cls, node: dict, input_spec) -> list[str] | None:
+    """Build the backbone once on the tasks' input and read its stage names (None on a problem)."""
+    try:
+        return [n for n, _ in bb_cls(input_spec, **{k: v for k, v in node.items() if k != "name"}).stages()]
+    except UserError as e:
+        p.items.extend(e.problems)
+    except Exception as e:  # noqa: BLE001 - any failure to build is a config problem here
+        p.add("backbone", f"backbone {node['name']} cannot be built on input {input_spec.name!r} "
+              f"of shape {tuple(input_spec.shape)}: {type(e).__name__}: {e}", fix="fix the backbone's keys")
+    return None
+
+
+def _check_datasets(p: Problems, plain: dict) -> tuple[dict[str, DataSource], dict[str, DataSpec]]:
+    """The `data` source and every source under `datasets`, each described (nothing loaded)."""
+    sources, specs = {}, {}
+    nodes = {PRIMARY: plain.get("data")}
+    extra = plain.get("datasets") or {}
+    if not isinstance(extra, dict):
+        p.add("datasets", "expected a mapping of dataset names to data sources", extra,
+              fix="e.g. in an experiment's defaults: `- /data@datasets.audio: tones`")
+        extra = {}
+    for name, node in extra.items():
+        if name == PRIMARY or "/" in str(name):
+            p.add(f"datasets.{name}", "reserved or invalid dataset name", name,
+                  allowed="a name other than 'data', without '/'", fix="rename the dataset")
+            continue
+        nodes[str(name)] = node
+    plain["datasets"] = extra
+    for name, node in nodes.items():
+        src, spec = _check_data(p, "data" if name == PRIMARY else f"datasets.{name}", node)
+        if src is not None:
+            sources[name], specs[name] = src, spec
+    return sources, specs
+
+
+def _merge_specs(specs: dict[str, DataSpec]) -> DataSpec | None:
+    """One spec over every dataset, inputs and targets under their qualified names."""
+    if PRIMARY not in specs and not specs:
+        return None
+    inputs, targets = {}, {}
+    artifacts = dict(specs[PRIMARY].artifacts) if PRIMARY in specs else {}
+    for d, spec in specs.items():
+        for k, v in spec.inputs.items():
+            inputs[qualify(d, k)] = dataclasses.replace(v, name=qualify(d, k))
+        for k, v in spec.targets.items():
+            targets[qualify(d, k)] = dataclasses.replace(v, name=qualify(d, k))
+        if d != PRIMARY and spec.artifacts:
+            artifacts.setdefault("datasets", {})[d] = spec.artifacts
+    return DataSpec(inputs, targets, artifacts)
 
 
 def _check_missing(p: Problems, node: Any, prefix: str = "") -> None:
@@ -320,22 +419,28 @@ def _check_device(p: Problems, plain: dict) -> None:
               allowed="32 or bf16 on this device", fix="use trainer.precision=bf16 or 32")
 
 
-def _check_data(p: Problems, node: Any) -> tuple[DataSource | None, DataSpec | None]:
+def _check_data(p: Problems, where: str, node: Any) -> tuple[DataSource | None, DataSpec | None]:
     n_before = len(p.items)
-    cls = _check_component(p, "data", node, SOURCES)
-    if cls is None or len(p.items) > n_before or any(k.startswith("data.") for k in p.unset):
+    cls = _check_component(p, where, node, SOURCES)
+    if cls is None or len(p.items) > n_before or any(k.startswith(f"{where}.") for k in p.unset):
         return None, None  # reported already (an unset ??? value would only confuse the source)
+
+    def rekey(key: str | None) -> str:  # sources name their keys data.<key>
+        if not key:
+            return where
+        return where + key[len("data"):] if key == "data" or key.startswith("data.") else key
+
     try:
         source = cls(**{k: v for k, v in node.items() if k != "name"})
         return source, source.describe()
     except UserError as e:
-        p.items.extend(Problem(q.key or "data", q.message, q.value, q.allowed, q.fix) for q in e.problems)
+        p.items.extend(Problem(rekey(q.key), q.message, q.value, q.allowed, q.fix) for q in e.problems)
     except (ValueError, TypeError) as e:
-        p.add("data", f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")
+        p.add(where, f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")
     return None, None
 
 
-def _check_tasks(p: Problems, node: Any, spec: DataSpec | None, plain: dict) -> dict[str, dict]:
+def _check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict) -> dict[str, dict]:
     if not isinstance(node, dict) or not node:
         p.add("tasks", "no tasks are declared", node, fix="choose a task set (tasks=shapes) or declare tasks.<name>")
         return {}
@@ -347,7 +452,7 @@ def _check_tasks(p: Problems, node: Any, spec: DataSpec | None, plain: dict) -> 
             continue  # not a mapping: reported by _check_schema
         if any(q.key == f"tasks.{name}.kind" for q in p.items[n0:]) or f"tasks.{name}.kind" in p.unset:
             continue  # a bad or unset kind is reported already; nothing more can be checked
-        resolved = _resolve_task(p, str(name), t, spec, plain)
+        resolved = _resolve_task(p, str(name), t, specs, plain)
         if resolved is not None:
             out[str(name)] = resolved
     enabled = [n for n, t in node.items() if not (isinstance(t, dict) and t.get("enabled") is False)]
@@ -359,7 +464,7 @@ def _check_tasks(p: Problems, node: Any, spec: DataSpec | None, plain: dict) -> 
     return out
 
 
-def _resolve_task(p: Problems, name: str, t: dict, spec: DataSpec | None, plain: dict) -> dict | None:
+def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], plain: dict) -> dict | None:
     key = f"tasks.{name}"
     n0 = len(p.items)
     if t["kind"] is None:
@@ -372,8 +477,16 @@ def _resolve_task(p: Problems, name: str, t: dict, spec: DataSpec | None, plain:
         return None
     kind = TASK_KINDS.get(t["kind"])()
     t["target"] = t["target"] if t["target"] is not None else name
+    t["dataset"] = t["dataset"] if t["dataset"] is not None else PRIMARY
+    known = [PRIMARY, *(plain.get("datasets") or {})]
+    if t["dataset"] not in known:
+        p.add(f"{key}.dataset", "no such dataset", t["dataset"], allowed=", ".join(known),
+              fix=f"set {key}.dataset to null (the `data` source) or declare datasets.{t['dataset']}")
+    spec = specs.get(t["dataset"])
     if spec is not None:
         _resolve_io(p, key, t, kind, spec)
+        t["input_key"] = qualify(t["dataset"], t["input"]) if t["input"] is not None else None
+        t["target_key"] = qualify(t["dataset"], t["target"])
     t["loss"] = t["loss"] if t["loss"] is not None else kind.default_loss
     if t["loss"] not in kind.losses:
         p.add(f"{key}.loss", f"not a loss of a {kind.name} task", t["loss"], allowed=", ".join(kind.losses),
@@ -456,3 +569,11 @@ def _check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
     if monitor not in allowed:
         p.add("trainer.monitor", "not a metric of an enabled task", monitor, allowed=", ".join(allowed),
               fix="set trainer.monitor to mean_rel or one of the allowed <task>/<metric>")
+
+
+def component_problems(where: str, node: Any, registry: Registry) -> list[Problem]:
+    """Problems of a ``{name: ..., keys}`` node nested in another component's config (for
+    example a multi-input architecture's per-input stems), checked like a top-level one."""
+    p = Problems()
+    _check_component(p, where, node, registry)
+    return p.items

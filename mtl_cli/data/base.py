@@ -139,3 +139,33 @@ def check_nonempty(splits: dict[str, Dataset], where: str) -> None:
                 )
             ]
         )
+
+
+def _rename(sample: dict, prefix: str) -> dict:
+    return {part: {f"{prefix}{k}": v for k, v in sample[part].items()} for part in ("inputs", "targets", "masks")}
+
+
+class _Prefixed(Dataset):
+    """A dataset whose input and target keys carry a prefix (see :func:`with_prefix`)."""
+
+    def __init__(self, ds: Dataset, prefix: str):
+        self.ds, self.prefix = ds, prefix
+        if hasattr(ds, "__getitems__"):
+            self.__getitems__ = lambda idx: _rename(ds.__getitems__(idx), prefix)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict:
+        return _rename(self.ds[i], self.prefix)
+
+
+def with_prefix(ds: Dataset, prefix: str) -> Dataset:
+    """``ds`` with every input, target and mask key renamed to ``prefix + key``, so that samples
+    of several datasets can share one batch dict (two datasets may both have an ``image``)."""
+    if not prefix:
+        return ds
+    if isinstance(ds, InMemoryDataset):  # shares the tensors; keeps the fast batched path
+        return InMemoryDataset(*(_rename({"inputs": ds.inputs, "targets": ds.targets, "masks": ds.masks},
+                                         prefix)[part] for part in ("inputs", "targets", "masks")))
+    return _Prefixed(ds, prefix)

@@ -95,7 +95,8 @@ class ModelContext:
 
     tasks: list[Task]
     inputs: dict[str, InputSpec]
-    make_backbone: Callable[[InputSpec], Backbone]
+    # a fresh backbone for an input: the configured `backbone`, or the given {name: ..., keys} node
+    make_backbone: Callable[..., Backbone]
     make_head: Callable[[Task, tuple[int, ...]], Head]
 
 

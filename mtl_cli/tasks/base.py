@@ -90,8 +90,8 @@ class Task:
 
     name: str
     kind: TaskKind
-    input: str
-    target: str
+    input: str  # qualified input key (``<dataset>/<input>`` outside the primary dataset)
+    target: str  # qualified target key
     spec: TargetSpec
     loss_name: str
     metric_names: list[str]
@@ -102,6 +102,7 @@ class Task:
     num_classes: int | None = None
     ignore_index: int | None = None
     pos_weight: float | None = None
+    dataset: str = "data"
 
     @property
     def out_features(self) -> int:
@@ -121,29 +122,39 @@ class Task:
 
 
 class LossComputer:
-    """Per-task losses [T] in task order. Tasks whose kind can fuse them (say 40 binary tasks) are
-    computed in one batched call per group instead of one small graph per task."""
+    """Per-task losses [T] in task order. Tasks whose kind can fuse them (say 40 binary tasks of
+    one dataset) are computed in one batched call per group instead of one small graph per task.
+    A task whose target is not in the batch (another dataset fed this step) gets an exact 0
+    without a graph; ``present(targets)`` says which tasks had a batch."""
 
     def __init__(self, tasks: list[Task]):
         self.tasks = tasks
         groups: dict[tuple, list[int]] = {}
         for i, t in enumerate(tasks):
             key = t.kind.fuse_key(t)
-            groups.setdefault((type(t.kind), key) if key is not None else (i,), []).append(i)
+            groups.setdefault((type(t.kind), key, t.dataset) if key is not None else (i,), []).append(i)
         self.groups = list(groups.values())
         order = [i for g in self.groups for i in g]
         self._inverse = None if order == sorted(order) else torch.tensor(order).argsort()
 
+    def present(self, targets: dict[str, Tensor]) -> list[bool]:
+        return [t.target in targets for t in self.tasks]
+
     def __call__(self, preds: dict[str, Tensor], targets: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        parts = []
+        parts: list[Tensor | None] = []
         for g in self.groups:
             ts = [self.tasks[i] for i in g]
-            if len(ts) == 1:
+            if ts[0].target not in targets:
+                parts.append(None)  # this group's dataset is not in the batch
+            elif len(ts) == 1:
                 t = ts[0]
                 parts.append(t.loss(preds[t.name], targets[t.target], masks[t.target]).reshape(1))
             else:
                 parts.append(ts[0].kind.fused_loss(ts, [preds[t.name] for t in ts], [targets[t.target] for t in ts],
                                                    [masks[t.target] for t in ts]))
+        if any(x is None for x in parts):
+            ref = next(x for x in parts if x is not None)
+            parts = [x if x is not None else ref.new_zeros(len(g)) for x, g in zip(parts, self.groups)]
         out = torch.cat(parts)
         if self._inverse is not None:
             if self._inverse.device != out.device:

@@ -23,12 +23,14 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ..build import build_model, build_optimizer, build_scheduler, build_tasks, build_weighting
-from ..config.validate import Plan
+from ..config.validate import PRIMARY, Plan
+from ..data.base import with_prefix
 from ..tasks.base import LossComputer
 from ..weighting.base import BackwardContext
 from .batches import make_loader, to_device
 from .evaluate import Selector, evaluate
 from .rundir import MetricsWriter, environment, peak_memory_mb, save_checkpoint, write_json
+from .sampling import TrainStream
 
 log = logging.getLogger("mtl_cli")
 
@@ -102,23 +104,32 @@ class Trainer:
         n = len(self.tasks)
         self.loss_acc = torch.zeros(n, device=self.device)  # summed on the device between logs
         self.weight_acc = torch.zeros(n, device=self.device)
+        self.count_acc = torch.zeros(n, device=self.device)  # steps in which each task had a batch
+        self._present: dict[tuple[str, ...], torch.Tensor] = {}
         self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
 
     def _build_data(self) -> None:
+        """Loaders of every dataset that an enabled task reads; keys of datasets other than
+        `data` are prefixed with ``<dataset>/`` (see ``config.validate.qualify``)."""
         cfg, t = self.plan.cfg, self.tcfg
-        splits = self.plan.source.load()
-        write_json(
-            self.run_dir / "data.json", {"splits": {k: len(v) for k, v in splits.items()}, **self.plan.spec.artifacts}
-        )
         ebs = t["eval_batch_size"] or 2 * t["batch_size"]
-        self.train_loader = make_loader(
-            splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device
-        )
-        self.val_loader = make_loader(splits["val"], ebs, False, cfg["seed"], t["num_workers"], self.device)
-        self.test_loader = make_loader(splits["test"], ebs, False, cfg["seed"], t["num_workers"], self.device)
-        self.batches_per_epoch = len(self.train_loader)
-        if t["limit_train_batches"] is not None:
-            self.batches_per_epoch = min(self.batches_per_epoch, t["limit_train_batches"])
+        train, self.val_loaders, self.test_loaders, sizes = {}, {}, {}, {}
+        for d in self.plan.used_datasets():
+            splits = self.plan.sources[d].load()
+            splits = {k: with_prefix(v, "" if d == PRIMARY else f"{d}/") for k, v in splits.items()}
+            sizes[d] = {k: len(v) for k, v in splits.items()}
+            train[d] = make_loader(splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device)
+            self.val_loaders[d] = make_loader(splits["val"], ebs, False, cfg["seed"], t["num_workers"], self.device)
+            self.test_loaders[d] = make_loader(splits["test"], ebs, False, cfg["seed"], t["num_workers"], self.device)
+        self.stream = TrainStream(train, t["sampling"], t["temperature"], t["epoch_length"], cfg["seed"],
+                                  t["limit_train_batches"])
+        self.train_loader = next(iter(train.values()))
+        self.batches_per_epoch = len(self.stream)
+        info = {"splits": next(iter(sizes.values())), **self.plan.spec.artifacts}
+        if len(sizes) > 1 or PRIMARY not in sizes:
+            info |= {"datasets": sizes, "sampling": self.stream.describe()}
+        write_json(self.run_dir / "data.json", info)
+        self.tasks_of = {d: [task for task in self.tasks if task.dataset == d] for d in sizes}
 
     def _scheduler_length(self) -> int:
         """Scheduler steps in the whole run: optimizer steps, or epochs for interval=epoch."""
@@ -131,17 +142,27 @@ class Trainer:
     def _backward(self, total: torch.Tensor) -> None:
         self.scaler.scale(total / self.accum).backward()
 
-    def train_step(self, batch: dict) -> None:
+    def _present_mask(self, datasets: tuple[str, ...], targets: dict) -> torch.Tensor:
+        """[T] 1.0 for the tasks that have a batch this step (cached per dataset combination)."""
+        m = self._present.get(datasets)
+        if m is None:
+            m = torch.tensor(self.compute_losses.present(targets), dtype=torch.float32, device=self.device)
+            self._present[datasets] = m
+        return m
+
+    def train_step(self, batch: dict, datasets: tuple[str, ...] = (PRIMARY,), n_samples: int | None = None) -> None:
         inputs, targets, masks = to_device(batch, self.device)
+        present = self._present_mask(datasets, targets)
         with self.autocast():
             preds = self.model(inputs)
-            losses = self.compute_losses(preds, targets, masks)  # [T], task order
-        w = self.weighting.backward(losses, BackwardContext(self.model, self._backward, self.prog.step))
+            losses = self.compute_losses(preds, targets, masks)  # [T], task order; 0 for absent tasks
+        w = self.weighting.backward(losses, BackwardContext(self.model, self._backward, self.prog.step, present))
         self.prog.micro += 1
-        self.loss_acc += losses.detach().float()
-        self.weight_acc += w.float()
+        self.loss_acc += losses.detach().float() * present
+        self.weight_acc += w.float() * present
+        self.count_acc += present
         self.n_acc += 1
-        self.samples += next(iter(inputs.values())).shape[0]
+        self.samples += n_samples if n_samples is not None else next(iter(inputs.values())).shape[0]
         if self.prog.micro % self.accum == 0:
             self.optimizer_step()
 
@@ -192,11 +213,9 @@ class Trainer:
             dynamic_ncols=True,
         )
         t0, done = time.perf_counter(), False
-        for i, batch in enumerate(self.train_loader):
-            if i >= self.batches_per_epoch:
-                break
+        for batch, datasets, n in self.stream.epoch():
             step_before = self.prog.step
-            self.train_step(batch)
+            self.train_step(batch, datasets, n)
             bar.update(1)
             if self.prog.step != step_before and self.prog.step % self.lcfg["log_every"] == 0:
                 self.log_train(epoch, bar)
@@ -209,12 +228,13 @@ class Trainer:
 
     def log_train(self, epoch: int, bar) -> None:
         # the one host sync per logging interval: losses and weights in one transfer
-        lv, wv = (torch.stack([self.loss_acc, self.weight_acc]) / self.n_acc).tolist()
+        # a task without a batch in the interval (another dataset fed those steps) logs NaN
+        lv, wv = (torch.stack([self.loss_acc, self.weight_acc]) / self.count_acc).tolist()
         rec = {"split": "train", "epoch": epoch + 1, "step": self.prog.step}
         rec |= {f"loss/{n}": v for n, v in zip(self.names, lv)}
         rec |= {f"weight/{n}": v for n, v in zip(self.names, wv)}
         rec |= {
-            "loss": sum(a * b for a, b in zip(lv, wv)),
+            "loss": sum(a * b for a, b in zip(lv, wv) if not (math.isnan(a) or math.isnan(b))),
             "lr": self.optimizer.param_groups[0]["lr"],
             "samples_per_s": self.samples / (time.perf_counter() - self.t_log),
         }
@@ -224,12 +244,18 @@ class Trainer:
         )
         self.loss_acc.zero_()
         self.weight_acc.zero_()
+        self.count_acc.zero_()
         self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
 
+    def evaluate(self, loaders: dict, limit: int | None) -> dict:
+        """Metrics of every task on its own dataset's loader, in task order."""
+        res = {}
+        for d, loader in loaders.items():
+            res |= evaluate(self.model, loader, self.tasks_of[d], self.device, limit, self.autocast)
+        return {t.name: res[t.name] for t in self.tasks}
+
     def validate(self) -> None:
-        res = evaluate(
-            self.model, self.val_loader, self.tasks, self.device, self.tcfg["limit_val_batches"], self.autocast
-        )
+        res = self.evaluate(self.val_loaders, self.tcfg["limit_val_batches"])
         score, improved = self.selector.update(res, self.prog.epoch)
         rec = {"split": "val", "epoch": self.prog.epoch, "step": self.prog.step, "score": score}
         rec |= {f"{t}/{m}": v for t, r in res.items() for m, v in r.items()}
@@ -262,9 +288,7 @@ class Trainer:
     def finish(self) -> dict:
         best = torch.load(self.ckpt_dir / "best.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(best["model"])
-        test = evaluate(
-            self.model, self.test_loader, self.tasks, self.device, self.tcfg["limit_test_batches"], self.autocast
-        )
+        test = self.evaluate(self.test_loaders, self.tcfg["limit_test_batches"])
         self.metrics.log(
             {"split": "test", "epoch": self.selector.best_epoch, "step": best["step"]}
             | {f"{t}/{m}": v for t, r in test.items() for m, v in r.items()}

@@ -25,6 +25,9 @@ class BackwardContext:
     model: nn.Module
     backward: Callable[[Tensor], None]  # scales for AMP / accumulation, then calls .backward()
     step: int
+    # [T] 1.0 for tasks with a batch this step, 0.0 for tasks of datasets not drawn (their loss is
+    # an exact 0 without a graph); None when every task is present
+    present: Tensor | None = None
 
 
 class Weighting(nn.Module):

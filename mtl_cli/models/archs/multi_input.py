@@ -1,0 +1,172 @@
+"""Shared representation across inputs ("multi-input" MTL): each task, or group of tasks, reads
+its own input, possibly from its own dataset, of its own shape or modality, through its own
+*stem*; a projection maps every stem's output into one representation space; the configured
+``backbone`` then runs as layers shared by every input, and the task heads follow.
+
+This is the shared-representation family of Caruana (1997, "Multitask Learning") and Ruder
+(2017, "An Overview of Multi-Task Learning in Deep Neural Networks"), as used when tasks come
+from different datasets or modalities, e.g. the image and audio encoders of Ngiam et al. (2011,
+"Multimodal Deep Learning") feeding shared layers.
+
+- ``stems``: a backbone node per *dataset name* (``data`` is the primary one) or per
+  *modality* (image, signal, tabular); the dataset entry wins. Every input gets its own stem
+  (its own parameters), even when two inputs use the same entry.
+- ``join``: ``map`` keeps spatial maps (every stem must give maps of one kind; channels are
+  projected with a 1x1 conv to ``width``), so the shared backbone can be convolutional: two image
+  inputs then pass through the same convolution kernels. ``vector`` pools each stem's output and
+  projects it linearly to ``width``; the shared backbone then reads vectors (e.g. ``mlp``), which
+  is how an image and a signal meet. ``auto``: ``map`` when every input is of one modality and
+  every stem gives maps, else ``vector``.
+
+``encode`` returns ``{input key: shared features}`` for the inputs present in the batch, and
+``decode`` predicts the tasks that read them, so a batch from one dataset trains its own tasks.
+Parameters: the shared backbone is shared; a stem (with its projection) belongs to its task when
+one task reads that input, and to the shared group when several do.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from torch import Tensor, nn
+
+from ...data.base import InputSpec
+from ...errors import Problem
+from ...registry import ARCHS, BACKBONES
+from ..base import ArchInfo, HeadRunner, ModelContext, MTLModel, pool, pooled_dim
+from ..staged import channels, pointwise
+
+JOINS = ("auto", "map", "vector")
+
+
+def _dataset_of(input_key: str) -> str:
+    return input_key.split("/", 1)[0] if "/" in input_key else "data"
+
+
+def _stem_node(stems: dict, input_key: str, spec: InputSpec) -> tuple[str, dict | None]:
+    for k in (_dataset_of(input_key), spec.modality):
+        if k in stems:
+            return k, stems[k]
+    return "", None
+
+
+class _Pool(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return pool(x)
+
+
+@ARCHS.register("multi_input")
+class MultiInput(MTLModel):
+    single_input = False
+    shared_representation = False  # one shared-layer output per input (encode returns a dict)
+
+    def __init__(self, ctx: ModelContext, *, stems: dict[str, dict] | None = None, join: str = "auto",
+                 width: int | None = None):
+        super().__init__([t.name for t in ctx.tasks])
+        stems = dict(stems or {})
+        self.input_keys = list(dict.fromkeys(t.input for t in ctx.tasks))
+        self.readers = {k: [t.name for t in ctx.tasks if t.input == k] for k in self.input_keys}
+        self.slot = {k: f"in{i}" for i, k in enumerate(self.input_keys)}  # ModuleDict-safe names
+        built, shapes = {}, {}
+        for k in self.input_keys:
+            spec = ctx.inputs[k]
+            _, node = _stem_node(stems, k, spec)
+            if node is None:
+                raise ValueError(f"arch.stems has no entry for input {k!r} (modality {spec.modality})")
+            built[k] = ctx.make_backbone(spec, node)
+            shapes[k] = tuple(built[k].out_shape)
+        self.join = _resolve_join(join, [ctx.inputs[k].modality for k in self.input_keys],
+                                  [len(s) >= 2 for s in shapes.values()])
+        if self.join == "map" and len({len(s) for s in shapes.values()}) > 1:
+            raise ValueError("join=map needs stems that all give image maps or all give signal maps")
+        self.width = width or max(channels(s) if self.join == "map" else pooled_dim(s) for s in shapes.values())
+        self.stems = nn.ModuleDict({self.slot[k]: built[k] for k in self.input_keys})
+        self.proj = nn.ModuleDict({self.slot[k]: self._projection(shapes[k]) for k in self.input_keys})
+        first = shapes[self.input_keys[0]]
+        rep_shape = (self.width, *first[1:]) if self.join == "map" else (self.width,)
+        modality = {3: "image", 2: "signal"}.get(len(rep_shape), "tabular")
+        self.shared = ctx.make_backbone(InputSpec("shared", rep_shape, modality))
+        self.heads = nn.ModuleDict({t.name: ctx.make_head(t, tuple(self.shared.out_shape)) for t in ctx.tasks})
+        self.runners = {k: HeadRunner(nn.ModuleDict({n: self.heads[n] for n in self.readers[k]}))
+                        for k in self.input_keys}
+
+    def _projection(self, shape: tuple[int, ...]) -> nn.Module:
+        if self.join == "map":
+            c = channels(shape)
+            return nn.Identity() if c == self.width else pointwise(c, self.width, shape)
+        d = pooled_dim(shape)
+        return nn.Sequential(_Pool(), nn.Identity() if d == self.width else nn.Linear(d, self.width))
+
+    def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: self.shared(self.proj[self.slot[k]](self.stems[self.slot[k]](inputs[k])))
+                for k in self.input_keys if k in inputs}
+
+    def decode(self, rep: dict[str, Tensor]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for k, r in rep.items():
+            out |= self.runners[k](r)
+        return {n: out[n] for n in self.task_names if n in out}
+
+    def _stem_params(self, k: str) -> list[nn.Parameter]:
+        return [*self.stems[self.slot[k]].parameters(), *self.proj[self.slot[k]].parameters()]
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.shared.parameters()
+        for k in self.input_keys:
+            if len(self.readers[k]) > 1:
+                yield from self._stem_params(k)
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        yield from self.heads[task].parameters()
+        for k in self.input_keys:
+            if self.readers[k] == [task]:
+                yield from self._stem_params(k)
+
+    @classmethod
+    def check(cls, node: dict, info: ArchInfo) -> list:
+        from ...config.validate import component_problems
+
+        out: list[Problem] = []
+        stems = node.get("stems") or {}
+        for k, sub in stems.items():
+            out += component_problems(f"arch.stems.{k}", sub, BACKBONES)
+        join = node.get("join", "auto")
+        if join not in JOINS:
+            out.append(Problem("arch.join", "unknown join", join, ", ".join(JOINS), "set arch.join=auto"))
+        width = node.get("width")
+        if width is not None and (not isinstance(width, int) or width < 1):
+            out.append(Problem("arch.width", "expected null or an integer >= 1", width, "null or an integer >= 1",
+                               "set arch.width=null (the widest stem)"))
+        if out:
+            return out
+        stem_classes = []
+        for k, spec in info.inputs.items():
+            entry, sub = _stem_node(stems, k, spec)
+            if sub is None:
+                out.append(Problem("arch.stems", f"no stem for input {k!r} of dataset {_dataset_of(k)!r} "
+                                   f"(modality {spec.modality})", sorted(stems),
+                                   f"an entry named {_dataset_of(k)!r} or {spec.modality!r}",
+                                   f"add arch.stems.{spec.modality}: {{name: <backbone>, ...}}"))
+                continue
+            stem_classes.append(BACKBONES.get(sub["name"]))
+        if out or join not in JOINS:
+            return out
+        resolved = _resolve_join(join, [s.modality for s in info.inputs.values()],
+                                 [c.feature_map for c in stem_classes])
+        bb_cls = BACKBONES.get(info.backbone)
+        if resolved == "vector" and bb_cls.feature_map:
+            out.append(Problem("backbone.name", f"with arch.join={join} the shared layers read vectors (inputs of "
+                               "different modalities, or stems without maps), but this backbone expects maps",
+                               info.backbone, ", ".join(n for n in BACKBONES.names()
+                                                        if not BACKBONES.get(n).feature_map),
+                               "use backbone=mlp for the shared layers"))
+        if resolved == "map" and not all(c.feature_map for c in stem_classes):
+            out.append(Problem("arch.join", "join=map needs every stem to give a feature map", join,
+                               "auto, vector", "set arch.join=auto"))
+        return out
+
+
+def _resolve_join(join: str, modalities: list[str], maps: list[bool]) -> str:
+    if join != "auto":
+        return join
+    return "map" if len(set(modalities)) == 1 and all(maps) else "vector"
