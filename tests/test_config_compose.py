@@ -17,20 +17,26 @@ from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import ENV, builtin_config_dir, group_options
 from mtl_cli.config.validate import validate
 from mtl_cli.errors import UserError
+from mtl_cli.registry import TASK_KINDS
 
 CONF = builtin_config_dir()
 SKIP_GROUPS = {"task", "hydra", "experiment"}  # task: fragments of task sets; experiments: tested below
 # A task set only composes into something valid with the data it is made for.
 TASKS_DATA = {"shapes": "shapes", "shapes_all": "shapes", "left_right": "multi_mnist", "celeba40": "celeba",
-              "label": "mnist", "none": "shapes"}
+              "label": "mnist", "none": "shapes", "tones": "tones"}
+# task sets whose tasks read several datasets: they compose with the experiment that declares them
+TASKS_EXPERIMENT = {"two_inputs": "two_inputs", "image_and_audio": "image_and_audio"}
 # ... and the data with the task set made for it (file-based data fails on its missing files first)
 DATA_TASKS = {"shapes": "shapes", "mnist": "label", "fashion_mnist": "label", "cifar10": "label", "cifar100": "label",
               "multi_mnist": "left_right", "multi_fashion": "left_right", "celeba": "celeba40", "csv": "none",
-              "image_manifest": "none"}
+              "image_manifest": "none", "tones": "tones"}
 # options that compose but are rejected by validate() with the default tasks, and why
 INVALID_WITH_DEFAULTS = {
     ("backbone", "mlp"): ["tasks.segmentation.head", "needs a spatial feature map"],
     ("tasks", "none"): ["tasks", "no tasks are declared"],
+    ("backbone", "signal_cnn"): ["backbone.name", "signal_cnn reads signal inputs", "image input"],
+    ("data", "tones"): ["backbone.name", "small_cnn reads image inputs", "signal input", "allowed: mlp, signal_cnn"],
+    ("tasks", "tones"): ["backbone.name", "small_cnn reads image inputs", "signal input"],
 }
 DEFAULT_TASKS = {  # name: (kind, primary metric, num_classes from the shapes data)
     "shape": ("classification", "accuracy", 4),
@@ -115,6 +121,8 @@ def _declared_tasks(option: str) -> dict[str, str]:
 
 
 def _overrides_for(group: str, option: str) -> list[str]:
+    if group == "tasks" and option in TASKS_EXPERIMENT:
+        return [f"experiment={TASKS_EXPERIMENT[option]}"]
     if group == "tasks":
         return [f"tasks={option}", f"data={TASKS_DATA.get(option, 'shapes')}"]
     if group == "data":
@@ -189,15 +197,19 @@ def test_group_option_composes(group, option):
     for key in ("data", "tasks", "backbone", "arch", "head", "weighting", "optimizer", "scheduler", "trainer"):
         assert key in cfg, key
 
-    if cfg.data.name != "shapes":
-        _check_needs_files(cfg)
-        return
     problem = INVALID_WITH_DEFAULTS.get((group, option))
     if problem is not None:
         with pytest.raises(UserError) as err:
             validate(cfg)
         for word in problem:
             assert word in err.value.render()
+        return
+    if group == "tasks" and option in TASKS_EXPERIMENT:
+        plan = validate(cfg)  # generated data: valid as composed, every declared task resolved
+        assert set(plan.tasks) == set(cfg.tasks)
+        return
+    if cfg.data.name != "shapes":
+        _check_needs_files(cfg)
         return
     plan = validate(cfg)
     assert plan.spec is not None and "image" in plan.spec.inputs
@@ -215,15 +227,18 @@ def test_experiment_composes(name):
     for d in OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{name}.yaml")).get("defaults", []):
         if isinstance(d, dict):
             (k, v), = d.items()
-            group = k.split("/")[-1]
+            group, _, package = k.split("/")[-1].partition("@")  # /data@datasets.audio: a group at a key
             own_group, _ = _own_values(CONF / group / f"{v}.yaml")
             if group == "tasks":
                 continue  # task sets: checked through the resolved tasks or the data error below
+            node, mine = cfg, own
+            for part in (package or group).split("."):
+                node, mine = node[part], mine.get(part, {})
             for leaf, value in own_group.items():
-                if leaf not in own.get(group, {}) and not isinstance(value, dict):
-                    assert cfg[group][leaf] == value, f"{group}.{leaf}"
+                if leaf not in mine and not isinstance(value, dict):
+                    assert node[leaf] == value, f"{package or group}.{leaf}"
 
-    if cfg.data.name != "shapes":
+    if cfg.data.name not in ("shapes", "tones"):  # generated data needs no files
         _check_needs_files(cfg)
         return
     plan = validate(cfg)
@@ -231,8 +246,11 @@ def test_experiment_composes(name):
     assert tasks == {n: cfg.tasks[n].kind for n in cfg.tasks if cfg.tasks[n].enabled}
     for t in plan.tasks.values():
         assert t["primary_metric"] in t["metrics"]
-    expected = SHAPES_ALL_TASKS if set(plan.tasks) == set(SHAPES_ALL_TASKS) else DEFAULT_TASKS
-    _check_tasks(plan, expected)
+    if set(plan.tasks) in (set(SHAPES_ALL_TASKS), set(DEFAULT_TASKS)):
+        _check_tasks(plan, SHAPES_ALL_TASKS if set(plan.tasks) == set(SHAPES_ALL_TASKS) else DEFAULT_TASKS)
+    for t in plan.tasks.values():  # every task resolved against its own dataset
+        assert plan.spec.targets[t["target_key"]].kind in TASK_KINDS.get(t["kind"]).accepts
+        assert t["input_key"] in plan.spec.inputs
 
 
 def test_default_config_plan():

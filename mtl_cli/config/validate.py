@@ -318,6 +318,14 @@ def _check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec
     bb_cls = BACKBONES.get(bb["name"]) if bb.get("name") in BACKBONES else None
     if bb_cls is None or spec is None:
         return
+    if arch_cls.single_input:
+        modality = spec.inputs[input_keys[0]].modality
+        if modality not in bb_cls.modalities:
+            p.add("backbone.name", f"backbone {bb['name']} reads {', '.join(bb_cls.modalities)} inputs, but the tasks "
+                  f"read {input_keys[0]!r}, a {modality} input", bb["name"],
+                  allowed=", ".join(n for n in BACKBONES.names() if modality in BACKBONES.get(n).modalities),
+                  fix="choose one of the allowed backbones")
+            return
     stages = None
     if arch_cls.needs_stages:
         if not bb_cls.has_stages:

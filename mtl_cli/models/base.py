@@ -31,6 +31,7 @@ class Backbone(nn.Module):
 
     feature_map: bool = True  # class attribute: does forward return a spatial map?
     has_stages: bool = False  # class attribute: does stages() cut this backbone into stages?
+    modalities: tuple[str, ...] = ("image", "signal", "tabular")  # class attribute: inputs it reads
     out_shape: tuple[int, ...]  # per sample, set by __init__
 
     def stages(self) -> list[tuple[str, nn.Module]]:

@@ -148,18 +148,26 @@ class MultiInput(MTLModel):
                                    f"an entry named {_dataset_of(k)!r} or {spec.modality!r}",
                                    f"add arch.stems.{spec.modality}: {{name: <backbone>, ...}}"))
                 continue
-            stem_classes.append(BACKBONES.get(sub["name"]))
-        if out or join not in JOINS:
+            cls_ = BACKBONES.get(sub["name"])
+            if spec.modality not in cls_.modalities:
+                fits = [n for n in BACKBONES.names() if spec.modality in BACKBONES.get(n).modalities]
+                out.append(Problem(f"arch.stems.{entry}.name", f"stem {sub['name']} reads {', '.join(cls_.modalities)}"
+                                   f" inputs, but input {k!r} is {spec.modality}", sub["name"], ", ".join(fits),
+                                   f"add an entry arch.stems.{_dataset_of(k)} for this dataset's own stem"))
+            stem_classes.append(cls_)
+        if out:
             return out
-        resolved = _resolve_join(join, [s.modality for s in info.inputs.values()],
-                                 [c.feature_map for c in stem_classes])
+        modalities = [s.modality for s in info.inputs.values()]
+        resolved = _resolve_join(join, modalities, [c.feature_map for c in stem_classes])
         bb_cls = BACKBONES.get(info.backbone)
-        if resolved == "vector" and bb_cls.feature_map:
-            out.append(Problem("backbone.name", f"with arch.join={join} the shared layers read vectors (inputs of "
-                               "different modalities, or stems without maps), but this backbone expects maps",
-                               info.backbone, ", ".join(n for n in BACKBONES.names()
-                                                        if not BACKBONES.get(n).feature_map),
-                               "use backbone=mlp for the shared layers"))
+        rep_modality = modalities[0] if resolved == "map" else "tabular"
+        if rep_modality not in bb_cls.modalities:
+            allowed = ", ".join(n for n in BACKBONES.names() if rep_modality in BACKBONES.get(n).modalities)
+            what = "vectors (inputs of different modalities, or stems without maps)" if resolved == "vector" \
+                else f"{rep_modality} maps"
+            out.append(Problem("backbone.name", f"with arch.join={join} the shared layers read {what}, which "
+                               f"backbone {info.backbone} cannot", info.backbone, allowed,
+                               "choose an allowed backbone for the shared layers (backbone=mlp reads vectors)"))
         if resolved == "map" and not all(c.feature_map for c in stem_classes):
             out.append(Problem("arch.join", "join=map needs every stem to give a feature map", join,
                                "auto, vector", "set arch.join=auto"))

@@ -75,6 +75,7 @@ class TorchvisionBackbone(Backbone):
 
     feature_map = True
     has_stages = True
+    modalities = ('image',)
 
     def __init__(self, input_spec: InputSpec, *, model: str = "resnet18", weights: str | None = None):
         super().__init__()
