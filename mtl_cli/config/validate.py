@@ -13,6 +13,7 @@ import difflib
 import importlib
 import inspect
 import math
+import re
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -438,11 +439,15 @@ def _check_data(p: Problems, where: str, node: Any) -> tuple[DataSource | None, 
             return where
         return where + key[len("data"):] if key == "data" or key.startswith("data.") else key
 
+    def retext(text):  # ... and their fixes say "set data.<key>=..."
+        return re.sub(r"(?<![\w.])data\.", f"{where}.", text) if isinstance(text, str) else text
+
     try:
         source = cls(**{k: v for k, v in node.items() if k != "name"})
         return source, source.describe()
     except UserError as e:
-        p.items.extend(Problem(rekey(q.key), q.message, q.value, q.allowed, q.fix) for q in e.problems)
+        p.items.extend(Problem(rekey(q.key), retext(q.message), q.value, q.allowed, retext(q.fix))
+                       for q in e.problems)
     except (ValueError, TypeError) as e:
         p.add(where, f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")
     return None, None

@@ -1,0 +1,64 @@
+"""DSelect-k (Hazimeh et al., NeurIPS 2021, "DSelect-k: Differentiable Selection in the Mixture of
+Experts with Applications to Multi-Task Learning"): MMoE with sparse, differentiable gates."""
+
+from __future__ import annotations
+
+from ...errors import Problem
+from ...registry import ARCHS
+from ..base import ArchInfo, ModelContext
+from ._experts import DSelectKGate, ExpertModel, check_at_least, check_shared_stages, config_value, is_int
+
+
+@ARCHS.register("dselect_k")
+class DSelectK(ExpertModel):
+    """DSelect-k (Hazimeh et al., NeurIPS 2021): MMoE whose softmax gates are replaced by
+    per-example DSelect-k gates, so each task mixes at most ``k`` of the ``num_experts`` experts
+    once its gate has converged.
+
+    Task t's gate (``_experts.DSelectKGate``) has ``k`` selectors; selector i reads
+    ``z_i(x) = W_i pool(stem(x)) + b_i`` (``m = ceil(log2 num_experts)`` code logits) and puts
+    ``prod_j (S(z_ij) if bit j of e is 1 else 1 - S(z_ij))`` on expert e, S being the cubic
+    smooth-step of width ``gamma``; the gate is ``sum_i softmax(alpha(x))_i * selector_i``. When
+    ``num_experts`` is not a power of two the selectors are renormalised over the valid codes
+    (see ``DSelectKGate``). ``z`` starts uniform in [-gamma/100, gamma/100] as in the paper's
+    code. The paper's optional entropy regulariser (which speeds up convergence to k non-zeros)
+    is not implemented: an architecture here has no hook to add a loss term.
+
+    - Shared: the stem (the backbone's first ``shared_stages`` stages) and the experts (each a
+      fresh copy of the stages after the stem).
+    - Task-specific: the task's DSelect-k gate and its head.
+    - ``encode`` returns ``{task: mixed expert features}``, each of the backbone's final shape.
+    """
+
+    def __init__(self, ctx: ModelContext, *, num_experts: int = 4, k: int = 2, gamma: float = 1.0,
+                 shared_stages: int = 1):
+        super().__init__([t.name for t in ctx.tasks])
+        self.num_experts, self.k, self.gamma = num_experts, k, gamma
+        node = {"num_experts": num_experts, "k": k, "gamma": gamma, "shared_stages": shared_stages}
+        self._build(ctx, node, shared_stages=shared_stages, levels=1, num_shared=num_experts, num_task=0,
+                    task_gate=lambda shape, n: DSelectKGate(shape, n, k, gamma))
+
+    @property
+    def experts(self):
+        """The shared experts (after the stem), in gate order."""
+        return self.levels[0].shared_experts
+
+    @property
+    def gates(self):
+        """Task name -> DSelect-k gate."""
+        return self.levels[0].gates
+
+    @classmethod
+    def check(cls, node: dict, info: ArchInfo) -> list:
+        if info.stages is None:
+            return []
+        out = check_at_least(cls, node, "num_experts", 1, "the number of experts")
+        e, k, gamma = (config_value(cls, node, key) for key in ("num_experts", "k", "gamma"))
+        if is_int(k) and (k < 1 or (is_int(e) and e >= 1 and k > e)):
+            top = e if is_int(e) and e >= 1 else "arch.num_experts"
+            out.append(Problem("arch.k", "k (experts each task mixes) must be between 1 and the number of experts",
+                               k, allowed=f"1..{top}", fix="set arch.k to at most arch.num_experts"))
+        if isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma <= 0:
+            out.append(Problem("arch.gamma", "the smooth-step width must be positive", gamma, allowed="number > 0",
+                               fix="set arch.gamma to a positive number (the paper uses 1.0)"))
+        return out + check_shared_stages(cls, node, info)

@@ -1,0 +1,49 @@
+"""Multi-gate Mixture-of-Experts (Ma et al., KDD 2018, "Modeling Task Relationships in Multi-task
+Learning with Multi-gate Mixture-of-Experts")."""
+
+from __future__ import annotations
+
+from ...registry import ARCHS
+from ..base import ArchInfo, ModelContext
+from ..staged import Gate
+from ._experts import ExpertModel, check_at_least, check_shared_stages
+
+
+@ARCHS.register("mmoe")
+class MMoE(ExpertModel):
+    """MMoE (Ma et al., KDD 2018): ``num_experts`` experts shared by every task and one softmax
+    gate per task; task t's features are ``sum_e g_t,e(x) * expert_e(stem(x))``.
+
+    - Shared: the stem (the backbone's first ``shared_stages`` stages) and the experts (each a
+      fresh copy of the stages after the stem).
+    - Task-specific: the task's gate (a linear layer + softmax on the pooled stem output, see
+      ``staged.Gate``) and its head.
+    - ``encode`` returns ``{task: mixed expert features}``, each of the backbone's final shape.
+
+    A task's own parameters get no gradient from another task's loss. With one expert the gate
+    is 1 and the model is hard parameter sharing with one backbone.
+    """
+
+    def __init__(self, ctx: ModelContext, *, num_experts: int = 4, shared_stages: int = 1):
+        super().__init__([t.name for t in ctx.tasks])
+        self.num_experts = num_experts
+        self._build(ctx, {"num_experts": num_experts, "shared_stages": shared_stages}, shared_stages=shared_stages,
+                    levels=1, num_shared=num_experts, num_task=0, task_gate=Gate)
+
+    @property
+    def experts(self):
+        """The shared experts (after the stem), in gate order."""
+        return self.levels[0].shared_experts
+
+    @property
+    def gates(self):
+        """Task name -> gate."""
+        return self.levels[0].gates
+
+    @classmethod
+    def check(cls, node: dict, info: ArchInfo) -> list:
+        if info.stages is None:
+            return []
+        return check_at_least(cls, node, "num_experts", 1, "the number of experts") + \
+            check_shared_stages(cls, node, info)
+
