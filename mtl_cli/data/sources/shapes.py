@@ -12,6 +12,11 @@ background. The first object is the *main* object: the largest, drawn on top of 
 - ``segmentation``: per-pixel shape class (0 background, 1..4 shapes; later objects on top)
 - ``depth``: per-pixel depth: objects nearer than the background, each at its own depth
 
+``style="outline"`` draws each shape as its outline, a ring about 2 px wide, instead of filled
+(targets unchanged; ``segmentation`` and ``depth`` then cover the drawn ring). ``grayscale=True``
+gives 1 x S x S images, the luminance of the RGB ones. Together they give two kinds of images from
+one generator.
+
 Generation is vectorised over the whole split, so thousands of images take well under a second.
 The seed fixes everything: same seed, same data, on any machine.
 """
@@ -19,6 +24,7 @@ The seed fixes everything: same seed, same data, on any machine.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ...errors import ConfigError, Problem
 from ...registry import SOURCES
@@ -30,6 +36,8 @@ _RGB = torch.tensor(
     [[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.2, 0.95], [0.9, 0.85, 0.1], [0.85, 0.1, 0.85],
      [0.1, 0.85, 0.85]]
 )
+STYLES = ("filled", "outline")
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 luminance weights
 
 
 def _shape_mask(kind: torch.Tensor, cx, cy, r, xs, ys) -> torch.Tensor:
@@ -47,8 +55,22 @@ def _shape_mask(kind: torch.Tensor, cx, cy, r, xs, ys) -> torch.Tensor:
     return torch.where(k == 0, circle, torch.where(k == 1, square, torch.where(k == 2, triangle, cross)))
 
 
-def generate(n: int, image_size: int, max_objects: int, noise: float, seed: int) -> dict:
-    """Generate ``n`` samples; returns images and all targets as tensors."""
+def _outline(m: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """The pixels of masks ``m`` [N, S, S] within ``width`` px (8-neighbourhood) of the outside;
+    beyond the image border counts as outside."""
+    outside = F.pad((~m).float()[:, None], (width,) * 4, value=1.0)
+    near = F.max_pool2d(outside, 2 * width + 1, stride=1)[:, 0] > 0
+    return m & near
+
+
+def generate(
+    n: int, image_size: int, max_objects: int, noise: float, seed: int, style: str = "filled",
+    grayscale: bool = False,
+) -> dict:
+    """Generate ``n`` samples; returns images and all targets as tensors. ``style`` and
+    ``grayscale`` change only the drawing: the random draws, so the targets, stay the same."""
+    if style not in STYLES:
+        raise ValueError(f"style {style!r} not in {STYLES}")
     g = torch.Generator().manual_seed(seed)
     s = image_size
     coords = torch.arange(s, dtype=torch.float32) + 0.5
@@ -70,6 +92,8 @@ def generate(n: int, image_size: int, max_objects: int, noise: float, seed: int)
         z = 0.2 + 0.6 * torch.rand(n, generator=g)
         active = n_obj > k
         m = _shape_mask(kind, cx, cy, r, xs, ys) & active[:, None, None]
+        if style == "outline":
+            m = _outline(m)
         shade = 0.85 + 0.15 * torch.rand(n, 1, 1, 1, generator=g)
         images = torch.where(m[:, None], _RGB[color][:, :, None, None] * shade, images)
         seg = torch.where(m, kind[:, None, None] + 1, seg)
@@ -78,6 +102,8 @@ def generate(n: int, image_size: int, max_objects: int, noise: float, seed: int)
         if k == 0:
             main = dict(kind=kind, color=color, r=r / s, cx=cx / s, cy=cy / s)
     images = (images + noise * torch.randn(n, 3, s, s, generator=g)).clamp(0.0, 1.0)
+    if grayscale:
+        images = (images * _LUMA[None, :, None, None]).sum(dim=1, keepdim=True)
     size = main["r"]
     return {
         "image": images,
@@ -110,6 +136,8 @@ class ShapesSource(DataSource):
         noise: float = 0.05,
         seed: int = 0,
         missing_labels: dict[str, float] | None = None,
+        style: str = "filled",
+        grayscale: bool = False,
     ):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         bad = [Problem(f"data.{s}_size", "a split needs at least one sample", n, "an integer >= 1",
@@ -119,8 +147,13 @@ class ShapesSource(DataSource):
                                "an integer >= 8", "set data.image_size=32"))
         if max_objects < 1:
             bad.append(Problem("data.max_objects", "each image needs an object", max_objects, "an integer >= 1"))
+        if style not in STYLES:
+            bad.append(Problem("data.style", "unknown drawing style", style, ", ".join(STYLES),
+                               "set data.style=filled (solid shapes) or data.style=outline (2 px rings)"))
         if bad:
             raise ConfigError(bad)
+        self.style = style
+        self.grayscale = grayscale
         self.image_size = image_size
         self.max_objects = max_objects
         self.noise = noise
@@ -130,7 +163,7 @@ class ShapesSource(DataSource):
     def describe(self) -> DataSpec:
         s = self.image_size
         return DataSpec(
-            inputs={"image": InputSpec("image", (3, s, s), "image")},
+            inputs={"image": InputSpec("image", (1 if self.grayscale else 3, s, s), "image")},
             targets={
                 "shape": TargetSpec("shape", "classification", (), len(SHAPES), list(SHAPES)),
                 "color": TargetSpec("color", "classification", (), len(COLORS), list(COLORS)),
@@ -150,7 +183,8 @@ class ShapesSource(DataSource):
         out = {}
         for i, split in enumerate(("train", "val", "test")):
             seed = self.seed * 1000 + i  # disjoint streams per split
-            d = generate(self.sizes[split], self.image_size, self.max_objects, self.noise, seed)
+            d = generate(self.sizes[split], self.image_size, self.max_objects, self.noise, seed, self.style,
+                         self.grayscale)
             image = d.pop("image")
             masks = {}
             g = torch.Generator().manual_seed(seed + 7919)
