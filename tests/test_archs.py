@@ -104,7 +104,13 @@ def test_parameters_split_and_gradients_flow_as_declared(name, backbone):
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_architecture_trains_and_evaluates(name, tmp_path):
+    """A few steps with missing labels (half the size labels; half the outline shapes) and, for
+    several datasets, mixed batches (sampling=all)."""
     overrides = [*overrides_for(name), "debug=smoke", "trainer.limit_train_batches=4", "trainer.batch_size=16"]
+    if ARCHS.get(name).single_input:
+        overrides.append("+data.missing_labels.size=0.5")
+    else:
+        overrides += ["+datasets.outlines.missing_labels.shape=0.5", "trainer.sampling=all"]
     plan, tasks, model = built(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     summary = train(compose(overrides), tmp_path / "run")

@@ -211,3 +211,42 @@ def test_sampling_all_gives_every_task_a_loss_each_step(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     for r in (r for r in records if r["split"] == "train"):
         assert all(math.isfinite(r[f"loss/{t}"]) for t in ("shape", "outline_shape", "outline_size"))
+
+
+# ---------------------------------------------------------------- per-input batch-norm statistics
+def test_per_input_batch_norm_matches_batch_norm_and_keeps_statistics_apart():
+    from mtl_cli.models.staged import PerInputBatchNorm
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3)
+    bn.weight.data.uniform_(0.5, 1.5)
+    ref = torch.nn.BatchNorm2d(3)
+    ref.load_state_dict(bn.state_dict())
+    split = PerInputBatchNorm(bn, 2)
+    assert split.weight is bn.weight and split.bias is bn.bias  # shared parameters, not copies
+    a, b = torch.randn(8, 3, 4, 4), 5 + 3 * torch.randn(8, 3, 4, 4)
+    split.index = 0
+    assert torch.allclose(split(a), ref(a), atol=1e-6)  # training: batch statistics, same output
+    split.index = 1
+    split(b)
+    assert torch.allclose(split.running_mean_0, ref.running_mean) and split.num_batches_tracked_0 == 1
+    assert not torch.allclose(split.running_mean_1, split.running_mean_0)
+    split.eval(), ref.eval()
+    split.index = 0
+    assert torch.allclose(split(b), ref(b), atol=1e-5)  # eval: input 0's own statistics
+
+
+def test_two_inputs_keep_batch_norm_statistics_per_input():
+    plan = validate(compose(TWO))
+    tasks = build_tasks(plan)
+    model = build_model(plan, tasks)
+    assert model._norms and all(m.n == 2 for m in model._norms)
+    shared_ids = {id(p) for p in model.shared_parameters()}
+    assert all(id(m.weight) in shared_ids for m in model._norms)
+    data = plan.sources["data"].load()["train"].__getitems__(list(range(16)))
+    model.train()
+    model.encode(data["inputs"])  # only input 0 (the colour images) ran
+    first = model._norms[0]
+    assert first.num_batches_tracked_0 == 1 and first.num_batches_tracked_1 == 0
+    off = validate(compose([*TWO, "arch.norm_per_input=false"]))
+    assert build_model(off, build_tasks(off))._norms == []

@@ -135,6 +135,20 @@ def test_selector_mean_rel_uses_distance_to_optimum():
     assert sel.best_epoch == 2
 
 
+def test_selector_mean_rel_with_a_task_perfect_at_the_first_evaluation():
+    acc = make_task("classification", TargetSpec("a", "classification", (), 2), name="a", num_classes=2)
+    mae = make_task("regression", TargetSpec("b", "regression", ()), name="b")
+    sel = Selector("mean_rel", [acc, mae])
+    sel.update({"a": {"accuracy": 1.0}, "b": {"mae": 2.0}}, epoch=1)
+    # a stays perfect (0), b halves its error (+0.5): the mean is 0.25
+    assert sel.update({"a": {"accuracy": 1.0}, "b": {"mae": 1.0}}, epoch=2)[0] == pytest.approx(0.25)
+    # a drops to 0.998: its term is clipped at -1 instead of -2e9, so b's progress still counts
+    s3, _ = sel.update({"a": {"accuracy": 0.998}, "b": {"mae": 0.2}}, epoch=3)
+    assert s3 == pytest.approx((-1.0 + 0.9) / 2)
+    # a distance that more than doubles is clipped too
+    assert sel.update({"a": {"accuracy": 1.0}, "b": {"mae": 9.0}}, epoch=4)[0] == pytest.approx(-0.5)
+
+
 def test_selector_single_metric_direction():
     mae = make_task("regression", TargetSpec("b", "regression", ()), name="b")
     sel = Selector("b/mae", [mae])

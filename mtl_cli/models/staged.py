@@ -100,3 +100,51 @@ def mix(weights: Tensor, experts: list[Tensor]) -> Tensor:
     stacked = torch.stack(experts, dim=1)  # [B, E, ...]
     w = weights.reshape(*weights.shape, *([1] * (stacked.dim() - 2)))
     return (w.to(stacked.dtype) * stacked).sum(dim=1)
+
+
+class PerInputBatchNorm(nn.Module):
+    """A batch norm with one set of running statistics per input (``index`` selects it) and one
+    shared weight and bias. Layers shared by inputs from different datasets would otherwise
+    evaluate every input with statistics averaged over all of them (domain-specific batch norm:
+    Chang et al., CVPR 2019; Bilen & Vedaldi 2017 "Universal representations")."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, n: int):
+        super().__init__()
+        self.weight, self.bias = bn.weight, bn.bias  # the same Parameters: still one shared tensor
+        self.eps, self.momentum = bn.eps, bn.momentum
+        self.track = bn.track_running_stats
+        self.n = n
+        self.index = 0
+        for i in range(n):
+            self.register_buffer(f"running_mean_{i}", bn.running_mean.clone() if self.track else None)
+            self.register_buffer(f"running_var_{i}", bn.running_var.clone() if self.track else None)
+            self.register_buffer(f"num_batches_tracked_{i}",
+                                 torch.zeros((), dtype=torch.long) if self.track else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        i = self.index
+        mean, var = getattr(self, f"running_mean_{i}"), getattr(self, f"running_var_{i}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track:
+            count = getattr(self, f"num_batches_tracked_{i}")
+            count.add_(1)
+            if self.momentum is None:  # cumulative average, as torch's batch norm does
+                factor = 1.0 / float(count)
+        use_batch = self.training or not self.track
+        return F.batch_norm(x, mean if not self.training or self.track else None,
+                            var if not self.training or self.track else None, self.weight, self.bias,
+                            use_batch, factor, self.eps)
+
+
+def per_input_norms(module: nn.Module, n: int) -> list[PerInputBatchNorm]:
+    """Replace every batch norm inside ``module`` by a :class:`PerInputBatchNorm` for ``n``
+    inputs (in place); returns the new modules, whose ``index`` the caller sets per input."""
+    out = []
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            new = PerInputBatchNorm(child, n)
+            setattr(module, name, new)
+            out.append(new)
+        else:
+            out += per_input_norms(child, n)
+    return out

@@ -62,14 +62,24 @@ def _compute(metric) -> float:
         return math.nan
 
 
+def _relative_gain(ref: float, d: float) -> float:
+    """``(ref - d) / ref`` clipped below at -1 (a distance that doubled or worse), so that one task
+    that started at its optimum (``ref`` = 0, e.g. an accuracy of 1 at the first evaluation)
+    cannot swamp the mean: 0 while it stays there, -1 once it leaves it."""
+    if ref <= 1e-12:
+        return 0.0 if d <= 1e-12 else -1.0
+    return max(-1.0, (ref - d) / ref)
+
+
 class Selector:
     """Chooses the best evaluation by ``monitor``.
 
     - ``<task>/<metric>``: that metric (its direction decides).
     - ``mean_rel``: the mean, over primary tasks, of the relative reduction of each task's primary
       metric's distance to its optimum (1 for scores such as accuracy, 0 for errors such as MAE)
-      against the first evaluation: ``mean_t (d_t(first) - d_t(now)) / d_t(first)``. Higher is
-      better; 0 at the first evaluation, 1 would be perfect. Distances rather than raw values keep
+      against the first evaluation: ``mean_t (d_t(first) - d_t(now)) / d_t(first)``, each term
+      clipped below at -1 (so a task already at its optimum at the first evaluation cannot swamp
+      the mean). Higher is better; 0 at the first evaluation, 1 would be perfect. Distances rather than raw values keep
       a near-zero starting score (an F1 of 0.002) from dominating the mean.
     """
 
@@ -92,7 +102,7 @@ class Selector:
         if self.reference is None:
             self.reference = dist
         # tasks without a value (no labelled val sample) are left out of the mean
-        rel = [(self.reference[n] - d) / max(self.reference[n], 1e-12) for n, d in dist.items()
+        rel = [_relative_gain(self.reference[n], d) for n, d in dist.items()
                if not (math.isnan(d) or math.isnan(self.reference[n]))]
         return sum(rel) / len(rel) if rel else math.nan
 
