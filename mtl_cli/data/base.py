@@ -169,3 +169,30 @@ def with_prefix(ds: Dataset, prefix: str) -> Dataset:
         return InMemoryDataset(*(_rename({"inputs": ds.inputs, "targets": ds.targets, "masks": ds.masks},
                                          prefix)[part] for part in ("inputs", "targets", "masks")))
     return _Prefixed(ds, prefix)
+
+
+# --- helpers of the generated sources (shapes, tones) ----------------------------------------------
+def split_size_problems(sizes: dict[str, int]) -> list[Problem]:
+    """``data.<split>_size`` values below 1."""
+    return [Problem(f"data.{s}_size", "a split needs at least one sample", n, "an integer >= 1",
+                    f"set data.{s}_size to 1 or more") for s, n in sizes.items() if n < 1]
+
+
+def missing_label_problems(missing: dict[str, float], targets: Sequence[str], source: str) -> list[Problem]:
+    """``data.missing_labels`` entries naming an unknown target or a fraction outside [0, 1]."""
+    out = []
+    for target, frac in missing.items():
+        key = f"data.missing_labels.{target}"
+        if target not in targets:
+            out.append(Problem(key, f"not a target of the {source} source", target, ", ".join(targets),
+                               "name one of the allowed targets"))
+        elif not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
+            out.append(Problem(key, "a fraction of samples must be in [0, 1]", frac, "a number in [0, 1]",
+                               f"e.g. {key}=0.5"))
+    return out
+
+
+def missing_label_masks(n: int, missing: dict[str, float], seed: int) -> dict[str, torch.Tensor]:
+    """Seeded masks [n] that drop the given fraction of each target's labels (False = missing)."""
+    g = torch.Generator().manual_seed(seed)
+    return {target: torch.rand(n, generator=g) >= frac for target, frac in missing.items()}

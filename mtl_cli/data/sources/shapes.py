@@ -28,9 +28,19 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError, Problem
 from ...registry import SOURCES
-from ..base import DataSource, DataSpec, InMemoryDataset, InputSpec, TargetSpec
+from ..base import (
+    DataSource,
+    DataSpec,
+    InMemoryDataset,
+    InputSpec,
+    TargetSpec,
+    missing_label_masks,
+    missing_label_problems,
+    split_size_problems,
+)
 
 SHAPES = ("circle", "square", "triangle", "cross")
+TARGETS = ("shape", "color", "size", "position", "large", "present", "segmentation", "depth")
 COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan")
 _RGB = torch.tensor(
     [[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.2, 0.95], [0.9, 0.85, 0.1], [0.85, 0.1, 0.85],
@@ -140,8 +150,7 @@ class ShapesSource(DataSource):
         grayscale: bool = False,
     ):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        bad = [Problem(f"data.{s}_size", "a split needs at least one sample", n, "an integer >= 1",
-                       f"set data.{s}_size to 1 or more") for s, n in self.sizes.items() if n < 1]
+        bad = split_size_problems(self.sizes)
         if image_size < 8:
             bad.append(Problem("data.image_size", "images this small cannot hold the shapes", image_size,
                                "an integer >= 8", "set data.image_size=32"))
@@ -150,6 +159,7 @@ class ShapesSource(DataSource):
         if style not in STYLES:
             bad.append(Problem("data.style", "unknown drawing style", style, ", ".join(STYLES),
                                "set data.style=filled (solid shapes) or data.style=outline (2 px rings)"))
+        bad += missing_label_problems(dict(missing_labels or {}), TARGETS, "shapes")
         if bad:
             raise ConfigError(bad)
         self.style = style
@@ -186,9 +196,6 @@ class ShapesSource(DataSource):
             d = generate(self.sizes[split], self.image_size, self.max_objects, self.noise, seed, self.style,
                          self.grayscale)
             image = d.pop("image")
-            masks = {}
-            g = torch.Generator().manual_seed(seed + 7919)
-            for target, frac in self.missing_labels.items():
-                masks[target] = torch.rand(self.sizes[split], generator=g) >= frac
+            masks = missing_label_masks(self.sizes[split], self.missing_labels, seed + 7919)
             out[split] = InMemoryDataset({"image": image}, d, masks)
         return out

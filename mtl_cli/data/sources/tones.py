@@ -30,7 +30,16 @@ import torch
 
 from ...errors import ConfigError, Problem
 from ...registry import SOURCES
-from ..base import DataSource, DataSpec, InMemoryDataset, InputSpec, TargetSpec
+from ..base import (
+    DataSource,
+    DataSpec,
+    InMemoryDataset,
+    InputSpec,
+    TargetSpec,
+    missing_label_masks,
+    missing_label_problems,
+    split_size_problems,
+)
 
 WAVEFORMS = ("tone", "up_chirp", "down_chirp", "am_tone")
 BANDS = ("low", "mid", "high")
@@ -123,17 +132,7 @@ class TonesSource(DataSource):
         missing_labels: dict[str, float] | None = None,
     ):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        bad = [
-            Problem(
-                f"data.{s}_size",
-                "a split needs at least one sample",
-                n,
-                "an integer >= 1",
-                f"set data.{s}_size to 1 or more",
-            )
-            for s, n in self.sizes.items()
-            if n < 1
-        ]
+        bad = split_size_problems(self.sizes)
         if length < 256:
             bad.append(
                 Problem(
@@ -158,27 +157,7 @@ class TonesSource(DataSource):
             bad.append(
                 Problem("data.noise", "noise is a standard deviation", noise, "a number >= 0", "set data.noise=0.1")
             )
-        for target, frac in dict(missing_labels or {}).items():
-            if target not in TARGETS:
-                bad.append(
-                    Problem(
-                        f"data.missing_labels.{target}",
-                        "not a target of the tones source",
-                        target,
-                        ", ".join(TARGETS),
-                        "name one of the allowed targets",
-                    )
-                )
-            elif not 0.0 <= float(frac) <= 1.0:
-                bad.append(
-                    Problem(
-                        f"data.missing_labels.{target}",
-                        "a fraction of samples must be in [0, 1]",
-                        frac,
-                        "a number in [0, 1]",
-                        f"e.g. data.missing_labels.{target}=0.5",
-                    )
-                )
+        bad += missing_label_problems(dict(missing_labels or {}), TARGETS, "tones")
         if bad:
             raise ConfigError(bad)
         self.length = length
@@ -208,9 +187,6 @@ class TonesSource(DataSource):
             d = generate(self.sizes[split], self.length, self.noise, seed)
             d.pop("meta")
             signal = d.pop("signal")
-            masks = {}
-            g = torch.Generator().manual_seed(seed + 7919)
-            for target, frac in self.missing_labels.items():
-                masks[target] = torch.rand(self.sizes[split], generator=g) >= frac
+            masks = missing_label_masks(self.sizes[split], self.missing_labels, seed + 7919)
             out[split] = InMemoryDataset({"signal": signal}, d, masks)
         return out

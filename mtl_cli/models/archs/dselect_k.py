@@ -6,11 +6,12 @@ from __future__ import annotations
 from ...errors import Problem
 from ...registry import ARCHS
 from ..base import ArchInfo, ModelContext
-from ._experts import DSelectKGate, ExpertModel, check_at_least, check_shared_stages, config_value, is_int
+from ._experts import DSelectKGate, config_value, is_int
+from .mmoe import MMoE
 
 
 @ARCHS.register("dselect_k")
-class DSelectK(ExpertModel):
+class DSelectK(MMoE):
     """DSelect-k (Hazimeh et al., NeurIPS 2021): MMoE whose softmax gates are replaced by
     per-example DSelect-k gates, so each task mixes at most ``k`` of the ``num_experts`` experts
     once its gate has converged.
@@ -32,27 +33,20 @@ class DSelectK(ExpertModel):
 
     def __init__(self, ctx: ModelContext, *, num_experts: int = 4, k: int = 2, gamma: float = 1.0,
                  shared_stages: int = 1):
-        super().__init__([t.name for t in ctx.tasks])
-        self.num_experts, self.k, self.gamma = num_experts, k, gamma
-        node = {"num_experts": num_experts, "k": k, "gamma": gamma, "shared_stages": shared_stages}
-        self._build(ctx, node, shared_stages=shared_stages, levels=1, num_shared=num_experts, num_task=0,
-                    task_gate=lambda shape, n: DSelectKGate(shape, n, k, gamma))
+        self.k, self.gamma = k, gamma
+        super().__init__(ctx, num_experts=num_experts, shared_stages=shared_stages)
 
-    @property
-    def experts(self):
-        """The shared experts (after the stem), in gate order."""
-        return self.levels[0].shared_experts
+    def _gate(self, shape, n):
+        return DSelectKGate(shape, n, self.k, self.gamma)
 
-    @property
-    def gates(self):
-        """Task name -> DSelect-k gate."""
-        return self.levels[0].gates
+    def _node(self) -> dict:
+        return super()._node() | {"k": self.k, "gamma": self.gamma}
 
     @classmethod
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []
-        out = check_at_least(cls, node, "num_experts", 1, "the number of experts")
+        out = super().check(node, info)
         e, k, gamma = (config_value(cls, node, key) for key in ("num_experts", "k", "gamma"))
         if is_int(k) and (k < 1 or (is_int(e) and e >= 1 and k > e)):
             top = e if is_int(e) and e >= 1 else "arch.num_experts"
@@ -61,4 +55,4 @@ class DSelectK(ExpertModel):
         if isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma <= 0:
             out.append(Problem("arch.gamma", "the smooth-step width must be positive", gamma, allowed="number > 0",
                                fix="set arch.gamma to a positive number (the paper uses 1.0)"))
-        return out + check_shared_stages(cls, node, info)
+        return out

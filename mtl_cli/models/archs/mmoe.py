@@ -26,9 +26,17 @@ class MMoE(ExpertModel):
 
     def __init__(self, ctx: ModelContext, *, num_experts: int = 4, shared_stages: int = 1):
         super().__init__([t.name for t in ctx.tasks])
-        self.num_experts = num_experts
-        self._build(ctx, {"num_experts": num_experts, "shared_stages": shared_stages}, shared_stages=shared_stages,
-                    levels=1, num_shared=num_experts, num_task=0, task_gate=Gate)
+        self.num_experts, self.shared_stages = num_experts, shared_stages
+        self._build(ctx, self._node(), shared_stages=shared_stages, levels=1, num_shared=num_experts, num_task=0,
+                    task_gate=self._gate)
+
+    def _gate(self, shape, n):
+        """A task's gate over ``n`` experts (subclasses such as DSelect-k change it)."""
+        return Gate(shape, n)
+
+    def _node(self) -> dict:
+        """The config values the build-time check sees."""
+        return {"num_experts": self.num_experts, "shared_stages": self.shared_stages}
 
     @property
     def experts(self):
