@@ -446,7 +446,7 @@ def _check_data(p: Problems, where: str, node: Any) -> tuple[DataSource | None, 
         source = cls(**{k: v for k, v in node.items() if k != "name"})
         return source, source.describe()
     except UserError as e:
-        p.items.extend(Problem(rekey(q.key), retext(q.message), q.value, q.allowed, retext(q.fix))
+        p.items.extend(Problem(rekey(q.key), retext(q.message), q.value, retext(q.allowed), retext(q.fix))
                        for q in e.problems)
     except (ValueError, TypeError) as e:
         p.add(where, f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")
