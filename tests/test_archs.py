@@ -26,8 +26,15 @@ OUTLINES = ["datasets.outlines.train_size=64", "datasets.outlines.val_size=32", 
 VECTOR_TASKS = ["tasks.segmentation.enabled=false"]
 
 
+AUDIO = ["datasets.audio.train_size=64", "datasets.audio.val_size=32", "datasets.audio.test_size=32",
+         "datasets.audio.length=512", "arch.stems.image.channels=[8,16]", "+arch.stems.signal.channels=[8,16]",
+         "arch.width=16", "backbone.hidden=[16]"]
+
+
 def overrides_for(name: str, backbone: str = "small_cnn") -> list[str]:
     cls = ARCHS.get(name)
+    if not cls.single_input and backbone == "mlp":  # two modalities meeting in shared MLP layers
+        return ["trainer.progress=false", *SHAPES, *AUDIO, "experiment=image_and_audio", f"arch={name}"]
     if not cls.single_input:
         return [*SMALL, *SHAPES, *OUTLINES, "experiment=two_inputs", f"arch={name}"]
     base = [*SHAPES, "trainer.progress=false", f"arch={name}"]
@@ -61,8 +68,6 @@ def test_registry_has_every_architecture_of_the_issue():
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("backbone", ["small_cnn", "mlp"])
 def test_parameters_split_and_gradients_flow_as_declared(name, backbone):
-    if backbone == "mlp" and not ARCHS.get(name).single_input:
-        pytest.skip("the multi-input experiment is image-only; its MLP case is image_and_audio's shared part")
     plan, tasks, model = built(name, backbone)
     model.train()
     params = {id(p): p for p in model.parameters()}
