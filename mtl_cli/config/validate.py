@@ -283,7 +283,9 @@ def validate(cfg: DictConfig | dict) -> Plan:
             p.add(f"head.{slot}", "missing", fix=f"set head.{slot}.name (one of {', '.join(HEADS.names())})")
         else:
             _check_component(p, f"head.{slot}", head[slot], HEADS)
-    _check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
+    weighting_cls = _check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
+    if weighting_cls is not None and arch_cls is not None:
+        p.items.extend(weighting_cls.check(plain["weighting"], arch_cls))
     optimizer = _check_optimizer(p, plain["optimizer"]) if "optimizer" in plain else None
     if "scheduler" in plain:
         _check_scheduler(p, plain["scheduler"], optimizer)

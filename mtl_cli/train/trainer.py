@@ -106,6 +106,7 @@ class Trainer:
         self.weight_acc = torch.zeros(n, device=self.device)
         self.count_acc = torch.zeros(n, device=self.device)  # steps in which each task had a batch
         self._present: dict[tuple[str, ...], torch.Tensor] = {}
+        self._skip = False  # set by a weighting (non-finite task gradients): skip the next update
         self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
 
     def _build_data(self) -> None:
@@ -139,8 +140,13 @@ class Trainer:
         return min(total, self.tcfg["max_steps"]) if self.tcfg["max_steps"] is not None else total
 
     # ---------------------------------------------------------------- hot path
-    def _backward(self, total: torch.Tensor) -> None:
-        self.scaler.scale(total / self.accum).backward()
+    def _backward(self, total: torch.Tensor, inputs=None) -> None:
+        self.scaler.scale(total / self.accum).backward(inputs=inputs)
+
+    def _skip_step(self, why: str) -> None:
+        if not self._skip:
+            log.warning("step %d skipped: %s", self.prog.step + 1, why)
+        self._skip = True
 
     def _present_mask(self, datasets: tuple[str, ...], targets: dict) -> torch.Tensor:
         """[T] 1.0 for the tasks that have a batch this step (cached per dataset combination)."""
@@ -154,9 +160,14 @@ class Trainer:
         inputs, targets, masks = to_device(batch, self.device)
         present = self._present_mask(datasets, targets)
         with self.autocast():
-            preds = self.model(inputs)
+            rep = self.model.encode(inputs)
+            preds = self.model.decode(rep)
             losses = self.compute_losses(preds, targets, masks)  # [T], task order; 0 for absent tasks
-        w = self.weighting.backward(losses, BackwardContext(self.model, self._backward, self.prog.step, present))
+        scale = 1.0 / self.accum
+        if self.scaler.is_enabled() and "grads" in self.weighting.requires:  # a host read: gradient methods only
+            scale *= self.scaler.get_scale()
+        ctx = BackwardContext(self.model, self._backward, self.prog.step, present, rep, scale, self._skip_step)
+        w = self.weighting.backward(losses, ctx)
         self.prog.micro += 1
         self.loss_acc += losses.detach().float() * present
         self.weight_acc += w.float() * present
@@ -167,6 +178,10 @@ class Trainer:
             self.optimizer_step()
 
     def optimizer_step(self) -> None:
+        if self._skip:  # a weighting found non-finite task gradients: drop this update
+            self._skip = False
+            self.optimizer.zero_grad(set_to_none=True)
+            return
         if self.tcfg["gradient_clip_val"] is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.tcfg["gradient_clip_val"])

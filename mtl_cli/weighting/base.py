@@ -14,7 +14,7 @@ Generic code never checks a method's name: it reads the class attributes below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +23,16 @@ from torch import Tensor, nn
 @dataclass
 class BackwardContext:
     model: nn.Module
-    backward: Callable[[Tensor], None]  # scales for AMP / accumulation, then calls .backward()
+    # backward(total, inputs=None): scales for AMP / accumulation, then calls .backward() (into
+    # ``inputs`` only, when given)
+    backward: Callable[..., None]
     step: int
     # [T] 1.0 for tasks with a batch this step, 0.0 for tasks of datasets not drawn (their loss is
     # an exact 0 without a graph); None when every task is present
     present: Tensor | None = None
+    rep: Any = None  # model.encode(inputs) of this step (what the heads read)
+    grad_scale: float = 1.0  # what ``backward`` multiplies gradients by (AMP scale / accumulation)
+    skip_step: Callable[[str], None] | None = None  # skip the coming optimizer step, saying why
 
 
 class Weighting(nn.Module):
@@ -51,6 +56,12 @@ class Weighting(nn.Module):
         total, w = self.combine(losses)
         ctx.backward(total)
         return w.detach()
+
+    @classmethod
+    def check(cls, node: dict, arch_cls: type) -> list:
+        """Problems (``mtl_cli.errors.Problem``) with this config node given the architecture
+        class (e.g. representation gradients on a model without one shared representation)."""
+        return []
 
     def on_step_end(self, step: int) -> None:
         """Hook after each optimizer step (no-op by default)."""

@@ -1,0 +1,202 @@
+"""The gradient engine: what every gradient-based method (MGDA, PCGrad, IMTL-G, ...) needs, in one
+place, so that a method is only its aggregation rule.
+
+Per step, for the tasks present in the batch, :class:`GradientWeighting.backward`:
+
+1. computes the per-task gradients ``G`` [T, P] of the (unscaled) losses with respect to
+   - ``source=params``: the shared parameters (``model.shared_parameters()``): exact; or
+   - ``source=rep``: the shared representation (``model.encode``'s output, when the architecture
+     has one, ``shared_representation``): cheap, since only the heads are differentiated T times;
+   by a loop of ``autograd.grad`` calls (``mode=loop``) or by batched vector-Jacobian products
+   (``mode=batched``: ``is_grads_batched``, ``chunk_size`` tasks at a time; falls back to the loop
+   where an operator has no batching rule);
+2. checks that every row is finite (else the optimizer step is skipped with a warning naming the
+   tasks: never a NaN in the weights);
+3. asks the method for its aggregation: weights ``w`` [T] (the update is ``w @ G``) or a direction
+   [P] (``grouping=layer`` aggregates each parameter tensor's block on its own);
+4. applies it: ``source=params`` adds the direction to the shared parameters' ``.grad`` (times the
+   AMP scale and accumulation divisor, so accumulation and GradScaler work unchanged);
+   ``source=rep`` back-propagates the direction from the representation into the encoder. The
+   task-specific parameters receive the gradient of the plain sum of the task losses (each head
+   its own loss), as in LibMTL and torchjd.
+
+``every=k`` recomputes the aggregation every k steps and reuses the weights in between (one plain
+weighted backward). The Gramian ``G G^T`` [T, T] is what most methods need; its matrix product is
+the only quantity that would have to be all-reduced across processes (as would ``G`` for the
+methods that use it whole).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import Problem
+from .base import BackwardContext, Weighting
+
+SOURCES = ("params", "rep")
+MODES = ("loop", "batched")
+GROUPINGS = ("whole", "layer")
+
+
+def _params(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.shared_parameters() if p.requires_grad]
+
+
+def _task_params(model: nn.Module) -> list[nn.Parameter]:
+    seen, out = set(), []
+    for t in model.task_names:
+        for p in model.task_parameters(t):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def _flat(grads, like: list[Tensor]) -> Tensor:
+    return torch.cat([(g if g is not None else torch.zeros_like(x)).reshape(-1) for g, x in zip(grads, like)])
+
+
+def jacobian(losses: Tensor, wrt: list[Tensor], rows: list[int], mode: str = "loop",
+             chunk_size: int | None = None) -> Tensor:
+    """Gradients of ``losses[i]`` for i in ``rows`` with respect to ``wrt``, flattened: [len(rows), P]."""
+    if mode == "batched" and len(rows) > 1:
+        try:
+            out = []
+            step = chunk_size or len(rows)
+            for lo in range(0, len(rows), step):
+                idx = rows[lo:lo + step]
+                eye = torch.zeros(len(idx), losses.shape[0], dtype=losses.dtype, device=losses.device)
+                eye[torch.arange(len(idx)), torch.tensor(idx)] = 1.0
+                gs = torch.autograd.grad(losses, wrt, grad_outputs=eye, retain_graph=True, allow_unused=True,
+                                         is_grads_batched=True)
+                out.append(torch.cat([(g if g is not None else torch.zeros(len(idx), *x.shape, device=x.device,
+                                                                            dtype=x.dtype)).reshape(len(idx), -1)
+                                      for g, x in zip(gs, wrt)], dim=1))
+            return torch.cat(out)
+        except RuntimeError:
+            pass  # an operator without a batching rule: the loop below is always exact
+    return torch.stack([_flat(torch.autograd.grad(losses[i], wrt, retain_graph=True, allow_unused=True), wrt)
+                        for i in rows])
+
+
+class GradientWeighting(Weighting):
+    """Base of gradient-based methods: subclasses implement :meth:`aggregate`.
+
+    Common keys (every gradient method takes them): ``source`` (params | rep), ``grouping`` (whole |
+    layer; params only), ``every`` (recompute every k steps), ``mode`` (loop | batched) and
+    ``chunk_size`` (tasks per batched product).
+    """
+
+    requires = frozenset({"losses", "grads"})
+    #: class attribute: the method returns weights (True) or a direction only (False)
+    linear: bool = True
+
+    def __init__(self, task_names: list[str], task_weights: list[float], *, source: str = "params",
+                 grouping: str = "whole", every: int = 1, mode: str = "loop", chunk_size: int | None = None):
+        super().__init__(task_names, task_weights)
+        for key, value, allowed in (("source", source, SOURCES), ("grouping", grouping, GROUPINGS),
+                                    ("mode", mode, MODES)):
+            if value not in allowed:
+                raise ValueError(f"weighting.{key}={value!r} not in {allowed}")
+        self.source, self.grouping, self.every, self.mode, self.chunk_size = source, grouping, every, mode, chunk_size
+        self.register_buffer("last_weights", torch.ones(len(task_names)))
+        self.register_buffer("computed_at", torch.tensor(-1, dtype=torch.long))
+
+    # ------------------------------------------------------------------ the method's part
+    def aggregate(self, G: Tensor) -> tuple[Tensor | None, Tensor]:
+        """From the gradients ``G`` [n, P] of the present tasks (their losses: ``self.row_losses``):
+        (weights [n] or None, direction [P])."""
+        raise NotImplementedError
+
+    @staticmethod
+    def gramian(G: Tensor) -> Tensor:
+        return G @ G.T
+
+    # ------------------------------------------------------------------ the engine
+    @classmethod
+    def check(cls, node: dict, arch_cls: type) -> list:
+        out = []
+        if node.get("source", "params") == "rep" and not getattr(arch_cls, "shared_representation", False):
+            out.append(Problem("weighting.source", "representation gradients need one representation shared by "
+                               "every task, which this architecture does not have (it gives each task or input "
+                               "its own)", "rep", "params", "set weighting.source=params (exact, costlier)"))
+        if node.get("source") == "rep" and node.get("grouping", "whole") == "layer":
+            out.append(Problem("weighting.grouping", "per-layer grouping applies to parameter gradients only",
+                               "layer", "whole", "set weighting.grouping=whole or weighting.source=params"))
+        every = node.get("every", 1)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            out.append(Problem("weighting.every", "expected an integer >= 1", every, "an integer >= 1",
+                               "set weighting.every=1 (every step) or k (reuse the weights for k steps)"))
+        return out
+
+    def _rows(self, ctx: BackwardContext, n: int) -> list[int]:
+        if ctx.present is None:
+            return list(range(n))
+        return [i for i, v in enumerate(ctx.present.tolist()) if v > 0]
+
+    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        model = ctx.model
+        if self.every > 1 and self.computed_at.item() >= 0 and ctx.step - int(self.computed_at) < self.every:
+            # reuse the last weights: shared parameters get the weighted sum, heads their own loss
+            w = self.last_weights.to(losses.dtype)
+            if ctx.present is not None:
+                w = w * ctx.present
+            shared = _params(model)
+            grads = torch.autograd.grad((w * losses).sum(), shared, retain_graph=True, allow_unused=True)
+            self._add_to_grads(shared, _flat(grads, shared) * ctx.grad_scale)
+            task_params = _task_params(model)
+            ctx.backward(losses.sum() if task_params else (losses * 0).sum(), inputs=task_params or None)
+            return w.detach()
+        rows = self._rows(ctx, losses.shape[0])
+        use_rep = self.source == "rep"
+        wrt = [ctx.rep] if use_rep else _params(model)
+        G = jacobian(losses, wrt, rows, self.mode, self.chunk_size)
+        self.row_losses = losses.detach()[rows]  # for methods that read the losses (normalisation)
+        finite = torch.isfinite(G).all(dim=1).tolist()
+        if not all(finite):
+            bad = [self.task_names[r] for r, ok in zip(rows, finite) if not ok]
+            if ctx.skip_step is not None:
+                ctx.skip_step(f"non-finite gradients of task(s) {', '.join(bad)}")
+            ctx.backward((losses * 0).sum())  # keeps the graph freed; adds nothing
+            return torch.full_like(losses.detach(), math.nan)
+        weights, direction = self._aggregate_grouped(G, wrt, use_rep)
+        full_w = torch.zeros_like(losses.detach())
+        if weights is not None:
+            full_w[rows] = weights.to(full_w.dtype)
+            self.last_weights.copy_(full_w)
+            self.computed_at.fill_(ctx.step)
+        # task-specific parameters: the plain sum of the losses (each head gets its own loss)
+        task_params = _task_params(model)
+        if use_rep:
+            rep_grad = direction.reshape_as(ctx.rep).to(ctx.rep.dtype) * ctx.grad_scale
+            torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=_params(model), retain_graph=True)
+        else:
+            self._add_to_grads(wrt, direction * ctx.grad_scale)
+        ctx.backward(losses.sum() if task_params else (losses * 0).sum(), inputs=task_params or None)
+        return full_w if weights is not None else torch.full_like(full_w, math.nan)
+
+    def _aggregate_grouped(self, G: Tensor, wrt: list[Tensor], use_rep: bool) -> tuple[Tensor | None, Tensor]:
+        if use_rep or self.grouping == "whole":
+            w, d = self.aggregate(G)
+            return w, d
+        parts, ws, lo = [], [], 0
+        for x in wrt:
+            hi = lo + x.numel()
+            w, d = self.aggregate(G[:, lo:hi])
+            parts.append(d)
+            if w is not None:
+                ws.append(w)
+            lo = hi
+        return (torch.stack(ws).mean(0) if len(ws) == len(wrt) else None), torch.cat(parts)
+
+    @staticmethod
+    def _add_to_grads(params: list[Tensor], direction: Tensor) -> None:
+        lo = 0
+        for p in params:
+            hi = lo + p.numel()
+            g = direction[lo:hi].reshape_as(p).to(p.dtype)
+            p.grad = g.clone() if p.grad is None else p.grad.add_(g)
+            lo = hi
