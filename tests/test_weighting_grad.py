@@ -239,3 +239,42 @@ def test_every_gradient_method_trains_the_default_experiment(name, tmp_path):
     mean = lambda r: sum(r[f"loss/{t}"] for t in ("shape", "size", "present", "segmentation")) / 4  # noqa: E731
     assert mean(last) < mean(first)  # the loss goes down on a fixed seed
     assert all(math.isfinite(v) for v in summary["test"]["shape"].values())
+
+
+# ---------------------------------------------------------------- composition
+def test_composed_log_transform_then_mgda_equals_mgda_on_log_loss_gradients():
+    model = TwoHeads()
+    x, y = _data()
+    z, losses = model.losses(x, y)
+    shared = list(model.shared_parameters())
+    G = jacobian(losses, shared, [0, 1])
+    G_log = G / losses.detach()[:, None]  # the gradient of log L_t is g_t / L_t
+    expected = min_norm_weights(G_log @ G_log.T) @ G_log
+    method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="log", aggregator={"name": "mgda"},
+                                        eps=0.0)
+    method.backward(losses, _ctx(model, z))
+    got = torch.cat([p.grad.reshape(-1) for p in shared])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_composed_uw_transform_trains_its_log_variances():
+    model = TwoHeads()
+    x, y = _data()
+    z, losses = model.losses(x, y)
+    method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="uw", aggregator={"name": "pcgrad"})
+    with torch.no_grad():
+        method.scales.copy_(torch.tensor([0.0, 0.5]))
+    method.backward(losses, _ctx(model, z))
+    # d/ds (exp(-s) L + s) = 1 - exp(-s) L
+    expected = 1 - torch.exp(-torch.tensor([0.0, 0.5])) * losses.detach()
+    assert torch.allclose(method.scales.grad, expected, atol=1e-6)
+
+
+def test_composed_refuses_a_loss_based_aggregator():
+    from mtl_cli.config.compose import compose
+    from mtl_cli.config.validate import validate
+    from mtl_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["weighting=composed", "weighting.aggregator.name=uw"]))
+    assert "weighting.aggregator.name" in err.value.render() and "gradient-based" in err.value.render()
