@@ -1,0 +1,67 @@
+"""ConFIG (Liu et al., 2024, "ConFIG: Towards Conflict-free Training of Physics Informed Neural
+Networks", Eq. 2): with U the matrix of unit gradients (rows ``g_i / ||g_i||``) and a preference
+vector p (default all ones),
+
+    d_u = unit(U^+ p),        d = (sum_i g_i . d_u) d_u,
+
+a direction with equal cosines to every task gradient (for full-rank U), scaled by the sum of the
+gradients' projections on it. ``U^+ p = U^T (U U^T)^+ p`` is a combination of the rows, so the
+method runs on the Gramian and returns weights: with ``D = diag(1 / ||g_i||)``,
+``a = (D M D)^+ p``, ``c = D a`` (``U^+ p = c @ G``) and ``w = (1^T M c) c / (c^T M c)``.
+Zero gradients get weight 0 (torchjd zeroes their unit rows). Computed in float64 on the Gramian's
+device; the pseudo-inverse drops eigenvalues below ``1e-12`` of the largest (singular values of U
+below 1e-6 of the largest, about float32's precision).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..registry import WEIGHTINGS
+from .base import BackwardContext
+from .engine import GradientWeighting
+
+
+def config_weights(M: Tensor, pref: Tensor | None = None, rtol: float = 1e-12) -> Tensor:
+    """ConFIG weights from a Gramian ``M`` [n, n] and a preference vector [n] (default ones)."""
+    dtype = M.dtype
+    M = M.double()
+    n = M.shape[0]
+    p = torch.ones(n, dtype=M.dtype, device=M.device) if pref is None else pref.to(M)
+    norms = M.diagonal().clamp_min(0).sqrt()
+    inv = torch.where(norms > 0, 1 / norms.clamp_min(1e-300), torch.zeros_like(norms))
+    Mu = M * inv[:, None] * inv[None, :]  # U U^T
+    c = (torch.linalg.pinv(Mu, rtol=rtol, hermitian=True) @ p) * inv  # U^+ p = c @ G
+    Mc = M @ c
+    sq = c @ Mc  # ||U^+ p||^2
+    scale = torch.where(sq > 0, Mc.sum() / sq.clamp_min(1e-300), torch.zeros_like(sq))  # 0 when every g_i = 0
+    return (scale * c).to(dtype)
+
+
+@WEIGHTINGS.register("conflict_free")
+class ConFIG(GradientWeighting):
+    def __init__(self, task_names: list[str], task_weights: list[float], *, pref_vector: list[float] | None = None,
+                 source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
+                 chunk_size: int | None = None):
+        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
+                         chunk_size=chunk_size)
+        n = len(task_names)
+        if pref_vector is not None and len(pref_vector) != n:
+            raise ValueError(f"weighting.pref_vector has {len(pref_vector)} entries, expected one per task ({n})")
+        self.register_buffer("pref", torch.tensor([1.0] * n if pref_vector is None else pref_vector,
+                                                  dtype=torch.float32))
+        self._cur_rows: list[int] | None = None
+
+    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        self._cur_rows = self._rows(ctx, losses.shape[0])
+        try:
+            return super().backward(losses, ctx)
+        finally:
+            self._cur_rows = None
+
+    def aggregate(self, G: Tensor):
+        rows = self._cur_rows if self._cur_rows is not None else list(range(G.shape[0]))
+        pref = self.pref[torch.tensor(rows, device=self.pref.device)].to(G.device)
+        w = config_weights(G @ G.T, pref).to(G.dtype)
+        return w, w @ G

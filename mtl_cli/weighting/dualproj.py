@@ -1,0 +1,41 @@
+"""DualProj (Quinton & Rey 2024, "Jacobian Descent for Multi-Objective Optimization"; the
+projection of Lopez-Paz & Ranzato 2017, GEM, Eq. 11): the mean gradient ``g_0 = G^T 1 / n`` is
+projected onto the dual cone of the task gradients, ``{x: G x >= 0}``. By the paper's
+Proposition 1 the projection is ``G^T w`` with ``w = argmin_{v >= 1/n} v^T M v`` (``M = G G^T``),
+one non-negative QP solved in torch by an active-set method (:mod:`._qp`), exact up to round-off;
+the update is ``w @ G`` (linear in G). As in torchjd (``DualProjWeighting`` with its default
+``QuadprogProjector``), ``M`` is divided by its trace (zeroed when the trace is below ``norm_eps``)
+and ``reg_eps I`` is added; the preference vector is the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..registry import WEIGHTINGS
+from ._qp import dual_cone_weights
+from .engine import GradientWeighting
+
+
+def dualproj_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> Tensor:
+    """DualProj weights [n] from a Gramian ``M`` [n, n]."""
+    n = M.shape[0]
+    u = torch.full((1, n), 1.0 / n, dtype=M.dtype, device=M.device)
+    return dual_cone_weights(M, u, norm_eps, reg_eps)[0]
+
+
+@WEIGHTINGS.register("dualproj")
+class DualProj(GradientWeighting):
+    def __init__(self, task_names: list[str], task_weights: list[float], *, norm_eps: float = 1e-4,
+                 reg_eps: float = 1e-4, source: str = "params", grouping: str = "whole", every: int = 1,
+                 mode: str = "loop", chunk_size: int | None = None):
+        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
+                         chunk_size=chunk_size)
+        if norm_eps < 0 or reg_eps < 0:
+            raise ValueError(f"weighting.norm_eps and weighting.reg_eps must be >= 0, got {norm_eps}, {reg_eps}")
+        self.norm_eps, self.reg_eps = norm_eps, reg_eps
+
+    def aggregate(self, G: Tensor):
+        w = dualproj_weights(G @ G.T, self.norm_eps, self.reg_eps).to(G.dtype)
+        return w, w @ G

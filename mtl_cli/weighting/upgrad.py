@@ -1,0 +1,42 @@
+"""UPGrad (Quinton & Rey 2024, "Jacobian Descent for Multi-Objective Optimization"): each task
+gradient ``g_i`` is projected onto the dual cone of the gradients, ``{x: G x >= 0}``, and the
+projections are averaged. By the paper's Proposition 1 the projection of ``G^T u`` is ``G^T v`` with
+``v = argmin_{v >= u} v^T M v`` (``M = G G^T``), so the weights are
+``w = sum_i argmin_{v >= e_i / n} v^T M v`` and the update is ``w @ G`` (linear in G: every-k reuse
+works). The non-negative QPs are solved together by a batched active-set method in torch
+(:mod:`._qp`), exact up to round-off. As in torchjd (``UPGradWeighting`` with its default
+``QuadprogProjector``), ``M`` is divided by its trace (zeroed when the trace is below ``norm_eps``)
+and ``reg_eps I`` is added, which keeps the QP strictly convex; the preference vector is the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..registry import WEIGHTINGS
+from ._qp import dual_cone_weights
+from .engine import GradientWeighting
+
+
+def upgrad_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> Tensor:
+    """UPGrad weights [n] from a Gramian ``M`` [n, n]."""
+    n = M.shape[0]
+    U = torch.eye(n, dtype=M.dtype, device=M.device) / n
+    return dual_cone_weights(M, U, norm_eps, reg_eps).sum(0)
+
+
+@WEIGHTINGS.register("upgrad")
+class UPGrad(GradientWeighting):
+    def __init__(self, task_names: list[str], task_weights: list[float], *, norm_eps: float = 1e-4,
+                 reg_eps: float = 1e-4, source: str = "params", grouping: str = "whole", every: int = 1,
+                 mode: str = "loop", chunk_size: int | None = None):
+        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
+                         chunk_size=chunk_size)
+        if norm_eps < 0 or reg_eps < 0:
+            raise ValueError(f"weighting.norm_eps and weighting.reg_eps must be >= 0, got {norm_eps}, {reg_eps}")
+        self.norm_eps, self.reg_eps = norm_eps, reg_eps
+
+    def aggregate(self, G: Tensor):
+        w = upgrad_weights(G @ G.T, self.norm_eps, self.reg_eps).to(G.dtype)
+        return w, w @ G
