@@ -278,3 +278,22 @@ def test_composed_refuses_a_loss_based_aggregator():
     with pytest.raises(ConfigError) as err:
         validate(compose(["weighting=composed", "weighting.aggregator.name=uw"]))
     assert "weighting.aggregator.name" in err.value.render() and "gradient-based" in err.value.render()
+
+
+def test_gradient_conflict_diagnostics_are_logged(tmp_path):
+    from mtl_cli.config.compose import compose
+    from mtl_cli.train.api import train
+
+    overrides = ["data.train_size=64", "data.val_size=32", "data.test_size=32", "data.image_size=16",
+                 "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_steps=4",
+                 "trainer.batch_size=16", "logger.grad_diagnostics_every=2"]
+    train(compose(overrides), tmp_path / "run")
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    grads = [r for r in recs if r["split"] == "grad"]
+    assert [r["step"] for r in grads] == [2, 4]
+    for r in grads:
+        cos = {k: v for k, v in r.items() if k.startswith("grad_cos/")}
+        assert len(cos) == 6 and all(-1 - 1e-6 <= v <= 1 + 1e-6 for v in cos.values())  # 4 tasks: 6 pairs
+        assert r["grad_conflict_share"] == pytest.approx(sum(v < 0 for v in cos.values()) / 6)
+        assert r["grad_cos_min"] == pytest.approx(min(cos.values()))
+        assert all(r[f"grad_norm/{t}"] > 0 for t in ("shape", "size", "present", "segmentation"))

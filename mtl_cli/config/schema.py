@@ -53,6 +53,7 @@ class LoggerConfig:
     jsonl: bool = _f(True)
     csv: bool = _f(True)
     console_summary: bool = _f(True)
+    grad_diagnostics_every: int | None = _f(None, _pos, "null (off) or an integer >= 1 (optimizer steps)")
 
 
 @dataclass

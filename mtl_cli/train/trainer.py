@@ -163,6 +163,9 @@ class Trainer:
             rep = self.model.encode(inputs)
             preds = self.model.decode(rep)
             losses = self.compute_losses(preds, targets, masks)  # [T], task order; 0 for absent tasks
+        every = self.lcfg["grad_diagnostics_every"]
+        if every and self.prog.micro % self.accum == 0 and (self.prog.step + 1) % every == 0:
+            self.log_grad_diagnostics(losses, present)
         scale = 1.0 / self.accum
         if self.scaler.is_enabled() and "grads" in self.weighting.requires:  # a host read: gradient methods only
             scale *= self.scaler.get_scale()
@@ -240,6 +243,30 @@ class Trainer:
         bar.close()
         self.prog.train_time += time.perf_counter() - t0
         return done
+
+    def log_grad_diagnostics(self, losses: torch.Tensor, present: torch.Tensor) -> None:
+        """Norms of the task gradients of the shared parameters, their pairwise cosines, and the
+        share of conflicting pairs (negative cosine), as one ``split: grad`` record."""
+        from ..weighting.engine import jacobian
+
+        rows = [i for i, v in enumerate(present.tolist()) if v > 0]
+        shared = [p for p in self.model.shared_parameters() if p.requires_grad]
+        if not shared or not rows:
+            return
+        G = jacobian(losses, shared, rows).float()
+        norms = G.norm(dim=1)
+        cos = (G @ G.T) / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
+        names = [self.names[i] for i in rows]
+        iu = torch.triu_indices(len(rows), len(rows), 1)
+        pair = cos[iu[0], iu[1]]
+        rec = {"split": "grad", "epoch": self.prog.epoch + 1, "step": self.prog.step + 1}
+        rec |= {f"grad_norm/{n}": v for n, v in zip(names, norms.tolist())}
+        if pair.numel():
+            rec |= {"grad_cos_mean": float(pair.mean()), "grad_cos_min": float(pair.min()),
+                    "grad_conflict_share": float((pair < 0).float().mean())}
+            if len(rows) <= 8:  # the full matrix only for a few tasks (T(T-1)/2 entries)
+                rec |= {f"grad_cos/{names[a]}~{names[b]}": float(cos[a, b]) for a, b in zip(*iu.tolist())}
+        self.metrics.log(rec)
 
     def log_train(self, epoch: int, bar) -> None:
         # the one host sync per logging interval: losses and weights in one transfer

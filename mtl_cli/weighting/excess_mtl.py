@@ -35,11 +35,11 @@ class ExcessMTL(StatefulGradientWeighting):
     Absent tasks keep their state and weight; a present task still in warm-up counts as
     ``r_t = 1`` (neutral) while others move. With ``grouping=layer`` each parameter tensor has its
     own weights and baseline (``S`` is per parameter anyway). ``S`` is reset if the gradient's
-    size changes (``source=rep`` with another batch size). State: ``sq_sum`` [T, P], ``weights``,
+    size changes (``source=rep`` with another batch size). State: ``sq_sum`` [T, P], ``task_w``,
     ``baseline``, ``warm_sum``, ``calls`` [blocks, T], all buffers.
     """
 
-    dynamic_buffers = ("sq_sum", "weights", "baseline", "warm_sum", "calls")
+    dynamic_buffers = ("sq_sum", "task_w", "baseline", "warm_sum", "calls")
 
     def __init__(self, task_names: list[str], task_weights: list[float], *, robust_step_size: float = 1e-2,
                  warmup_steps: int = 1, source: str = "params", grouping: str = "whole", every: int = 1,
@@ -54,9 +54,7 @@ class ExcessMTL(StatefulGradientWeighting):
         rows, k, lo, nb, total = self.call_info(G)
         T = len(self.task_names)
         sq_sum = self.ensure("sq_sum", (T, total), 0.0, G)
-        if sq_sum.numel() == 0 or self.weights.shape != (nb, T):
-            pass
-        weights = self.ensure("weights", (nb, T), 1.0, G)
+        weights = self.ensure("task_w", (nb, T), 1.0, G)
         baseline = self.ensure("baseline", (nb, T), 0.0, G)
         warm_sum = self.ensure("warm_sum", (nb, T), 0.0, G)
         calls = self.ensure("calls", (nb, T), 0.0, G)

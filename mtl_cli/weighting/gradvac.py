@@ -92,7 +92,9 @@ class GradVac(GradientWeighting):
     def aggregate(self, G: Tensor):
         n = G.shape[0]
         rows = self._cur_rows if self._cur_rows is not None else list(range(n))
-        k, self._group = self._group, self._group + 1
+        k = 0
+        if self.grouping == "layer" and self.source == "params":  # the k-th parameter tensor of this step
+            k, self._group = self._group, self._group + 1
         if k >= self.phi.shape[0]:
             extra = torch.zeros(k + 1 - self.phi.shape[0], *self.phi.shape[1:], dtype=self.phi.dtype,
                                 device=self.phi.device)
