@@ -31,7 +31,8 @@ class DBMTL(StatefulGradientWeighting):
         h_t  <- beta_k h_t + (1 - beta_k) g_t                       (EMA, h starts at 0, no bias correction)
         update = sum_t (max_s ||h_s|| / (||h_t|| + 1e-8)) h_t
 
-    Defaults ``beta = 0.9``, ``beta_sigma = 0`` as in LibMTL (the authors' implementation). The
+    The log transform assumes positive losses (as the paper). Defaults ``beta = 0.9``,
+    ``beta_sigma = 0`` as in LibMTL (the authors' implementation). The
     update is not a combination of this step's gradients, so ``aggregate`` returns no weights (the
     engine logs NaN) and ``every`` must be 1. Absent tasks keep their EMA and are left out of the
     sum and the max. With ``grouping=layer`` the norms (and so the balancing) are per parameter
