@@ -303,25 +303,28 @@ def test_gradnorm_equal_tasks_keep_equal_weights_and_weights_sum_to_t():
 
 
 def test_gradnorm_rep_layer_is_refused_without_one_representation():
-    from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
-    from mtl_cli.errors import ConfigError
+    cls = WEIGHTINGS.get("gradnorm")
 
-    with pytest.raises(ConfigError) as err:
-        validate(compose(["weighting=gradnorm", "weighting.layer=rep", "arch=mtan"]))
-    assert "weighting.layer" in err.value.render()
-    validate(compose(["weighting=gradnorm"]))
+    class PerTask:  # an architecture without one shared representation
+        shared_representation = False
+
+    problems = cls.check({"name": "gradnorm", "layer": "rep"}, PerTask)
+    assert len(problems) == 1 and problems[0].key == "weighting.layer" and "layer=last" in problems[0].render()
+    assert cls.check({"name": "gradnorm", "layer": "rep"}, TwoHeads) == []
+    assert cls.check({"name": "gradnorm"}, PerTask) == []
+    with pytest.raises(ValueError):
+        cls(["a", "b"], [1.0, 1.0], layer="first")
 
 
 def test_gradnorm_trains_the_default_experiment(tmp_path):
     from mtl_cli.config.compose import compose
     from mtl_cli.train.api import train
 
-    overrides = ["weighting=gradnorm", "data.train_size=320", "data.val_size=32", "data.test_size=32",
-                 "data.image_size=16", "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_epochs=2",
+    overrides = ["weighting=gradnorm", "data.train_size=320", "data.val_size=16", "data.test_size=16",
+                 "data.image_size=16", "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_epochs=1",
                  "trainer.batch_size=32", "logger.log_every=5", "scheduler=constant"]
     summary = train(compose(overrides), tmp_path / "run")
-    assert summary["steps"] == 20
+    assert summary["steps"] == 10
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if r["split"] == "train"]
     mean = lambda r: sum(r[f"loss/{t}"] for t in ("shape", "size", "present", "segmentation")) / 4  # noqa: E731
