@@ -223,8 +223,9 @@ def test_rep_source_is_refused_for_architectures_without_one_representation():
     validate(compose(["weighting=mgda_ub"]))  # hps has one shared representation
 
 
-@pytest.mark.parametrize("name", GRADIENT_METHODS)
-def test_every_gradient_method_trains_the_default_experiment(name, tmp_path):
+@pytest.mark.parametrize("name", WEIGHTINGS.names())
+def test_every_weighting_method_trains_the_default_experiment(name, tmp_path):
+    """Every registered method, loss-based or gradient-based (parametrized over the registry)."""
     from mtl_cli.config.compose import compose
     from mtl_cli.train.api import train
 
