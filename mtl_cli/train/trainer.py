@@ -166,10 +166,11 @@ class Trainer:
         every = self.lcfg["grad_diagnostics_every"]
         if every and self.prog.micro % self.accum == 0 and (self.prog.step + 1) % every == 0:
             self.log_grad_diagnostics(losses, present)
-        scale = 1.0 / self.accum
+        amp = 1.0
         if self.scaler.is_enabled() and "grads" in self.weighting.requires:  # a host read: gradient methods only
-            scale *= self.scaler.get_scale()
-        ctx = BackwardContext(self.model, self._backward, self.prog.step, present, rep, scale, self._skip_step)
+            amp = self.scaler.get_scale()
+        ctx = BackwardContext(self.model, self._backward, self.prog.step, present, rep, amp / self.accum,
+                              self._skip_step, amp)
         w = self.weighting.backward(losses, ctx)
         self.prog.micro += 1
         self.loss_acc += losses.detach().float() * present
@@ -184,6 +185,8 @@ class Trainer:
         if self._skip:  # a weighting found non-finite task gradients: drop this update
             self._skip = False
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():  # as GradScaler does on an overflow: lower the scale
+                self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
             return
         if self.tcfg["gradient_clip_val"] is not None:
             self.scaler.unscale_(self.optimizer)

@@ -33,6 +33,7 @@ class BackwardContext:
     rep: Any = None  # model.encode(inputs) of this step (what the heads read)
     grad_scale: float = 1.0  # what ``backward`` multiplies gradients by (AMP scale / accumulation)
     skip_step: Callable[[str], None] | None = None  # skip the coming optimizer step, saying why
+    amp_scale: float = 1.0  # the GradScaler's scale (fp16), part of grad_scale
 
 
 class Weighting(nn.Module):

@@ -153,7 +153,10 @@ class GradientWeighting(Weighting):
         rows = self._rows(ctx, losses.shape[0])
         use_rep = self.source == "rep"
         wrt = [ctx.rep] if use_rep else _params(model)
-        G = jacobian(losses, wrt, rows, self.mode, self.chunk_size)
+        s = ctx.amp_scale  # fp16: differentiate the scaled losses (no underflow), then unscale
+        G = jacobian(losses * s if s != 1.0 else losses, wrt, rows, self.mode, self.chunk_size)
+        if s != 1.0:
+            G = G / s
         self.row_losses = losses.detach()[rows]  # for methods that read the losses (normalisation)
         finite = torch.isfinite(G).all(dim=1).tolist()
         if not all(finite):
