@@ -75,6 +75,7 @@ def engine_bytes(tr, n_tasks: int) -> int | None:
 
 
 def main() -> None:
+    from mtl_cli.errors import UserError
     from mtl_cli.registry import WEIGHTINGS
     from mtl_cli.weighting.engine import GradientWeighting
 
@@ -97,7 +98,12 @@ def main() -> None:
         for m, extra in [("ew", []), *[v for v in variants if v[0] != "ew"]]:
             key = m + (f" every={args.every}" if extra else "")
             torch.manual_seed(0)
-            trainers[key] = (*make_trainer(make_plan(n_tasks, m, extra)), m, extra)
+            try:
+                plan = make_plan(n_tasks, m, extra)
+            except UserError as e:  # e.g. every > 1 for a method that returns a direction
+                print(f"{n_tasks:>3} tasks  {key:<24} refused: {e.problems[0].message}", flush=True)
+                continue
+            trainers[key] = (*make_trainer(plan), m, extra)
         times = {k: [] for k in trainers}
         with Contention() as c:
             for r in range(args.rounds):

@@ -298,3 +298,14 @@ def test_gradient_conflict_diagnostics_are_logged(tmp_path):
         assert r["grad_conflict_share"] == pytest.approx(sum(v < 0 for v in cos.values()) / 6)
         assert r["grad_cos_min"] == pytest.approx(min(cos.values()))
         assert all(r[f"grad_norm/{t}"] > 0 for t in ("shape", "size", "present", "segmentation"))
+
+
+@pytest.mark.parametrize("name", [n for n in GRADIENT_METHODS if not WEIGHTINGS.get(n).linear])
+def test_direction_only_methods_refuse_every_k(name):
+    from mtl_cli.config.compose import compose
+    from mtl_cli.config.validate import validate
+    from mtl_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose([f"weighting={name}", "weighting.every=5"]))
+    assert "weighting.every" in err.value.render() and "nothing to reuse" in err.value.render()

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from .moco import StatefulGradientWeighting, direction_only_check
+from .moco import StatefulGradientWeighting
 
 
 def db_mtl_step(H: Tensor, G: Tensor, losses: Tensor, beta: float, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
@@ -53,10 +53,6 @@ class DBMTL(StatefulGradientWeighting):
             raise ValueError(f"weighting.beta must be in [0, 1) and beta_sigma >= 0 (got {beta}, {beta_sigma})")
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)
         self.row_losses: Tensor | None = None
-
-    @classmethod
-    def check(cls, node: dict, arch_cls: type) -> list:
-        return super().check(node, arch_cls) + direction_only_check(node)
 
     def aggregate(self, G: Tensor):
         rows, k, lo, nb, total = self.call_info(G)

@@ -130,6 +130,9 @@ class GradientWeighting(Weighting):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             out.append(Problem("weighting.every", "expected an integer >= 1", every, "an integer >= 1",
                                "set weighting.every=1 (every step) or k (reuse the weights for k steps)"))
+        elif every != 1 and not cls.linear:
+            out.append(Problem("weighting.every", "this method returns an update direction, not task weights, so "
+                               "there is nothing to reuse between steps", every, "1", "set weighting.every=1"))
         return out
 
     def _rows(self, ctx: BackwardContext, n: int) -> list[int]:

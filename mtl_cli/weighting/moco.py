@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import Problem
 from ..registry import WEIGHTINGS
 from .base import BackwardContext
 from .engine import GradientWeighting, _params
@@ -97,15 +96,6 @@ class StatefulGradientWeighting(GradientWeighting):
         return buf
 
 
-def direction_only_check(node: dict) -> list:
-    """``every`` reuses weights; a direction-only method has none to reuse."""
-    every = node.get("every", 1)
-    if every != 1 and isinstance(every, int) and not isinstance(every, bool) and every >= 1:
-        return [Problem("weighting.every", "this method returns an update direction, not task weights, so there is "
-                        "nothing to reuse between steps", every, "1", "set weighting.every=1")]
-    return []
-
-
 def project_simplex(v: Tensor) -> Tensor:
     """Euclidean projection of ``v`` [n] on the probability simplex (sort-based, no loop)."""
     n = v.shape[0]
@@ -164,10 +154,6 @@ class MoCo(StatefulGradientWeighting):
         if not gamma > 0 or rho < 0 or beta_sigma < 0 or gamma_sigma < 0:
             raise ValueError("weighting.gamma must be > 0 and rho, beta_sigma, gamma_sigma >= 0")
         self.beta, self.beta_sigma, self.gamma, self.gamma_sigma, self.rho = beta, beta_sigma, gamma, gamma_sigma, rho
-
-    @classmethod
-    def check(cls, node: dict, arch_cls: type) -> list:
-        return super().check(node, arch_cls) + direction_only_check(node)
 
     def aggregate(self, G: Tensor):
         rows, k, lo, nb, total = self.call_info(G)
