@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..registry import WEIGHTINGS
 from ._qp import dual_cone_weights
-from .engine import GradientWeighting
+from .upgrad import UPGrad
 
 
 def dualproj_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> Tensor:
@@ -26,15 +26,8 @@ def dualproj_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -
 
 
 @WEIGHTINGS.register("dualproj")
-class DualProj(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, norm_eps: float = 1e-4,
-                 reg_eps: float = 1e-4, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
-        if norm_eps < 0 or reg_eps < 0:
-            raise ValueError(f"weighting.norm_eps and weighting.reg_eps must be >= 0, got {norm_eps}, {reg_eps}")
-        self.norm_eps, self.reg_eps = norm_eps, reg_eps
+class DualProj(UPGrad):
+    """Same keys and solver as UPGrad; one projection (of the mean gradient) instead of one per task."""
 
     def aggregate(self, G: Tensor):
         w = dualproj_weights(G @ G.T, self.norm_eps, self.reg_eps).to(G.dtype)
