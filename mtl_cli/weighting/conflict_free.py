@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from .base import BackwardContext
 from .engine import GradientWeighting
 
 
@@ -51,17 +50,9 @@ class ConFIG(GradientWeighting):
             raise ValueError(f"weighting.pref_vector has {len(pref_vector)} entries, expected one per task ({n})")
         self.register_buffer("pref", torch.tensor([1.0] * n if pref_vector is None else pref_vector,
                                                   dtype=torch.float32))
-        self._cur_rows: list[int] | None = None
-
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        self._cur_rows = self._rows(ctx, losses.shape[0])
-        try:
-            return super().backward(losses, ctx)
-        finally:
-            self._cur_rows = None
 
     def aggregate(self, G: Tensor):
-        rows = self._cur_rows if self._cur_rows is not None else list(range(G.shape[0]))
+        rows = self.rows if self.rows is not None else list(range(G.shape[0]))
         pref = self.pref[torch.tensor(rows, device=self.pref.device)].to(G.device)
         w = config_weights(G @ G.T, pref).to(G.dtype)
         return w, w @ G

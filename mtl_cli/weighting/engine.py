@@ -102,13 +102,14 @@ class GradientWeighting(Weighting):
             if value not in allowed:
                 raise ValueError(f"weighting.{key}={value!r} not in {allowed}")
         self.source, self.grouping, self.every, self.mode, self.chunk_size = source, grouping, every, mode, chunk_size
+        self.rows: list[int] | None = None  # task indices of G's rows during aggregate()
         self.register_buffer("last_weights", torch.ones(len(task_names)))
         self.register_buffer("computed_at", torch.tensor(-1, dtype=torch.long))
 
     # ------------------------------------------------------------------ the method's part
     def aggregate(self, G: Tensor) -> tuple[Tensor | None, Tensor]:
-        """From the gradients ``G`` [n, P] of the present tasks (their losses: ``self.row_losses``):
-        (weights [n] or None, direction [P])."""
+        """From the gradients ``G`` [n, P] of the present tasks (their indices: ``self.rows``, their
+        losses: ``self.row_losses``): (weights [n] or None, direction [P])."""
         raise NotImplementedError
 
     @staticmethod
@@ -168,7 +169,11 @@ class GradientWeighting(Weighting):
                 ctx.skip_step(f"non-finite gradients of task(s) {', '.join(bad)}")
             ctx.backward((losses * 0).sum())  # keeps the graph freed; adds nothing
             return torch.full_like(losses.detach(), math.nan)
-        weights, direction = self._aggregate_grouped(G, wrt, use_rep)
+        self.rows = rows  # for methods with per-task settings or state (None outside backward)
+        try:
+            weights, direction = self._aggregate_grouped(G, wrt, use_rep)
+        finally:
+            self.rows = None
         full_w = torch.zeros_like(losses.detach())
         if weights is not None:
             full_w[rows] = weights.to(full_w.dtype)

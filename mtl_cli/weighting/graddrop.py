@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from .base import BackwardContext
 from .engine import GradientWeighting
 
 
@@ -54,7 +53,6 @@ class GradDrop(GradientWeighting):
         self.seed = seed
         self.register_buffer("rng_state", torch.zeros(0, dtype=torch.uint8))  # empty: not drawn yet
         self._gen: torch.Generator | None = None
-        self._cur_rows: list[int] | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "rng_state"
@@ -72,15 +70,8 @@ class GradDrop(GradientWeighting):
             self._gen = g
         return self._gen
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        self._cur_rows = self._rows(ctx, losses.shape[0])
-        try:
-            return super().backward(losses, ctx)
-        finally:
-            self._cur_rows = None
-
     def aggregate(self, G: Tensor):
-        rows = self._cur_rows if self._cur_rows is not None else list(range(G.shape[0]))
+        rows = self.rows if self.rows is not None else list(range(G.shape[0]))
         g = self._generator(G.device)
         U = torch.rand(G.shape[1], generator=g, device=G.device, dtype=G.dtype)
         self.rng_state = g.get_state()
