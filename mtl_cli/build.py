@@ -3,12 +3,12 @@ objects: tasks, datasets, model, weighting, optimizer and scheduler."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
 from torch import nn
 
+from .config.targets import import_target
 from .config.validate import RESERVED_SCHEDULER_KEYS, Plan
 from .data.base import InputSpec
 from .models.base import ModelContext, MTLModel
@@ -68,14 +68,15 @@ def build_weighting(plan: Plan, tasks: list[Task]) -> Weighting:
     return WEIGHTINGS.get(node["name"])([t.name for t in tasks], [t.weight for t in tasks], **_kwargs(node))
 
 
-def _import(path: str) -> Any:
-    module, _, attr = path.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+def _import(plan: Plan, path: str, key: str = "_target_") -> Any:
+    """The callable ``path`` names, only from an allowed module (the defaults and the plan's
+    ``allowed_targets``): checked again here, as ``plan`` need not come from ``validate``."""
+    return import_target(path, plan.cfg.get("allowed_targets") or (), key=key)
 
 
 def build_optimizer(plan: Plan, model: nn.Module, weighting: nn.Module) -> torch.optim.Optimizer:
     node = dict(plan.cfg["optimizer"])
-    cls = _import(node.pop("_target_"))
+    cls = _import(plan, node.pop("_target_"), "optimizer._target_")
     node = {k: v for k, v in node.items() if not k.startswith("_")}
     groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     extra = [p for p in weighting.parameters() if p.requires_grad]  # e.g. learned loss scales
@@ -104,7 +105,7 @@ def build_scheduler(plan: Plan, optimizer: torch.optim.Optimizer, total_steps: i
         for k, v in node.items():
             if v == "auto":
                 node[k] = max(1, total_steps - warmup)
-        main = _import(target)(optimizer, **node)
+        main = _import(plan, target, "scheduler._target_")(optimizer, **node)
     if warmup <= 0:
         return main, interval
     warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=warmup)

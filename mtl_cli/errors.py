@@ -56,3 +56,23 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     title = "Data error"
+
+
+class TrainingError(UserError):
+    """A run that cannot go on (e.g. non-finite losses past the configured limit); exit code 1."""
+
+    exit_code = 1
+    title = "Training stopped"
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT: the current step finished and a checkpoint was written; exit code 3.
+
+    ``mtl-train ... resume=auto`` (same run_dir) continues the run from that checkpoint.
+    """
+
+    exit_code = 3
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str):
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        super().__init__(f"{signal_name}: stopped after step {step}; checkpoint written to {checkpoint}")

@@ -16,6 +16,7 @@ def _f(default: Any, check=None, allowed: str | None = None, help: str = ""):
 
 
 SAMPLING = ("round_robin", "proportional", "temperature", "all")
+NONFINITE = ("skip", "stop", "ignore")
 
 
 def _pos(v) -> bool:
@@ -45,6 +46,13 @@ class TrainerConfig:
         "largest, smallest, or a number of steps >= 1")
     deterministic: bool = _f(False)
     progress: bool = _f(True)
+    # checkpoints (last.pt at every epoch end; best.pt at every improvement)
+    checkpoint_every: int | None = _f(None, _pos, "null (epoch ends only) or an integer >= 1 (optimizer steps)")
+    save_top_k: int = _f(0, lambda v: v >= 0, "an integer >= 0 (0: only last.pt and best.pt)")
+    # non-finite losses or gradients
+    on_nonfinite: str = _f("skip", lambda v: v in NONFINITE, ", ".join(NONFINITE))
+    max_skipped_steps: int | None = _f(10, lambda v: v is None or v >= 0,
+                                       "null (no limit) or an integer >= 0 (skipped steps before the run stops)")
 
 
 @dataclass
@@ -79,6 +87,11 @@ class RootConfig:
     seed: int = _f(0, lambda v: v >= 0, "an integer >= 0")
     device: str = _f("auto", None, "auto, cpu, cuda, cuda:<i> or mps")
     run_dir: str | None = _f(None)
+    resume: str | None = _f(None, None, "null (a new run), auto (continue run_dir if it has a checkpoint), "
+                            "or a run directory or checkpoint file")
+    resume_strict: bool = _f(True)
+    allowed_targets: list[str] | None = _f(None, None, "module prefixes (e.g. [mypkg.optim]) whose callables "
+                                    "a config's _target_ may name, besides torch.optim, torchvision and mtl_cli")
 
 
 #: top-level keys that hold an optional section (checked on their own)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import math
 import re
@@ -25,6 +24,7 @@ from ..data.base import DataSource, DataSpec
 from ..errors import ConfigError, Problem, UserError
 from ..registry import ARCHS, BACKBONES, HEADS, SOURCES, TASK_KINDS, WEIGHTINGS, Registry
 from .schema import OPTIONAL_SECTIONS, SECTIONS, LoggerConfig, RootConfig, TaskConfig, TrainerConfig
+from .targets import import_target, is_dotted_path
 from .typecheck import all_params, config_params, matches, type_name
 
 RESERVED_SCHEDULER_KEYS = ("warmup_steps", "warmup_start_factor", "interval")
@@ -151,12 +151,24 @@ def _check_component(p: Problems, where: str, node: Any, registry: Registry):
     return cls
 
 
-def _import_target(path: str):
-    module, _, attr = path.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+def _check_allowed_targets(p: Problems, value: Any) -> tuple[str, ...]:
+    """Each ``allowed_targets`` entry must be a dotted module path; return the well-formed ones.
+    (Its type, a list of strings or null, is checked by the root schema.)"""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    for i, v in enumerate(value):
+        if not is_dotted_path(v):
+            p.add(f"allowed_targets[{i}]", "not a dotted module path", v,
+                  allowed="module paths of Python names, such as mypkg.optim",
+                  fix="write the module prefix whose callables a _target_ may name, "
+                  "e.g. +allowed_targets=[mypkg.optim]")
+    return tuple(v for v in value if is_dotted_path(v))
 
 
-def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], extra: tuple[str, ...] = ()):
+def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], extra: tuple[str, ...] = (),
+                  allowed: tuple[str, ...] = ()):
+    """Import ``node._target_`` (only from an allowed module prefix: the defaults and ``allowed``)
+    and check the node's keys against its signature; return it, or None after a problem."""
     if not isinstance(node, dict):
         p.add(where, "expected a mapping with _target_", node)
         return None
@@ -164,7 +176,10 @@ def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], ext
     if target is None:
         return None
     try:
-        fn = _import_target(str(target))
+        fn = import_target(target, allowed, key=f"{where}._target_")
+    except ConfigError as e:  # not allowed: nothing was imported
+        p.items.extend(e.problems)
+        return None
     except (ImportError, AttributeError, ValueError):
         p.add(f"{where}._target_", "cannot import", target, allowed="a dotted path such as torch.optim.AdamW",
               fix="fix the spelling of the class path")
@@ -179,10 +194,10 @@ def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], ext
     return fn
 
 
-def _check_optimizer(p: Problems, node: dict):
+def _check_optimizer(p: Problems, node: dict, allowed: tuple[str, ...] = ()):
     """Check the optimizer node; return a dummy instance (on one parameter) when it is valid."""
     n0 = len(p.items)
-    fn = _check_target(p, "optimizer", node, skip=("params",))
+    fn = _check_target(p, "optimizer", node, skip=("params",), allowed=allowed)
     if fn is None:
         if isinstance(node, dict) and node.get("_target_") is None:
             p.add("optimizer._target_", "missing", fix="choose optimizer=adamw|adam|sgd or set optimizer._target_")
@@ -204,9 +219,9 @@ def _check_optimizer(p: Problems, node: dict):
     return None
 
 
-def _check_scheduler(p: Problems, node: dict, optimizer=None) -> None:
+def _check_scheduler(p: Problems, node: dict, optimizer=None, allowed: tuple[str, ...] = ()) -> None:
     n0 = len(p.items)
-    fn = _check_target(p, "scheduler", node, skip=("optimizer",), extra=RESERVED_SCHEDULER_KEYS)
+    fn = _check_target(p, "scheduler", node, skip=("optimizer",), extra=RESERVED_SCHEDULER_KEYS, allowed=allowed)
     if not isinstance(node, dict):
         return
     w = node.get("warmup_steps", 0)
@@ -286,9 +301,10 @@ def validate(cfg: DictConfig | dict) -> Plan:
     weighting_cls = _check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
     if weighting_cls is not None and arch_cls is not None:
         p.items.extend(weighting_cls.check(plain["weighting"], arch_cls))
-    optimizer = _check_optimizer(p, plain["optimizer"]) if "optimizer" in plain else None
+    allowed = _check_allowed_targets(p, plain["allowed_targets"])  # module prefixes a _target_ may name
+    optimizer = _check_optimizer(p, plain["optimizer"], allowed) if "optimizer" in plain else None
     if "scheduler" in plain:
-        _check_scheduler(p, plain["scheduler"], optimizer)
+        _check_scheduler(p, plain["scheduler"], optimizer, allowed)
     _check_device(p, plain)
 
     sources, specs = _check_datasets(p, plain)

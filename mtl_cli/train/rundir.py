@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import logging
 import math
@@ -18,6 +20,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..errors import Problem, UserError
+
 log = logging.getLogger("mtl_cli")
 
 
@@ -32,29 +36,109 @@ def _clean(v: Any) -> Any:
     return v
 
 
+class OutputError(UserError):
+    """The run directory cannot be written (no space, no permission, a file where a folder should be)."""
+
+    title = "Output error"
+
+
+_HINTS = {
+    errno.ENOSPC: "free disk space or choose another run_dir (run_dir=/path/with/space)",
+    errno.EDQUOT: "free space within your quota or choose another run_dir",
+    errno.EACCES: "choose a run_dir you may write to (run_dir=...) or fix the folder's permissions",
+    errno.EPERM: "choose a run_dir you may write to (run_dir=...) or fix the folder's permissions",
+    errno.EROFS: "the file system is read-only: choose another run_dir",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another run_dir",
+    errno.EISDIR: "a folder stands where a file is written: remove it or choose another run_dir",
+}
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn an OSError raised while writing ``path`` into an OutputError naming the path."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, UserError):
+            raise
+        where = e.filename or path
+        reason = e.strerror or str(e)
+        fix = _HINTS.get(e.errno, "check that the folder exists and may be written, or choose another run_dir")
+        raise OutputError([Problem(str(path), f"cannot write {where}: {reason}", fix=fix)]) from e
+
+
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_clean(obj), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    with writing(path):
+        with open(tmp, "w") as f:
+            json.dump(_clean(obj), f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    with writing(path):
+        path.write_text(text)
+
+
+def make_run_dir(path: Path) -> None:
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
 
 
 class MetricsWriter:
     """metrics.jsonl: one JSON object per logged step or evaluation, flushed per line; and
-    metrics.csv, the same records as a table (rewritten at each evaluation and at the end)."""
+    metrics.csv, the same records as a table (rewritten at each evaluation and at the end).
 
-    def __init__(self, run_dir: Path, jsonl: bool = True, csv_: bool = True):
+    ``keep`` (resuming): keep the first ``keep`` records of an existing metrics.jsonl (those written
+    before the checkpoint; later ones, and a line cut by a kill, are dropped) and append after them,
+    so every logged step has exactly one line.
+    """
+
+    def __init__(self, run_dir: Path, jsonl: bool = True, csv_: bool = True, keep: int | None = None):
         self.records: list[dict] = []
         self.csv_path = run_dir / "metrics.csv" if csv_ else None
-        # a new run starts the file afresh (resuming a run is a separate path)
-        self.f = open(run_dir / "metrics.jsonl", "w", buffering=1) if jsonl else None
+        self.path = run_dir / "metrics.jsonl"
+        self.f = None
+        if keep is not None:
+            self.records = self._read(keep)
+        if jsonl:
+            with writing(self.path):
+                if keep is not None:  # rewrite atomically with the kept lines, then append
+                    tmp = self.path.with_suffix(".jsonl.tmp")
+                    with open(tmp, "w") as f:
+                        f.writelines(json.dumps(r) + "\n" for r in self.records)
+                    os.replace(tmp, self.path)
+                self.f = open(self.path, "a" if keep is not None else "w", buffering=1)
+
+    def _read(self, keep: int) -> list[dict]:
+        records = []
+        if self.path.is_file():
+            with open(self.path) as f:
+                for line in f:
+                    if len(records) >= keep:
+                        break
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:  # a line cut short by a kill
+                        break
+        if len(records) < keep:
+            log.warning("%s has %d complete records, the checkpoint expects %d: the missing ones are lost",
+                        self.path, len(records), keep)
+        return records
+
+    def __len__(self) -> int:
+        return len(self.records)
 
     def log(self, record: dict) -> None:
         record = _clean(record)
         self.records.append(record)
         if self.f is not None:
-            self.f.write(json.dumps(record) + "\n")
+            with writing(self.path):
+                self.f.write(json.dumps(record) + "\n")
 
     def write_csv(self) -> None:
         if self.csv_path is None or not self.records:
@@ -63,27 +147,18 @@ class MetricsWriter:
         for r in self.records:
             cols += [k for k in r if k not in cols]
         tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            w.writerows(self.records)
-        os.replace(tmp, self.csv_path)
+        with writing(self.csv_path):
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=cols)
+                w.writeheader()
+                w.writerows(self.records)
+            os.replace(tmp, self.csv_path)
 
     def close(self) -> None:
         self.write_csv()
         if self.f is not None:
             self.f.close()
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Atomic write: temporary file, flush and fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+            self.f = None
 
 
 class TqdmHandler(logging.Handler):
@@ -96,7 +171,8 @@ class TqdmHandler(logging.Handler):
 def setup_logging(run_dir: Path) -> list[logging.Handler]:
     """train.log in the run dir plus console output; returns the handlers to remove at the end."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    fh = logging.FileHandler(run_dir / "train.log")
+    with writing(run_dir / "train.log"):
+        fh = logging.FileHandler(run_dir / "train.log")
     fh.setFormatter(fmt)
     ch = TqdmHandler()
     ch.setFormatter(logging.Formatter("%(message)s"))

@@ -26,6 +26,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
+from .batches import PassSampler, pass_seed
+
 
 def merge(batches: list[dict]) -> dict:
     """One batch dict from batches of different datasets (their keys are disjoint)."""
@@ -39,12 +41,20 @@ def batch_size_of(batch: dict) -> int:
 
 
 class TrainStream:
-    """Training batches, one epoch at a time: ``for batch, datasets, n_samples in stream.epoch()``."""
+    """Training batches, one epoch at a time: ``for batch, datasets, n_samples in stream.epoch()``.
+
+    Where the stream stands is a few numbers (``state_dict``): for each dataset the pass it is in
+    and the batches taken from that pass, the steps done in the current epoch, and the sampling
+    generator as it was when the epoch began. A stream restored from them continues with exactly
+    the batches the uninterrupted stream would have given (pass orders come from
+    :class:`~mtl_cli.train.batches.PassSampler`, a function of the seed and the pass number).
+    """
 
     def __init__(self, loaders: dict[str, DataLoader], sampling: str = "round_robin", temperature: float = 2.0,
                  epoch_length: int | str = "largest", seed: int = 0, limit: int | None = None):
         self.loaders = loaders
         self.names = list(loaders)
+        self.seed = seed
         self.sampling = sampling if len(loaders) > 1 else "single"
         self.sizes = {n: len(dl) for n, dl in loaders.items()}
         self.probs = self._probabilities(temperature)
@@ -54,6 +64,10 @@ class TrainStream:
         self.g = torch.Generator().manual_seed(seed + 104729)
         self._iters: dict[str, Iterator] = {}
         self._turn = 0
+        self.pass_no = {n: 0 for n in self.names}  # the pass each dataset is in
+        self.taken = {n: 0 for n in self.names}  # batches taken from that pass
+        self.position = 0  # steps done in the current epoch
+        self._epoch_start: tuple[torch.Tensor, int] | None = None  # (generator state, turn) at its start
 
     def _probabilities(self, temperature: float) -> dict[str, float]:
         n = self.sizes
@@ -78,18 +92,39 @@ class TrainStream:
     def __len__(self) -> int:
         return self.steps
 
+    def _open(self, name: str) -> Iterator:
+        """An iterator over the rest of the dataset's current pass."""
+        loader = self.loaders[name]
+        salt = self.names.index(name)
+        if isinstance(loader.sampler, PassSampler):
+            loader.sampler.set_pass(self.pass_no[name], self.taken[name] * loader.batch_size)
+        if loader.generator is not None:  # worker seeds: a function of the pass as well
+            loader.generator.manual_seed(pass_seed(self.seed + salt, self.pass_no[name]))
+        it = iter(loader)
+        self._iters[name] = it
+        return it
+
     def _next(self, name: str) -> dict:
-        it = self._iters.get(name)
-        if it is not None:
-            try:
-                return next(it)
-            except StopIteration:
-                pass
-        self._iters[name] = iter(self.loaders[name])  # a new pass, reshuffled
-        return next(self._iters[name])
+        it = self._iters.get(name) or self._open(name)
+        try:
+            batch = next(it)
+        except StopIteration:  # a new pass, in a new order
+            self.pass_no[name] += 1
+            self.taken[name] = 0
+            batch = next(self._open(name))
+        self.taken[name] += 1
+        return batch
+
+    def _new_pass(self, name: str) -> None:
+        if self.taken[name]:
+            self.pass_no[name] += 1
+            self.taken[name] = 0
+            self._iters.pop(name, None)
 
     def _order(self) -> list[list[str]]:
         """The dataset(s) of each step of one epoch."""
+        if self.sampling == "single":
+            return [self.names] * self.steps
         if self.sampling == "all":
             return [self.names] * self.steps
         if self.sampling == "round_robin":
@@ -101,16 +136,45 @@ class TrainStream:
         return [[self.names[i]] for i in idx]
 
     def epoch(self) -> Iterator[tuple[dict, tuple[str, ...], int]]:
-        if self.sampling == "single":
-            name = self.names[0]
-            for i, batch in enumerate(self.loaders[name]):
-                if i >= self.steps:
-                    break
-                yield batch, (name,), batch_size_of(batch)
-            return
-        for names in self._order():
+        """The rest of the current epoch (all of it unless restored mid-epoch)."""
+        if self.position == 0 or self._epoch_start is None:
+            self.position = 0
+            self._epoch_start = (self.g.get_state(), self._turn)
+            if self.sampling == "single":  # with one dataset an epoch is one pass
+                self._new_pass(self.names[0])
+        else:  # restored mid-epoch: the same order as before, from where it stopped
+            self.g.set_state(self._epoch_start[0])
+            self._turn = self._epoch_start[1]
+        order = self._order()
+        for i in range(self.position, len(order)):
+            names = order[i]
             parts = [self._next(n) for n in names]
+            self.position = i + 1
             yield merge(parts), tuple(names), sum(batch_size_of(b) for b in parts)
+
+    def end_epoch(self) -> None:
+        """Mark the epoch done (also when training stopped part-way, at max_steps)."""
+        self.position = 0
+
+    def state_dict(self) -> dict:
+        if self.position == 0 or self._epoch_start is None:  # between epochs: the next one starts from here
+            gen, turn = self.g.get_state(), self._turn
+        else:
+            gen, turn = self._epoch_start
+        return {"pass_no": dict(self.pass_no), "taken": dict(self.taken), "position": self.position,
+                "epoch_generator": gen, "epoch_turn": turn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pass_no = {n: int(state["pass_no"][n]) for n in self.names}
+        self.taken = {n: int(state["taken"][n]) for n in self.names}
+        self.position = int(state["position"])
+        if self.position == 0:
+            self.g.set_state(state["epoch_generator"])
+            self._turn = int(state["epoch_turn"])
+            self._epoch_start = None
+        else:
+            self._epoch_start = (state["epoch_generator"], int(state["epoch_turn"]))
+        self._iters.clear()
 
     def describe(self) -> dict:
         return {"sampling": self.sampling, "steps_per_epoch": self.steps,

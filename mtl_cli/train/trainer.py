@@ -14,6 +14,8 @@ import functools
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +27,13 @@ from tqdm import tqdm
 from ..build import build_model, build_optimizer, build_scheduler, build_tasks, build_weighting
 from ..config.validate import PRIMARY, Plan
 from ..data.base import with_prefix
+from ..errors import RunInterrupted, TrainingError
 from ..tasks.base import LossComputer
 from ..weighting.base import BackwardContext
 from .batches import make_loader, to_device
+from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import Selector, evaluate
-from .rundir import MetricsWriter, environment, peak_memory_mb, save_checkpoint, write_json
+from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
 from .sampling import TrainStream
 
 log = logging.getLogger("mtl_cli")
@@ -75,9 +79,14 @@ class Progress:
 
 
 class Trainer:
-    """Owns the objects of one run; ``fit()`` trains, selects, tests and returns the summary."""
+    """Owns the objects of one run; ``fit()`` trains, selects, tests and returns the summary.
 
-    def __init__(self, plan: Plan, run_dir: Path):
+    ``resume``: a checkpoint dict (``checkpoint.load_checkpoint``) to continue from; everything the
+    run's future depends on is restored (see ``state``), so the resumed run ends as the
+    uninterrupted one would have.
+    """
+
+    def __init__(self, plan: Plan, run_dir: Path, resume: dict | None = None, resume_path: Path | None = None):
         self.plan, self.run_dir = plan, run_dir
         cfg = plan.cfg
         self.tcfg, self.lcfg = cfg["trainer"], cfg["logger"]
@@ -96,11 +105,17 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.tcfg["precision"] == "fp16")
         self.autocast = autocast_for(self.tcfg["precision"], self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.metrics = MetricsWriter(run_dir, self.lcfg["jsonl"], self.lcfg["csv"])
+        keep = resume["metrics_records"] if resume is not None else None
+        self.metrics = MetricsWriter(run_dir, self.lcfg["jsonl"], self.lcfg["csv"], keep=keep)
         self.selector = Selector(self.tcfg["monitor"], self.tasks)
         self.prog = Progress()
         self.history: list[dict] = []
         self.ckpt_dir = run_dir / "checkpoints"
+        self.top_k = TopK(self.tcfg["save_top_k"], self.ckpt_dir / "top")
+        self.on_nonfinite = self.tcfg["on_nonfinite"]
+        self.skipped = 0  # optimizer steps skipped for non-finite losses or gradients
+        self._skip_why: list[str] = []
+        self._stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint after this step
         n = len(self.tasks)
         self.loss_acc = torch.zeros(n, device=self.device)  # summed on the device between logs
         self.weight_acc = torch.zeros(n, device=self.device)
@@ -108,6 +123,31 @@ class Trainer:
         self._present: dict[tuple[str, ...], torch.Tensor] = {}
         self._skip = False  # set by a weighting (non-finite task gradients): skip the next update
         self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
+        if resume is not None:
+            self._restore(resume, resume_path or run_dir)
+
+    def _restore(self, state: dict, path: Path) -> None:
+        """Continue from a checkpoint; the global RNG states last, after everything is built."""
+        load_model_state(self.model, state["model"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.prog = Progress(**state["progress"])
+        self.selector.load_state_dict(state["selector"])
+        self.history = [dict(h) for h in state["history"]]
+        self.top_k.load_state_dict(state["top_k"])
+        self.stream.load_state_dict(state["stream"])
+        acc = state["accumulators"]
+        self.loss_acc.copy_(acc["loss"])
+        self.weight_acc.copy_(acc["weight"])
+        self.count_acc.copy_(acc["count"])
+        self.n_acc, self.samples = acc["n"], acc["samples"]
+        self.skipped = state["skipped"]
+        set_rng_state(state["rng"])
+        log.info("resumed from %s: epoch %d, step %d", path, self.prog.epoch, self.prog.step)
 
     def _build_data(self) -> None:
         """Loaders of every dataset that an enabled task reads; keys of datasets other than
@@ -144,8 +184,13 @@ class Trainer:
         self.scaler.scale(total / self.accum).backward(inputs=inputs)
 
     def _skip_step(self, why: str) -> None:
-        if not self._skip:
-            log.warning("step %d skipped: %s", self.prog.step + 1, why)
+        """Something in this step is non-finite: stop (on_nonfinite=stop) or drop the update."""
+        if self.on_nonfinite == "stop":
+            raise TrainingError(f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; stopped "
+                                f"(trainer.on_nonfinite=stop). The last checkpoint in {self.ckpt_dir} holds "
+                                "finite weights")
+        if why not in self._skip_why:
+            self._skip_why.append(why)
         self._skip = True
 
     def _present_mask(self, datasets: tuple[str, ...], targets: dict) -> torch.Tensor:
@@ -163,6 +208,14 @@ class Trainer:
             rep = self.model.encode(inputs)
             preds = self.model.decode(rep)
             losses = self.compute_losses(preds, targets, masks)  # [T], task order; 0 for absent tasks
+        if self.on_nonfinite != "ignore" and not bool(torch.isfinite(losses.detach()).all()):
+            # before any backward: a NaN must not reach the weighting's state or other tasks' rows
+            bad = [n for n, v in zip(self.names, torch.isfinite(losses.detach()).tolist()) if not v]
+            self._skip_step(f"non-finite loss of task(s) {', '.join(bad)}")
+            self.prog.micro += 1
+            if self.prog.micro % self.accum == 0:
+                self.optimizer_step()
+            return
         every = self.lcfg["grad_diagnostics_every"]
         if every and self.prog.micro % self.accum == 0 and (self.prog.step + 1) % every == 0:
             self.log_grad_diagnostics(losses, present)
@@ -182,15 +235,19 @@ class Trainer:
             self.optimizer_step()
 
     def optimizer_step(self) -> None:
-        if self._skip:  # a weighting found non-finite task gradients: drop this update
-            self._skip = False
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler.is_enabled():  # as GradScaler does on an overflow: lower the scale
-                self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
-            return
-        if self.tcfg["gradient_clip_val"] is not None:
+        norm = None
+        if self.tcfg["gradient_clip_val"] is not None and not self._skip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, self.tcfg["gradient_clip_val"])
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.tcfg["gradient_clip_val"])
+        if not self._skip and self.on_nonfinite != "ignore" and not self.scaler.is_enabled():
+            # (with fp16 the GradScaler finds and skips non-finite gradients itself)
+            if norm is None:
+                norm = _total_norm([p.grad for p in self.params if p.grad is not None])
+            if norm is not None and not bool(torch.isfinite(norm)):
+                self._skip_step("non-finite gradient (every task's loss was finite)")
+        if self._skip:  # non-finite losses or gradients: drop this update
+            self._drop_update()
+            return
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -198,6 +255,63 @@ class Trainer:
             self.scheduler.step()
         self.prog.step += 1
         self.weighting.on_step_end(self.prog.step)
+
+    def _drop_update(self) -> None:
+        self._skip = False
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():  # as GradScaler does on an overflow: lower the scale
+            self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
+        self.skipped += 1
+        why = "; ".join(self._skip_why) or "non-finite values"
+        self._skip_why = []
+        limit = self.tcfg["max_skipped_steps"]
+        if limit is not None and self.skipped > limit:
+            raise TrainingError(f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; {self.skipped} "
+                                f"steps skipped, more than trainer.max_skipped_steps={limit}. The last checkpoint "
+                                f"in {self.ckpt_dir} holds finite weights; lower optimizer.lr, set "
+                                "trainer.gradient_clip_val, or check the data of those tasks")
+        log.warning("step %d skipped (%d so far): %s", self.prog.step + 1, self.skipped, why)
+
+    # ---------------------------------------------------------------- checkpoints and signals
+    def save(self, kind: str, path: Path | None = None) -> Path:
+        """Write a checkpoint (never one with non-finite weights over a good one)."""
+        path = path or self.ckpt_dir / f"{kind}.pt"
+        state = self.state(kind)
+        if not all_finite(state["model"]):
+            raise TrainingError(f"the weights are non-finite at step {self.prog.step}; {path} was not "
+                                "overwritten and holds the last finite weights. Lower optimizer.lr or set "
+                                "trainer.gradient_clip_val")
+        save_checkpoint(state, path)
+        return path
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGTERM / SIGINT: finish the current step, write last.pt, stop (RunInterrupted).
+        A second SIGINT stops at once (KeyboardInterrupt)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            log.warning("%s received: stopping after this step and writing a checkpoint (Ctrl-C again to stop "
+                        "at once)", signal.Signals(signum).name)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _stop_if_signalled(self) -> None:
+        if self._stop_signal is None:
+            return
+        path = self.save("last")
+        self.metrics.close()
+        raise RunInterrupted(signal.Signals(self._stop_signal).name, self.prog.step, str(path))
 
     # ---------------------------------------------------------------- epochs
     def fit(self) -> dict:
@@ -208,20 +322,26 @@ class Trainer:
             f"{sum(v for k, v in g.items() if k != 'shared'):,}",
             self.device,
         )
-        self.model.train()
-        for epoch in range(self.tcfg["max_epochs"]):
-            done = self.train_epoch(epoch)
-            self.prog.epoch = epoch + 1
-            if self.scheduler is not None and self.interval == "epoch":
-                self.scheduler.step()
-            self.weighting.on_epoch_end(self.prog.epoch)
-            if self.prog.epoch % self.tcfg["eval_every"] == 0 or done or self.prog.epoch == self.tcfg["max_epochs"]:
-                self.validate()
-            save_checkpoint(self.state("last"), self.ckpt_dir / "last.pt")
-            if done:
-                break
-        if self.prog.micro % self.accum != 0:  # an incomplete accumulation at the very end
-            self.optimizer_step()
+        with self._signals():
+            self.model.train()
+            for epoch in range(self.prog.epoch, self.tcfg["max_epochs"]):
+                done = self.train_epoch(epoch)
+                self.stream.end_epoch()
+                self.prog.epoch = epoch + 1
+                if self.scheduler is not None and self.interval == "epoch":
+                    self.scheduler.step()
+                self.weighting.on_epoch_end(self.prog.epoch)
+                if self.prog.epoch % self.tcfg["eval_every"] == 0 or done or self.prog.epoch == self.tcfg["max_epochs"]:
+                    self.validate()
+                if done and self.prog.micro % self.accum != 0:  # an incomplete accumulation at the very end
+                    self.optimizer_step()
+                self.save("last")
+                self._stop_if_signalled()
+                if done:
+                    break
+            if self.prog.micro % self.accum != 0:  # the same, at the end of the last epoch
+                self.optimizer_step()
+                self.save("last")
         return self.finish()
 
     def train_epoch(self, epoch: int) -> bool:
@@ -233,16 +353,28 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
-        t0, done = time.perf_counter(), False
-        for batch, datasets, n in self.stream.epoch():
+        max_steps, every = self.tcfg["max_steps"], self.tcfg["checkpoint_every"]
+        t0, done = time.perf_counter(), max_steps is not None and self.prog.step >= max_steps
+        bar.update(self.stream.position)
+        for batch, datasets, n in ([] if done else self.stream.epoch()):
             step_before = self.prog.step
             self.train_step(batch, datasets, n)
             bar.update(1)
-            if self.prog.step != step_before and self.prog.step % self.lcfg["log_every"] == 0:
+            stepped = self.prog.step != step_before
+            if stepped and self.prog.step % self.lcfg["log_every"] == 0:
                 self.log_train(epoch, bar)
-            if self.tcfg["max_steps"] is not None and self.prog.step >= self.tcfg["max_steps"]:
+            if max_steps is not None and self.prog.step >= max_steps:
                 done = True
                 break
+            if self.prog.micro % self.accum == 0:  # at an optimizer-step boundary
+                if self._stop_signal is not None:
+                    self.prog.train_time += time.perf_counter() - t0
+                    bar.close()
+                    self._stop_if_signalled()
+                if stepped and every is not None and self.prog.step % every == 0:
+                    self.prog.train_time += time.perf_counter() - t0
+                    self.save("last")
+                    t0 = time.perf_counter()
         bar.close()
         self.prog.train_time += time.perf_counter() - t0
         return done
@@ -310,7 +442,8 @@ class Trainer:
         short = "  ".join(f"{t.name}/{t.primary_metric}={res[t.name][t.primary_metric]:.4g}" for t in self.tasks)
         log.info("epoch %d  val %s  score %.4f%s", self.prog.epoch, short, score, "  (best)" if improved else "")
         if improved:
-            save_checkpoint(self.state("best"), self.ckpt_dir / "best.pt")
+            self.save("best")
+        self.top_k.update(score, self.prog.epoch, self.prog.step, lambda: self.state("top"))
 
     def state(self, kind: str) -> dict:
         """Everything a checkpoint holds: tensors and plain containers only (weights_only loads)."""
@@ -323,8 +456,16 @@ class Trainer:
             "weighting": self.weighting.state_dict(),
             "epoch": self.prog.epoch,
             "step": self.prog.step,
+            "progress": dict(vars(self.prog)),
             "selector": self.selector.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
+            "history": [dict(h) for h in self.history],
+            "top_k": self.top_k.state_dict(),
+            "stream": self.stream.state_dict(),
+            "accumulators": {"loss": self.loss_acc.clone(), "weight": self.weight_acc.clone(),
+                             "count": self.count_acc.clone(), "n": self.n_acc, "samples": self.samples},
+            "skipped": self.skipped,
+            "metrics_records": len(self.metrics),
+            "rng": rng_state(),
             "task_names": self.names,
             "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.plan.cfg)),
         }
@@ -376,9 +517,17 @@ class Trainer:
         }
 
 
-def fit(plan: Plan, run_dir: Path) -> dict:
-    """Train, select, test; write the run directory; return the summary dict."""
-    return Trainer(plan, run_dir).fit()
+def fit(plan: Plan, run_dir: Path, resume: dict | None = None, resume_path: Path | None = None) -> dict:
+    """Train (or continue from a checkpoint), select, test; write the run directory; return the summary."""
+    return Trainer(plan, run_dir, resume, resume_path).fit()
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor | None:
+    """The global 2-norm of ``grads`` (one fused kernel per device where torch has it)."""
+    if not grads:
+        return None
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    return torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]))
 
 
 def _nest(rec: dict, tasks) -> dict:
