@@ -20,7 +20,7 @@ def solid(path, rgb, size=(12, 8)):
     Image.new("RGB", size, rgb).save(path)
 
 
-def mask_png(path, left: int, right: int, size=(16, 16)):
+def mask_png(path, left: int, right: int, size=(12, 8)):
     """Palette PNG whose left half has value ``left`` and right half ``right``."""
     arr = np.zeros((size[1], size[0]), dtype=np.uint8)
     arr[:, : size[0] // 2] = left
@@ -29,7 +29,7 @@ def mask_png(path, left: int, right: int, size=(16, 16)):
     img.save(path)
 
 
-def depth_png(path, value: int, size=(16, 16)):
+def depth_png(path, value: int, size=(12, 8)):
     """16-bit grayscale PNG of one value."""
     Image.fromarray(np.full((size[1], size[0]), value, dtype=np.uint16)).save(path)
 

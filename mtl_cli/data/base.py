@@ -127,15 +127,19 @@ def split_indices(
     }
 
 
-def check_nonempty(splits: dict[str, Dataset], where: str) -> None:
-    empty = [s for s, ds in splits.items() if len(ds) == 0]
+def check_nonempty(splits: dict[str, Dataset], where: str, fix: str | None = None) -> None:
+    """DataError naming every split without samples (and the size of each split)."""
+    sizes = {s: len(ds) for s, ds in splits.items()}
+    empty = [s for s, n in sizes.items() if n == 0]
     if empty:
         raise DataError(
             [
                 Problem(
                     key=where,
-                    message=f"split(s) {', '.join(empty)} have no samples",
-                    fix="use more data or change val_fraction/test_fraction",
+                    message=f"split(s) {', '.join(empty)} have no samples (samples per split: "
+                    + ", ".join(f"{s} {n}" for s, n in sizes.items()) + ")",
+                    fix=fix or "use more data, or raise data.val_fraction / data.test_fraction so "
+                    "that every split gets at least one sample",
                 )
             ]
         )

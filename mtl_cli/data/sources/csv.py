@@ -165,17 +165,26 @@ def read_table(path: Path, delimiter: str | None = None) -> Table:
         raise file_problem(path, "file not found",
                            f"check the path (relative paths resolve against {Path.cwd()})")
     if path.suffix.lower() in (".parquet", ".pq"):
-        return _read_parquet(path)
+        return _check_rows(_read_parquet(path))
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return _read_csv(path, csv.reader(f, delimiter=delimiter))
+            table = _read_csv(path, csv.reader(f, delimiter=delimiter))
     except UnicodeDecodeError as e:
         raise file_problem(path, f"not UTF-8 text ({e.reason} at byte {e.start})",
                            "save the file as UTF-8 CSV") from e
     except csv.Error as e:
         raise file_problem(path, f"not valid CSV: {e}", "fix the file's quoting") from e
+    return _check_rows(table)
+
+
+def _check_rows(table: Table) -> Table:
+    """The table, unless it has a header but no data rows: every split needs samples."""
+    if not table.rows:
+        raise file_problem(table.path, "file has a header but no data rows",
+                           "add the data rows (one per sample) below the header")
+    return table
 
 
 def _read_csv(path: Path, reader) -> Table:

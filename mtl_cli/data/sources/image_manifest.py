@@ -16,12 +16,15 @@ the manifest's folder or absolute, and label columns. ``targets`` maps target na
 
 An empty cell is a missing label (mask False). Images are converted to RGB (``channels: 3``) or
 grayscale (``channels: 1``) and resized to ``image_size`` x ``image_size`` (antialiased);
-masks and maps use nearest-neighbour resizing so that class indices stay intact. Segmentation
+masks and maps must have the size of their image (else an error names both files) and use
+nearest-neighbour resizing so that class indices stay intact. Segmentation
 without ``classes[t]`` has max(mask value) + 1 classes, found by reading the masks once in
 ``describe()`` (declare ``classes`` to skip that scan).
 
 ``cache: true`` decodes every image at ``load()`` into memory (fast epochs, errors up front);
-``cache: false`` decodes lazily per sample (large sets).
+``cache: false`` decodes lazily per sample (large sets): ``load()`` then only checks that every
+file exists, and a file that cannot be decoded stops the run with a DataError naming it and its
+manifest row when its batch comes.
 
 Splits: when the manifest has the column ``split_column`` its values (train, val, test) assign
 rows; splits it does not provide, or all when the column is absent, are carved from the train
@@ -286,15 +289,23 @@ class ImageManifestSource(DataSource):
         table = self.table()
         return table.rows[i][table.index(column, "data.targets")]
 
+    def image_path(self, i: int) -> Path:
+        return self.folder / self.cell(i, self.image_column).strip()
+
     def read_image(self, i: int) -> torch.Tensor:
         """Row ``i``'s image as float32 [C, S, S] in [0, 1]."""
-        cell = self.cell(i, self.image_column).strip()
-        img = open_image(self.folder / cell, self._where(i, self.image_column))
+        return self._image_tensor(open_image(self.image_path(i), self._where(i, self.image_column)))
+
+    def _image_tensor(self, img: Image.Image) -> torch.Tensor:
         x = F.pil_to_tensor(img.convert("RGB" if self.channels == 3 else "L"))
         return F.resize(x, [self.size, self.size], antialias=True).float().div_(255.0)
 
-    def read_dense(self, i: int, name: str, kind: str) -> tuple[torch.Tensor, bool]:
-        """Row ``i``'s mask (int64 [S, S]) or map (float32 [1, S, S]), and whether present."""
+    def read_dense(self, i: int, name: str, kind: str,
+                   image_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, bool]:
+        """Row ``i``'s mask (int64 [S, S]) or map (float32 [1, S, S]), and whether present.
+
+        ``image_size`` (width, height) of the row's image: a mask or map of another size is an
+        error (it cannot be aligned with its image)."""
         column = self.columns()[name]
         cell = self.cell(i, column)
         s = self.size
@@ -303,6 +314,8 @@ class ImageManifestSource(DataSource):
                 return torch.full((s, s), self.ignore_index, dtype=torch.long), False
             return torch.full((1, s, s), float("nan")), False
         arr, mode = mask_array(self.folder / cell.strip(), self._where(i, column))
+        if image_size is not None and (arr.shape[1], arr.shape[0]) != tuple(image_size):
+            self._size_mismatch(i, column, cell, (arr.shape[1], arr.shape[0]), image_size)
         if kind == "segmentation":
             self._check_mask_values(arr, name, i, column, cell)
             return resize_nearest(torch.from_numpy(arr.astype(np.int64))[None], s)[0], True
@@ -326,31 +339,80 @@ class ImageManifestSource(DataSource):
                 f"0..{n - 1} or ignore_index {self.ignore_index}",
                 f"fix the mask, or extend data.classes.{name}")])
 
+    def _size_mismatch(self, i: int, column: str, cell: str, got: tuple[int, int],
+                       image_size: tuple[int, int]) -> None:
+        w, h = image_size
+        raise DataError([Problem(
+            str(self.folder / cell.strip()),
+            f"mask/map is {got[0]}x{got[1]} pixels but its image is {w}x{h} "
+            f"({self._where(i, column)})",
+            allowed=f"{w}x{h} (width x height), the size of {self.image_path(i)}",
+            fix="save the mask/map at its image's size, or correct the manifest row if it names "
+            "the wrong file")])
+
     def sample(self, i: int) -> dict:
         """The full sample dict of row ``i``."""
+        img = open_image(self.image_path(i), self._where(i, self.image_column))
         targets: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for name, t in self.describe().targets.items():
             if t.kind in DENSE_KINDS:
-                targets[name], present = self.read_dense(i, name, t.kind)
+                targets[name], present = self.read_dense(i, name, t.kind, img.size)
                 masks[name] = torch.tensor(present)
             else:
                 values, mask = self.scalar_targets()[name]
                 targets[name], masks[name] = values[i], mask[i]
-        return {"inputs": {"image": self.read_image(i)}, "targets": targets, "masks": masks}
+        return {"inputs": {"image": self._image_tensor(img)}, "targets": targets, "masks": masks}
 
     # ---- load -----------------------------------------------------------------------------
 
     def load(self) -> dict[str, Dataset]:
         self.scalar_targets()  # label problems surface before any image is decoded
         rows = self.split_rows()
+        self.check_files()  # missing files surface now, also when decoded lazily
         if self.cache:
             full = self._decode_all()
             splits: dict[str, Dataset] = {s: full.subset(idx) for s, idx in rows.items()}
         else:
             splits = {s: LazyManifestDataset(self, idx.tolist()) for s, idx in rows.items()}
-        check_nonempty(splits, f"data (image_manifest {self.table().path})")
+        fix = None
+        if self.split_column in self.table().header:
+            fix = (f"mark rows of every split in column {self.split_column!r} (train, val, test); a "
+                   "split without rows there is carved from the train rows by data.val_fraction / "
+                   "data.test_fraction")
+        check_nonempty(splits, f"data (image_manifest {self.table().path})", fix)
         return splits
+
+    def check_files(self) -> None:
+        """Every image, mask and map file that the manifest names exists (nothing is decoded).
+        A missing folder is reported once, with the number of rows that point into it."""
+        table, problems = self.table(), Problems()
+        spec = self.describe()
+        dense = [self.columns()[n] for n, t in spec.targets.items() if t.kind in DENSE_KINDS]
+        for column in [self.image_column, *dense]:
+            key = "data.image_column" if column == self.image_column else "data.targets"
+            for i, cell in enumerate(table.column(column, key)):
+                if is_missing(cell):
+                    if column == self.image_column:
+                        problems.add(Problem(str(table.path), f"{table.where(i)}, column "
+                                             f"{column!r}: no image path", cell,
+                                             fix="fill in the image path or remove the row"))
+                    continue
+                path = self.folder / cell.strip()
+                if path.is_file():
+                    continue
+                where = self._where(i, column)
+                if path.parent.is_dir():
+                    problems.add(Problem(str(path), f"image file not found ({where})",
+                                         fix="correct the path in the manifest (relative paths "
+                                         "resolve against the manifest's folder)"))
+                else:
+                    problems.add(Problem(str(path.parent), f"folder not found ({where} names "
+                                         f"{cell.strip()!r} in it)",
+                                         fix="check the folder; relative paths in the manifest "
+                                         f"resolve against the manifest's folder {self.folder}"),
+                                 group=("folder", path.parent))
+        problems.raise_if_any()
 
     def _decode_all(self) -> InMemoryDataset:
         """Every row decoded and stacked; decode errors of many rows reported together."""

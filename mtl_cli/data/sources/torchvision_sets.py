@@ -197,10 +197,47 @@ def open_dataset(dataset: str, root: Path, download: bool, **kwargs):
         ) from e
 
 
+def labels_file(dataset: str, root: Path, train: bool) -> Path:
+    """The file (or, for CIFAR10's five batches, the folder) holding one split's labels."""
+    folder = root / SETS[dataset].folder
+    if SETS[dataset].files == _MNIST_FILES:
+        if _mnist_legacy_ok(dataset, root):  # torchvision prefers the old layout when present
+            return root / dataset / "processed" / ("training.pt" if train else "test.pt")
+        return folder / ("train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte")
+    if dataset == "CIFAR100":
+        return folder / ("train" if train else "test")
+    if dataset == "CIFAR10" and not train:
+        return folder / "test_batch"
+    return folder
+
+
+def check_labels(dataset: str, root: Path, labels: torch.Tensor, train: bool) -> None:
+    """DataError naming the file when a label is not a class index 0..K-1 of ``dataset``."""
+    k = len(SETS[dataset].classes)
+    bad = (labels < 0) | (labels >= k)
+    if not bad.any():
+        return
+    first_bad = int(bad.nonzero()[0]) + 1
+    split = "train" if train else "test"
+    raise DataError(
+        [Problem(
+            key=str(labels_file(dataset, root, train)),
+            message=f"{int(bad.sum())} {split} label(s) outside the {k} classes of {dataset} "
+            f"(first: sample {first_bad})",
+            value=sorted({int(v) for v in labels[bad].tolist()})[:10],
+            allowed=f"class indices 0..{k - 1}",
+            fix="the file is not the original: delete the folder and download again. "
+            + _fix_for(dataset, root / SETS[dataset].folder),
+        )]
+    )
+
+
 def load_mnist_like(dataset: str, root: Path, download: bool, train: bool):
     """(uint8 images [N, 28, 28], int64 labels [N]) of MNIST or FashionMNIST."""
     ds = open_dataset(dataset, root, download, train=train)
-    return ds.data, ds.targets.long()
+    labels = ds.targets.long()
+    check_labels(dataset, root, labels, train)
+    return ds.data, labels
 
 
 def to_float_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -280,7 +317,8 @@ class TorchvisionSource(DataSource):
 
     def load(self) -> dict[str, Dataset]:
         splits = self._load_celeba() if self.dataset == "CelebA" else self._load_in_memory()
-        check_nonempty(splits, f"data (torchvision {self.dataset})")
+        check_nonempty(splits, f"data (torchvision {self.dataset})",
+                       "raise data.limit / data.test_limit (null = all samples) or data.val_fraction")
         return splits
 
     def _arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,7 +327,9 @@ class TorchvisionSource(DataSource):
         n = first(len(ds.targets), self.limit if train else self.test_limit)
         data = torch.as_tensor(ds.data[:n])
         images = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # CIFAR is NHWC
-        return images, torch.as_tensor(ds.targets[:n], dtype=torch.long)
+        labels = torch.as_tensor(ds.targets[:n], dtype=torch.long)
+        check_labels(self.dataset, self.root, labels, train)
+        return images, labels
 
     def _load_in_memory(self) -> dict[str, Dataset]:
         out = {}
