@@ -90,7 +90,8 @@ def famo_reference(tmp_path_factory):
 
 # 3: mid-epoch, one step after a checkpoint; 4: last step of epoch 1 (before its validation);
 # 6: on a checkpoint; 11: in the last epoch
-@pytest.mark.parametrize("step", [3, 4, 6, 11])
+@pytest.mark.parametrize("step", [3, pytest.param(4, marks=pytest.mark.slow), 6,
+                                  pytest.param(11, marks=pytest.mark.slow)])
 def test_famo_resumes_bitwise_at_any_step(monkeypatch, tmp_path, famo_reference, step):
     interrupted_then_resumed(monkeypatch, BASE + ["weighting=famo"], tmp_path / "run", step)
     assert_same_run(famo_reference, tmp_path / "run")
@@ -127,7 +128,7 @@ def test_several_datasets_with_random_sampling_resume_bitwise(monkeypatch, tmp_p
     ov = ["experiment=two_inputs", "data.train_size=96", "data.val_size=32", "data.test_size=32",
           "datasets.outlines.train_size=64", "datasets.outlines.val_size=32", "datasets.outlines.test_size=32",
           "data.image_size=16", "datasets.outlines.image_size=16", "trainer.batch_size=16",
-          "trainer.max_epochs=2", "trainer.sampling=temperature",
+          "trainer.max_epochs=2", "trainer.epoch_length=5", "trainer.sampling=temperature",
           "trainer.progress=false", "logger.log_every=1", "trainer.checkpoint_every=3", "device=cpu",
           "logger.console_summary=false"]
     run(ov, tmp_path / "ref")

@@ -218,6 +218,9 @@ def precheck(argv: list[str]) -> None:
             raise ConfigError(problems) from e
         if not args.cfg:
             validate(cfg)
+            from ..train.rundir import check_writable
+
+            check_writable(cfg.run_dir)  # Hydra creates it before any of our code runs
         return
     _diagnose_keys(parsed, group_overrides, problems)
     if problems or args.cfg:

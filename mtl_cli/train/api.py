@@ -13,7 +13,7 @@ from ..config.validate import validate
 from ..errors import RunInterrupted, UserError
 from .checkpoint import check_same_config, find_checkpoint, load_checkpoint, run_dir_of
 from .rundir import make_run_dir, setup_logging, write_json, write_text
-from .trainer import fit
+from .trainer import Trainer
 
 log = logging.getLogger("mtl_cli")
 
@@ -51,15 +51,15 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[st
     run_dir, state, ckpt = _resume_point(plan.cfg, run_dir)
     make_run_dir(run_dir)
     plan.cfg["run_dir"] = str(run_dir)
-    for stale in ("summary.json", "error.json"):  # left by an earlier run in the same directory
-        (run_dir / stale).unlink(missing_ok=True)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plan.cfg)))
-    if overrides is not None:
-        write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     handlers = setup_logging(run_dir)
     try:
         log.info("run directory: %s", run_dir)
-        return fit(plan, run_dir, state, ckpt)
+        trainer = Trainer(plan, run_dir, state, ckpt)
+        # written once the run (or the resume) is set up: a refused resume leaves the run as it was
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plan.cfg)))
+        if overrides is not None:
+            write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        return trainer.fit()
     except RunInterrupted as e:
         log.warning("%s; continue with: mtl-train resume=%s", e, run_dir)
         raise

@@ -67,11 +67,20 @@ def load_checkpoint(path: Path | str, map_location: Any = "cpu", key: str = "res
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError([Problem(key, f"refused to load {path}: it holds Python objects other than "
-                                       f"tensors and plain containers, which could run code when read ({first})",
-                                       fix="only load checkpoints written by mtl-train, or from a source you trust "
-                                       "after converting them to a plain state dict")]) from None
+        # torch's message suggests weights_only=False: not advice to pass on; keep the culprit only
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        culprit = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+        if culprit is not None:
+            raise CheckpointError([Problem(key, f"refused to load {path}: it holds Python objects other than "
+                                           f"tensors and plain containers, which could run code when read "
+                                           f"({culprit[:200]}); nothing in it was run",
+                                           fix="only load checkpoints written by mtl-train, or convert a file you "
+                                           "trust to a plain state dict first")]) from None
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), "refused by weights-only loading")
+        raise CheckpointError([Problem(key, f"cannot read {path}: truncated or not a torch checkpoint ({detail}); "
+                                       "nothing in it was run",
+                                       fix="resume from another checkpoint of the run (checkpoints/best.pt, "
+                                       "checkpoints/top/) or start a new run")]) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         size = path.stat().st_size
         raise CheckpointError([Problem(key, f"cannot read {path} ({size} bytes): truncated or not a torch "

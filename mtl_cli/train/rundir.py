@@ -67,6 +67,21 @@ def writing(path: Path):
         raise OutputError([Problem(str(path), f"cannot write {where}: {reason}", fix=fix)]) from e
 
 
+def check_writable(path: Path | str, key: str = "run_dir") -> None:
+    """Raise OutputError unless ``path`` is, or could be made, a folder this process may write to
+    (checked on the nearest existing ancestor; nothing is created)."""
+    p = Path(path).expanduser().absolute()
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError([Problem(key, f"cannot create {p}: {probe} is a file, not a folder", str(path),
+                                   fix=_HINTS[errno.ENOTDIR])])
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError([Problem(key, f"cannot create {p}: no permission to write in {probe}", str(path),
+                                   fix=_HINTS[errno.EACCES])])
+
+
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with writing(path):

@@ -151,6 +151,7 @@ class TrainStream:
             parts = [self._next(n) for n in names]
             self.position = i + 1
             yield merge(parts), tuple(names), sum(batch_size_of(b) for b in parts)
+        self.position = 0  # the epoch ran to its end
 
     def end_epoch(self) -> None:
         """Mark the epoch done (also when training stopped part-way, at max_steps)."""

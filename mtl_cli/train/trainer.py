@@ -98,6 +98,8 @@ class Trainer:
         self.compute_losses = LossComputer(self.tasks)
         self._build_data()
         self.model = build_model(plan, self.tasks).to(self.device)
+        if resume is not None:  # first: a checkpoint of another model changes nothing in the run dir
+            load_model_state(self.model, resume["model"], resume_path or run_dir)
         self.weighting = build_weighting(plan, self.tasks).to(self.device)
         self.optimizer = build_optimizer(plan, self.model, self.weighting)
         self.accum = self.tcfg["accumulate_grad_batches"]
@@ -125,10 +127,12 @@ class Trainer:
         self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
         if resume is not None:
             self._restore(resume, resume_path or run_dir)
+        for stale in ("summary.json", "error.json"):  # left by an earlier run (or attempt) in this directory
+            (run_dir / stale).unlink(missing_ok=True)
 
     def _restore(self, state: dict, path: Path) -> None:
-        """Continue from a checkpoint; the global RNG states last, after everything is built."""
-        load_model_state(self.model, state["model"], path)
+        """Continue from a checkpoint (the model is loaded already); the global RNG states last,
+        after everything is built."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -493,6 +497,7 @@ class Trainer:
             "selected_epoch": self.selector.best_epoch,
             "epochs": self.prog.epoch,
             "steps": self.prog.step,
+            "skipped_steps": self.skipped,
             "tasks": {
                 t.name: {
                     "kind": t.kind.name,
