@@ -38,7 +38,13 @@ class UserError(Exception):
     def __init__(self, problems: list[Problem] | str):
         if isinstance(problems, str):
             problems = [Problem(key="", message=problems)]
-        self.problems = list(problems)
+        seen: set = set()  # the same problem found by two checks is reported once
+        self.problems = []
+        for q in problems:
+            ident = (q.key, q.message, repr(q.value), q.allowed, q.fix)
+            if ident not in seen:
+                seen.add(ident)
+                self.problems.append(q)
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -161,6 +161,16 @@ def test_unknown_config_dir(capsys, tmp_path):
     assert "--config-dir" in err and str(tmp_path / "nope") in err
 
 
+def test_duplicate_task_name_in_a_config_file(capsys, tmp_path):
+    (tmp_path / "conf" / "tasks").mkdir(parents=True)
+    (tmp_path / "conf" / "tasks" / "dup.yaml").write_text(
+        "shape:\n  kind: classification\nsize:\n  kind: regression\nshape:\n  kind: classification\n")
+    code, err = _run(["--config-dir", str(tmp_path / "conf"), "tasks=dup"], capsys)
+    assert code == 2 and "1 problem found" in err and "Traceback" not in err
+    assert f"{tmp_path / 'conf' / 'tasks' / 'dup.yaml'}, line 5" in err
+    assert "found duplicate key shape" in err and "task names, like all keys of a mapping, must be unique" in err
+
+
 def test_no_problem_no_exit(monkeypatch):
     """A good command line reaches Hydra (here: the stand-in), with the overrides as sys.argv."""
     called = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 
+import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -25,7 +26,7 @@ from ..errors import ConfigError, Problem, UserError
 
 MAX_JOBS_CHECKED = 32
 _MISSING = object()
-_COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
+_COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError)
 
 
 class _GroupOptions:
@@ -49,9 +50,22 @@ def _leaf_keys(node, prefix="") -> list[str]:
     return []
 
 
+def _yaml_problem(e: yaml.YAMLError) -> Problem:
+    """A config file that is not valid YAML (e.g. a task name given twice): name the file and line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+    what = getattr(e, "problem", None) or _one_line(e)
+    fix = "give each key once (task names, like all keys of a mapping, must be unique)" \
+        if "duplicate key" in str(what) else "fix the YAML syntax at that line"
+    return Problem(where, f"invalid YAML: {what}", fix=fix)
+
+
 def _compose_or_problem(overrides: list[str], where: str, problems: list[Problem]):
     try:
         return compose(overrides)
+    except yaml.YAMLError as e:
+        problems.append(_yaml_problem(e))
+        return None
     except _COMPOSE_ERRORS as e:
         problems.append(Problem(where, _one_line(e), fix="fix or remove that override"))
         return None
