@@ -83,12 +83,11 @@ TARGET = 1.03
 
 
 def loader_permutation(n: int, seed: int) -> torch.Tensor:
-    """The order the trainer's DataLoader visits the samples in its first epoch: the loader's
-    generator (seeded with ``seed``) first draws the iterator's base seed, then RandomSampler's
-    randperm."""
-    g = torch.Generator().manual_seed(seed)
-    torch.empty((), dtype=torch.int64).random_(generator=g)
-    return torch.randperm(n, generator=g)
+    """The order the trainer's DataLoader visits the samples in its first epoch (pass 0 of its
+    PassSampler, a function of the seed and the pass number only)."""
+    from mtl_cli.train.batches import PassSampler
+
+    return PassSampler(n, seed).order(0)
 
 
 class PlainLoop:
