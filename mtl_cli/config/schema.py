@@ -62,6 +62,7 @@ class LoggerConfig:
     csv: bool = _f(True)
     console_summary: bool = _f(True)
     grad_diagnostics_every: int | None = _f(None, _pos, "null (off) or an integer >= 1 (optimizer steps)")
+    tensorboard: bool = _f(False)
 
 
 @dataclass
@@ -90,6 +91,9 @@ class RootConfig:
     resume: str | None = _f(None, None, "null (a new run), auto (continue run_dir if it has a checkpoint), "
                             "or a run directory or checkpoint file")
     resume_strict: bool = _f(True)
+    baseline: str | None = _f(None, lambda v: v in (None, "stl"),
+                              "null (train the configured model) or stl (one single-task run per task)")
+    baseline_dir: str | None = _f(None, None, "null, or the run directory of a baseline=stl run (adds delta_m)")
     allowed_targets: list[str] | None = _f(None, None, "module prefixes (e.g. [mypkg.optim]) whose callables "
                                     "a config's _target_ may name, besides torch.optim, torchvision and mtl_cli")
 
