@@ -43,11 +43,16 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[st
     """Train from a composed config; returns the summary (also written to summary.json).
 
     ``run_dir`` wins over ``cfg.run_dir``. ``cfg.resume`` (auto, or a run directory or checkpoint)
-    continues a run. Raises ConfigError/DataError/CheckpointError/OutputError for the user's
+    continues a run. ``baseline=stl`` trains single-task baselines instead (train/baselines.py) and
+    returns their combined summary. Raises ConfigError/DataError/CheckpointError/OutputError for the user's
     mistakes, TrainingError when a run cannot go on, RunInterrupted after SIGTERM/SIGINT.
     """
     plan = validate(cfg)  # everything checked before anything is built or written
     run_dir = Path(run_dir if run_dir is not None else plan.cfg["run_dir"]).resolve()
+    if plan.cfg["baseline"] == "stl":  # one single-task run per task in run_dir/<task>, then baselines.json
+        from .baselines import train_baselines
+
+        return train_baselines(cfg, plan, run_dir, overrides)
     run_dir, state, ckpt = _resume_point(plan.cfg, run_dir)
     make_run_dir(run_dir)
     plan.cfg["run_dir"] = str(run_dir)
@@ -61,6 +66,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[st
             write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
         return trainer.fit()
     except RunInterrupted as e:
+        log.removeHandler(handlers[1])  # the CLI prints it; train.log keeps a copy
         log.warning("%s; continue with: mtl-train resume=%s", e, run_dir)
         raise
     except BaseException as e:
