@@ -4,20 +4,25 @@ hands over to Hydra for the run or the multirun sweep."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import math
 import os
+import re
 import sys
+import time
 from pathlib import Path
 
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config.locate import ENV, builtin_config_dir, register_search_path_plugin
-from ..errors import Problem, RunInterrupted, UserError
+from ..config.locate import ENV, builtin_config_dir, is_group, register_search_path_plugin, search_dirs
+from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from .precheck import precheck
 from .summary import format_summary
 
@@ -66,16 +71,105 @@ EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 3
 #: jobs of this process's sweep that failed: (run dir, error)
 FAILED_JOBS: list[tuple[str, str]] = []
 
+#: error types whose message starts with its own title ("Config error: 2 problems found")
+_TITLED = ("UserError", "ConfigError", "DataError", "CheckpointError", "OutputError", "TrainingError")
+
+#: the worst value of an objective, by direction: what a sweeper is told for a failed or diverged job
+WORST = {"maximize": -math.inf, "minimize": math.inf}
+
+
+def sweeper_directions(sweeper) -> list[str] | None:
+    """``hydra.sweeper.direction`` as a list of 'maximize'/'minimize' (Optuna's sweeper), or None
+    when the sweeper takes no direction (Hydra's basic sweeper ignores what jobs return)."""
+    d = sweeper.get("direction") if sweeper is not None else None
+    if d is None:
+        return None
+    items = list(d) if isinstance(d, (list, tuple, ListConfig)) else [d]
+    return [str(getattr(x, "name", x)).lower() for x in items]
+
+
+def objective_values(summary: dict | None, objectives: list[str] | None) -> tuple[list[float], list[str]]:
+    """What a job returns to the sweeper, NaN where there is no value: the selection score
+    (``objectives`` null) or each ``<task>/<metric>`` val metric at the selected epoch; and the
+    reason of each NaN."""
+    from ..train.trainer import objective_value
+
+    if summary is None:
+        return [math.nan] * max(1, len(objectives or [])), []
+    if not objectives:
+        v = objective_value(summary)
+        return [v], ([] if math.isfinite(v) else ["the run has no finite selection score (diverged?)"])
+    values, why = [], []
+    for o in objectives:
+        task, metric = o.split("/", 1)
+        v = ((summary.get("val_selected") or {}).get(task) or {}).get(metric)
+        v = math.nan if v is None else float(v)
+        if math.isnan(v):
+            why.append(f"{o} is NaN at the selected epoch")
+        values.append(v)
+    return values, why
+
+
+def _note(run_dir: str, message: str) -> None:
+    """A warning on stderr and at the end of the job's train.log."""
+    sys.stderr.write(message + "\n")
+    try:
+        with open(Path(run_dir) / "train.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} WARNING {message}\n")
+    except OSError:
+        pass
+
+
+def sweep_return(summary: dict | None, cfg: DictConfig, directions: list[str] | None, run_dir: str,
+                 failure: str | None = None) -> float | list[float]:
+    """The job's return value: one float, or a list for several objectives. For a sweeper with
+    directions (Optuna), a NaN would crash the study: it becomes the worst value of its direction
+    (-inf when maximizing, +inf when minimizing), so the trial ranks last, and the log says why."""
+    values, why = objective_values(summary, cfg.get("objectives"))
+    if failure is not None:
+        why = [f"the run failed ({failure})"]
+    if directions is not None and len(directions) == len(values) and any(math.isnan(v) for v in values):
+        values = [WORST.get(d, -math.inf) if math.isnan(v) else v for v, d in zip(values, directions)]
+        _note(run_dir, f"objective of {run_dir}: {'; '.join(why) or 'NaN'}; the sweeper is told {values} "
+                       f"(the worst value for direction {directions if len(directions) > 1 else directions[0]})")
+    return values[0] if len(values) == 1 else values
+
+
+def headline(kind: str, message: str) -> str:
+    """One line for a failed job: ``<type>: <message>``, or for our own errors (whose message is
+    titled, "Training stopped: 1 problem found" then the problems) the title and the first problem."""
+    lines = [line for line in str(message).strip().splitlines() if line.strip()] or [""]
+    if kind not in _TITLED:
+        return f"{kind}: {lines[0]}"
+    problems = [line.strip()[2:] for line in lines[1:] if line.startswith("  - ")]
+    if not problems:
+        return lines[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{lines[0].split(':', 1)[0]}: {problems[0]}{more}"
+
+
+def _record_failure(run_dir: str, e: BaseException) -> None:
+    """error.json in the job's directory, if the run failed before train() could write it (a
+    config error found at validation): the sweep's end finds it there, in any process."""
+    path = Path(run_dir) / "error.json"
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"type": type(e).__name__, "message": str(e)}, indent=2) + "\n")
+        except OSError:
+            pass
+
 
 @hydra.main(config_path=str(builtin_config_dir()), config_name="train", version_base="1.3")
-def _hydra_task(cfg: DictConfig) -> float:
+def _hydra_task(cfg: DictConfig) -> float | list[float]:
     from ..train.api import train
-    from ..train.trainer import objective_value
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    directions = sweeper_directions(hc.sweeper) if multirun else None
+    out = hc.runtime.output_dir
     try:
-        summary = train(cfg, hc.runtime.output_dir, list(hc.overrides.task))
+        summary = train(cfg, out, list(hc.overrides.task))
     except RunInterrupted as e:
         sys.stderr.write(f"{e}\nContinue with: mtl-train resume={Path(e.checkpoint).parent.parent}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -84,20 +178,22 @@ def _hydra_task(cfg: DictConfig) -> float:
             raise
         sys.stderr.write(e.render() + "\n")
         if multirun:  # one bad job does not stop the sweep; its error is in its run dir
-            FAILED_JOBS.append((hc.runtime.output_dir, e.render().splitlines()[0]))
-            return math.nan
+            first = headline(type(e).__name__, e.render())
+            FAILED_JOBS.append((out, first))
+            _record_failure(out, e)
+            return sweep_return(None, cfg, directions, out, failure=first)
         raise SystemExit(e.exit_code) from None
     except Exception as e:
         if not multirun or debugging():
             raise
         # an unexpected failure of one job: recorded in its run dir (error.json, train.log), the sweep goes on
-        sys.stderr.write(f"job {hc.job.num} failed: {type(e).__name__}: {e} (traceback in "
-                         f"{hc.runtime.output_dir}/train.log)\n")
-        FAILED_JOBS.append((hc.runtime.output_dir, f"{type(e).__name__}: {e}"))
-        return math.nan
+        sys.stderr.write(f"job {hc.job.num} failed: {type(e).__name__}: {e} (traceback in {out}/train.log)\n")
+        FAILED_JOBS.append((out, f"{type(e).__name__}: {e}"))
+        _record_failure(out, e)
+        return sweep_return(None, cfg, directions, out, failure=f"{type(e).__name__}: {e}")
     if summary is not None and cfg.logger.console_summary:
         print(format_summary(summary), flush=True)
-    return objective_value(summary)
+    return sweep_return(summary, cfg, directions, out)
 
 
 def _value_of(argv: list[str], key: str) -> str | None:
@@ -141,27 +237,194 @@ def replay_resume(argv: list[str]) -> list[str]:
     return saved + rest + [f"run_dir={run}"]
 
 
+#: Hydra sweeper and launcher plugins: the module each needs and the extra that installs it
+PLUGINS = {
+    "optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna", "the Optuna sweeper (hydra-optuna-sweeper)"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib", "the joblib launcher (hydra-joblib-launcher)"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm",
+                       "the submitit launcher (hydra-submitit-launcher)"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm",
+                       "the submitit launcher (hydra-submitit-launcher)"),
+}
+PLUGIN_USE = re.compile(r"^\s*-\s*override\s+/?hydra/(?:sweeper|launcher)\s*:\s*(\w+)", re.MULTILINE)
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing too
+        return False
+
+
+def _option_file(group: str, option: str) -> Path | None:
+    for d in search_dirs():
+        f = d / group / f"{option}.yaml"
+        if f.is_file():
+            return f
+    return None
+
+
+def check_plugins(argv: list[str]) -> None:
+    """A config option that needs a Hydra plugin (``hparams_search=optuna``, ``launcher=joblib``,
+    ``hydra/launcher=...``) names the pip extra to install when the plugin is missing, instead of
+    Hydra's 'Could not find hydra/sweeper/optuna'."""
+    problems = []
+    for a in argv:
+        if a.startswith("-") or "=" not in a:
+            continue
+        key, value = a.lstrip("+~").split("=", 1)
+        if key in ("hydra/sweeper", "hydra/launcher"):
+            names = [value]
+        elif re.fullmatch(r"[\w.-]+", value) and is_group(key) and (f := _option_file(key, value)) is not None:
+            names = PLUGIN_USE.findall(f.read_text())
+        else:
+            continue
+        for name in names:
+            if name in PLUGINS and not installed(PLUGINS[name][0]):
+                module, extra, what = PLUGINS[name]
+                problems.append(Problem(key, f"{a} needs {what}, which is not installed", value,
+                                        fix=f'pip install "mtl-cli[{extra}]"'))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _first_job(argv: list[str]) -> list[str] | None:
+    """The overrides of the first job of a multirun command line (None for a single run or --cfg)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .precheck import _GroupOptions
+
+    args = get_args_parser().parse_args(argv)
+    if not args.multirun or args.cfg or args.help or args.hydra_help or args.info:
+        return None
+    parsed = OverridesParser.create().parse_overrides(args.overrides)
+    for o in parsed:
+        o.config_loader = _GroupOptions()  # glob(...) sweeps list the options of their group through it
+    return list(BasicSweeper.split_arguments(parsed, None)[0][0])
+
+
+def check_sweeper(argv: list[str]) -> None:
+    """A sweeper with directions (Optuna) must have one per objective, each the objective's own:
+    maximize for the selection score (``objectives`` null), the metric's direction for each
+    ``<task>/<metric>``. Checked on the first job's config, before any job starts."""
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)
+    search = _value_of(args.overrides, "hparams_search") or _value_of(args.overrides, "+hparams_search")
+    if search not in (None, "null") and not args.multirun and not (args.cfg or args.help or args.info):
+        raise ConfigError([Problem("hparams_search", "a hyperparameter search is a sweep: it needs --multirun",
+                                   search, fix=f"run mtl-train -m hparams_search={search} ...")])
+    job = _first_job(argv)
+    if job is None:
+        return
+    from ..config.compose import compose
+
+    cfg = compose(job, return_hydra_config=True)
+    directions = sweeper_directions(cfg.hydra.sweeper)
+    if directions is None:
+        return
+    objectives = cfg.get("objectives")
+    if not objectives and cfg.trainer.monitor == "mean_rel":
+        raise ConfigError([Problem("trainer.monitor", "mean_rel measures each run against its own first "
+                                   "evaluation, so a sweeper cannot compare runs by it", "mean_rel",
+                                   allowed="<task>/<metric> (e.g. shape/accuracy), or delta_m with baseline_dir",
+                                   fix="set trainer.monitor=<task>/<metric>, or optimize val metrics with "
+                                       "objectives=[<task>/<metric>, ...] (hparams_search=optuna_multi)")])
+    if not objectives:
+        expected, what = ["maximize"], "the selection score (higher is better)"
+    else:
+        from .precheck import validate
+
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        tasks = validate(job_cfg).tasks
+        expected = ["maximize" if tasks[t]["directions"][m] == "higher" else "minimize"
+                    for t, m in (o.split("/", 1) for o in objectives)]
+        what = f"objectives {list(objectives)}"
+    if directions != expected:
+        shown = expected[0] if len(expected) == 1 else "[" + ",".join(expected) + "]"
+        raise ConfigError([Problem("hydra.sweeper.direction", f"does not match what the jobs return: {what}",
+                                   directions[0] if len(directions) == 1 else directions, allowed=shown,
+                                   fix=f"set hydra.sweeper.direction={shown} (one direction per objective, "
+                                       "in the order of objectives)")])
+
+
+def failed_jobs(sweep_dir: str | Path, since: float) -> list[tuple[str, str]]:
+    """(run dir, error) of every job under ``sweep_dir`` with an error.json written since
+    ``since`` (a time.time()): the jobs of this sweep that failed, whichever process ran them."""
+    root = Path(sweep_dir).resolve()
+    out = []
+
+    def job_order(f: Path) -> list[tuple[int, int | str]]:  # 2 before 10
+        return [(0, int(p)) if p.isdigit() else (1, p) for p in f.relative_to(root).parts]
+
+    for f in sorted(root.rglob("error.json"), key=job_order):
+        try:
+            if f.stat().st_mtime < since:
+                continue  # from an earlier sweep into the same directory
+            err = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append((str(f.parent), headline(str(err.get("type", "Error")), str(err.get("message", "")))))
+    return out
+
+
+#: the sweep directory of the multirun running in this process (set by SweepRecorder)
+SWEEP: dict[str, str] = {}
+
+
+class SweepRecorder(Callback):
+    """Hydra callback that main() adds to every multirun: notes the sweep directory, in the
+    process that runs the sweeper, whichever launcher runs the jobs (same resolved value as theirs)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        SWEEP["dir"] = str(config.hydra.sweep.dir)
+
+
+#: the override that adds SweepRecorder (a Hydra override: not a job override, not in overrides.yaml)
+RECORDER = f"++hydra.callbacks.mtl_sweep_recorder._target_={__name__}.SweepRecorder"
+
+
+def _is_sweep_run(argv: list[str]) -> bool:
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)
+    return bool(args.multirun and not (args.cfg or args.help or args.hydra_help or args.info
+                                       or args.shell_completion))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = _take_config_dirs(argv)
         register_search_path_plugin()
         argv = replay_resume(argv)
+        check_plugins(argv)
         precheck(argv)
+        check_sweeper(argv)
     except UserError as e:
         if debugging():
             raise
         sys.stderr.write(e.render() + "\n")
         raise SystemExit(e.exit_code) from None
-    sys.argv = [sys.argv[0], *argv]
+    sweeping = _is_sweep_run(argv)
+    sys.argv = [sys.argv[0], *argv, *([RECORDER] if sweeping else [])]
     FAILED_JOBS.clear()
+    SWEEP.clear()
+    started = time.time() - 1.0  # error.json files of this sweep are newer (1 s for coarse file times)
     try:
         _hydra_task()
     except BrokenPipeError:  # `mtl-train --help | head`: the reader left, nothing is wrong
         sys.stderr.close()
-    if FAILED_JOBS:  # a sweep ran to its end, but not every job succeeded
-        lines = [f"{len(FAILED_JOBS)} job(s) of the sweep failed (error.json and train.log in each):"]
-        lines += [f"  - {d}: {msg}" for d, msg in FAILED_JOBS]
+    failed = {str(Path(d).resolve()): (d, msg) for d, msg in FAILED_JOBS}  # jobs run in this process
+    sweep_dir = SWEEP.get("dir")
+    if sweep_dir is not None:  # and jobs run elsewhere (joblib, submitit): their error.json
+        for d, msg in failed_jobs(sweep_dir, started):
+            failed.setdefault(str(Path(d).resolve()), (d, msg))
+    if failed:  # a sweep ran to its end, but not every job succeeded
+        lines = [f"{len(failed)} job(s) of the sweep failed (error.json and train.log in each):"]
+        lines += [f"  - {d}: {msg}" for d, msg in failed.values()]
         sys.stderr.write("\n".join(lines) + "\n")
         raise SystemExit(EXIT_FAILED)
 

@@ -37,7 +37,8 @@ class TrainerConfig:
     limit_train_batches: int | None = _f(None, _pos, "null or an integer >= 1")
     limit_val_batches: int | None = _f(None, _pos, "null or an integer >= 1")
     limit_test_batches: int | None = _f(None, _pos, "null or an integer >= 1")
-    monitor: str = _f("mean_rel", None, "mean_rel, or <task>/<metric> (e.g. shape/accuracy)")
+    monitor: str = _f("mean_rel", None, "mean_rel, delta_m (Δm against baseline_dir's single-task "
+                    "baselines; needs baseline_dir), or <task>/<metric> (e.g. shape/accuracy)")
     # several datasets: which one feeds each training step, and how long an epoch is
     sampling: str = _f("round_robin", lambda v: v in SAMPLING, ", ".join(SAMPLING))
     temperature: float = _f(2.0, lambda v: v > 0, "a number > 0 (1: proportional to size; large: uniform)")
@@ -96,6 +97,9 @@ class RootConfig:
     baseline_dir: str | None = _f(None, None, "null, or the run directory of a baseline=stl run (adds delta_m)")
     allowed_targets: list[str] | None = _f(None, None, "module prefixes (e.g. [mypkg.optim]) whose callables "
                                     "a config's _target_ may name, besides torch.optim, torchvision and mtl_cli")
+    objectives: list[str] | None = _f(None, None, "null (a sweep gets the selection score) or a list of "
+                                      "<task>/<metric> (those val metrics at the selected epoch, e.g. "
+                                      "[shape/accuracy, size/mae])")
 
 
 #: top-level keys that hold an optional section (checked on their own)

@@ -290,6 +290,7 @@ def validate(cfg: DictConfig | dict) -> Plan:
     plain.update(root)
     plain["trainer"] = _check_schema(p, "trainer", plain.get("trainer", {}), TrainerConfig)
     plain["logger"] = _check_schema(p, "logger", plain.get("logger", {}), LoggerConfig)
+    _check_tensorboard(p, plain["logger"])
     _check_component(p, "backbone", plain.get("backbone"), BACKBONES)
     arch_cls = _check_component(p, "arch", plain.get("arch"), ARCHS)
     head = plain.get("head") or {}
@@ -313,6 +314,8 @@ def validate(cfg: DictConfig | dict) -> Plan:
     if arch_cls is not None and tasks:
         _check_arch(p, arch_cls, plain, tasks, spec)
     _check_monitor(p, plain["trainer"].get("monitor"), tasks)
+    _check_objectives(p, plain.get("objectives"), tasks)
+    _check_baseline(p, plain, tasks)
     if p.items:
         raise ConfigError(p.report())
     return Plan(plain, sources.get(PRIMARY), spec, tasks, sources, specs)
@@ -594,12 +597,56 @@ def _resolve_head(p: Problems, key: str, t: dict, kind, plain: dict) -> None:
 
 
 def _check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
-    if not isinstance(monitor, str) or monitor == "mean_rel" or not tasks:
-        return
-    allowed = ["mean_rel"] + [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
+    if not isinstance(monitor, str) or monitor in ("mean_rel", "delta_m") or not tasks:
+        return  # delta_m: _check_baseline
+    allowed = ["mean_rel", "delta_m"] + [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
     if monitor not in allowed:
         p.add("trainer.monitor", "not a metric of an enabled task", monitor, allowed=", ".join(allowed),
-              fix="set trainer.monitor to mean_rel or one of the allowed <task>/<metric>")
+              fix="set trainer.monitor to mean_rel, delta_m (with baseline_dir) or one of the allowed <task>/<metric>")
+
+
+def _check_tensorboard(p: Problems, logger: dict) -> None:
+    """``logger.tensorboard=true`` needs the tensorboard package (an optional extra)."""
+    import importlib.util
+
+    if logger.get("tensorboard") is True and importlib.util.find_spec("tensorboard") is None:
+        p.add("logger.tensorboard", "TensorBoard event files need the tensorboard package, which is not installed",
+              True, allowed="false, or true with tensorboard installed",
+              fix='pip install "mtl-cli[tensorboard]" (or pip install tensorboard), or set logger.tensorboard=false')
+
+
+def _check_objectives(p: Problems, objectives: Any, tasks: dict[str, dict]) -> None:
+    """``objectives`` (what a sweep optimizes): null, or distinct ``<task>/<metric>`` of enabled tasks."""
+    if objectives is None or not isinstance(objectives, list) or not tasks:
+        return  # not a list: the schema check reports it
+    allowed = [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
+    if not objectives:
+        p.add("objectives", "an empty list", [], allowed="null (the selection score) or a list of <task>/<metric>",
+              fix="set objectives=null, or list the val metrics to optimize, e.g. objectives=[shape/accuracy]")
+    for i, o in enumerate(objectives):
+        if o not in allowed:
+            p.add(f"objectives[{i}]", "not a metric of an enabled task", o, allowed=", ".join(allowed),
+                  fix="name each objective as <task>/<metric> of an enabled task")
+        elif objectives.index(o) != i:
+            p.add(f"objectives[{i}]", "given twice", o, fix="list each objective once")
+
+
+def _check_baseline(p: Problems, plain: dict, tasks: dict[str, dict]) -> None:
+    """``baseline_dir`` must hold baselines.json covering every enabled primary task with its
+    metrics; ``trainer.monitor=delta_m`` needs it. (``baseline=stl`` runs pick their own monitor
+    and need no baselines.)"""
+    from ..train.baselines import baseline_problems
+
+    if plain.get("baseline") == "stl":
+        return
+    bdir = plain.get("baseline_dir")
+    if plain["trainer"].get("monitor") == "delta_m" and bdir in (None, ""):
+        p.add("trainer.monitor", "delta_m selects by Δm against single-task baselines, but baseline_dir is not set",
+              "delta_m", allowed="delta_m with baseline_dir=<a baseline=stl run>; mean_rel; <task>/<metric>",
+              fix="train the baselines with mtl-train baseline=stl run_dir=<dir> <the same data/backbone/task "
+              "overrides>, then add baseline_dir=<dir>; or choose another trainer.monitor")
+    if bdir not in (None, "") and tasks:
+        p.items.extend(baseline_problems(bdir, tasks))
 
 
 def component_problems(where: str, node: Any, registry: Registry) -> list[Problem]:

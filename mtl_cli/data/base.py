@@ -20,6 +20,7 @@ never a silent zero. Dense targets may also mark single pixels as missing with `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -54,14 +55,181 @@ class DataSpec:
     artifacts: dict[str, Any] = field(default_factory=dict)  # e.g. label maps, saved in the run dir
 
 
+@dataclass
+class PreparedInputs:
+    """Model inputs for prediction (``mtl-predict``), prepared the way a source prepares its
+    training samples.
+
+    ``inputs``: input key -> tensor [N, ...]; ``names``: where each sample came from (a file, or
+    ``file:row N``); ``stems``: a file-name-safe stem per sample, for per-sample outputs such as
+    masks; ``sizes``: the original (width, height) of each image before resizing, or None."""
+
+    inputs: dict[str, torch.Tensor]
+    names: list[str]
+    stems: list[str]
+    sizes: list[tuple[int, int] | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 class DataSource:
-    """Base class of data sources. Subclasses take their config keys as typed __init__ args."""
+    """Base class of data sources. Subclasses take their config keys as typed __init__ args.
+
+    Optional, for ``mtl-predict``: ``predict_suffixes`` (the file suffixes ``prepare_inputs``
+    reads; empty: the source cannot prepare inputs), ``predict_accepts`` (those inputs in words)
+    and ``prepare_inputs``.
+    """
+
+    predict_suffixes: tuple[str, ...] = ()
+    predict_accepts: str = ""
 
     def describe(self) -> DataSpec:  # pragma: no cover - interface
         raise NotImplementedError
 
     def load(self) -> dict[str, Dataset]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def prediction_files(self, paths: Sequence[Path]) -> list[Path]:
+        """The files to prepare for the user's input paths (see :func:`prediction_files`)."""
+        return prediction_files(self, paths)
+
+    def prepare_inputs(self, files: list[Path], artifacts: dict, resize: bool | None = None) -> PreparedInputs:
+        """The model inputs of ``files`` (each with a suffix in ``predict_suffixes``), prepared
+        exactly as ``load()`` prepares training samples: same resizing, channels and
+        normalisation. ``artifacts``: what the run recorded (its data.json; statistics found
+        there win over recomputed ones). ``resize`` (image sources): None = the source's own
+        rule, True = resize images of any size, False = refuse images of another size."""
+        raise cannot_predict(self)
+
+
+def cannot_predict(source: DataSource) -> DataError:
+    """The error for a source without ``prepare_inputs``: names it and the sources that have one."""
+    from ..registry import SOURCES
+
+    able = [n for n in SOURCES.names() if SOURCES.get(n).predict_suffixes]
+    name = next((n for n in SOURCES.names() if isinstance(source, SOURCES.get(n))), type(source).__name__)
+    return DataError([Problem("input", f"the {name} data source cannot prepare inputs for prediction", name,
+                              allowed="runs on the data sources " + ", ".join(able) + " ("
+                              + "; ".join(f"{n}: {SOURCES.get(n).predict_accepts}" for n in able) + ")",
+                              fix="predict with a run trained on one of those sources, or evaluate this run "
+                              "on other data with mtl-eval and data overrides")])
+
+
+# --- helpers of prepare_inputs -----------------------------------------------------------------------
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+def prediction_files(source: DataSource, paths: Sequence[Path], list_column: str | None = None) -> list[Path]:
+    """The files ``source.prepare_inputs`` reads for the user's ``paths``: a folder gives its files
+    with one of ``source.predict_suffixes`` (sorted by name, not recursive); for a source of files
+    that are not tables, a CSV/TSV file is a list of such files (column ``list_column``, else
+    ``image``, ``path`` or the first column; relative paths against the list's folder)."""
+    if not source.predict_suffixes:
+        raise cannot_predict(source)
+    suffixes = tuple(s.lower() for s in source.predict_suffixes)
+    reads_tables = any(s in TABLE_SUFFIXES for s in suffixes)
+    out: list[Path] = []
+    problems: list[Problem] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                problems.append(Problem("input", f"folder {p} holds no {'/'.join(suffixes)} files", str(p),
+                                        allowed=source.predict_accepts, fix="point input= at a folder of such files"))
+            out += found
+        elif not p.is_file():
+            problems.append(Problem("input", f"no such file or folder: {p}", str(p),
+                                    fix=f"check the path (relative paths resolve against {Path.cwd()})"))
+        elif p.suffix.lower() in suffixes:
+            out.append(p)
+        elif p.suffix.lower() in TABLE_SUFFIXES and not reads_tables:
+            try:
+                out += _listed_files(p, list_column, suffixes)
+            except DataError as e:
+                problems += e.problems
+        else:
+            problems.append(Problem("input", f"{p} is not a file this run's data source reads", str(p),
+                                    allowed=source.predict_accepts, fix="give files of the allowed kinds"))
+    if problems:
+        raise DataError(problems)
+    if not out:
+        raise DataError([Problem("input", "no input files given", allowed=source.predict_accepts,
+                                 fix="set input=<file, folder or list>")])
+    return out
+
+
+def _listed_files(table: Path, column: str | None, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files named in one column of a CSV/TSV list (relative to the list's folder)."""
+    import csv
+
+    delimiter = "\t" if table.suffix.lower() in (".tsv", ".tab") else ","
+    with open(table, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError([Problem(str(table), "the list of input files is empty", fix="add a header and file paths")])
+    header = [h.strip() for h in rows[0]]
+    name = column if column in header else next((c for c in ("image", "path") if c in header), header[0])
+    j = header.index(name)
+    files, problems = [], []
+    for i, row in enumerate(rows[1:], start=1):
+        cell = row[j].strip() if j < len(row) else ""
+        if not cell:
+            continue
+        f = (table.parent / cell).resolve()
+        if not f.is_file():
+            problems.append(Problem(str(table), f"row {i}, column {name!r}: no such file {f}", cell,
+                                    fix="correct the path (relative paths resolve against the list's folder)"))
+        elif f.suffix.lower() not in suffixes:
+            problems.append(Problem(str(table), f"row {i}, column {name!r}: not a {'/'.join(suffixes)} file", cell,
+                                    fix="list image files only"))
+        else:
+            files.append(f)
+    if problems:
+        raise DataError(problems[:10])
+    return files
+
+
+def file_stems(files: Sequence[Path]) -> list[str]:
+    """One stem per file, made unique with ``-2``, ``-3``... where two files share a name."""
+    seen: dict[str, int] = {}
+    out = []
+    for f in files:
+        stem = f.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def read_image_file(path: Path):
+    """The fully decoded PIL image of an input file; DataError naming it when unreadable."""
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError([Problem(str(path), f"cannot decode image: {e}", allowed="a complete PNG/JPEG/... image",
+                                 fix="replace the file or leave it out")]) from e
+    return img
+
+
+def image_to_tensor(img, channels: int) -> torch.Tensor:
+    """uint8 [C, H, W] of a PIL image with 1 (grayscale) or 3 (RGB) channels (PIL's conversion)."""
+    import numpy as np
+
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    x = torch.from_numpy(arr.copy())
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+
+
+def size_problem(path: Path, got: tuple[int, int], want: tuple[int, int], why: str) -> Problem:
+    """An input image of another size than the run's images, under a policy that refuses it."""
+    return Problem(str(path), f"image is {got[0]}x{got[1]} pixels, the run's images are {want[0]}x{want[1]} ({why})",
+                   f"{got[0]}x{got[1]}", allowed=f"{want[0]}x{want[1]} images",
+                   fix=f"resize the image to {want[0]}x{want[1]}, or pass resize=true to have it resized "
+                   "(antialiased), which may lower the quality of the predictions")
 
 
 class InMemoryDataset(Dataset):

@@ -28,7 +28,7 @@ FORMAT = 1
 #: config keys that may change between a checkpoint and its resume (they do not shape the run's
 #: model, data or optimisation, or they extend it: max_epochs/max_steps)
 RESUMABLE_KEYS = (
-    "run_dir", "resume", "resume_strict", "allowed_targets", "device", "logger",
+    "run_dir", "resume", "resume_strict", "allowed_targets", "device", "logger", "objectives",
     "trainer.max_epochs", "trainer.max_steps", "trainer.progress", "trainer.num_workers",
     "trainer.eval_batch_size", "trainer.eval_every", "trainer.limit_val_batches", "trainer.limit_test_batches",
     "trainer.checkpoint_every", "trainer.save_top_k", "trainer.on_nonfinite", "trainer.max_skipped_steps",
@@ -138,7 +138,7 @@ def config_differences(saved_yaml: str, cfg: dict) -> list[tuple[str, Any, Any]]
     for k in sorted(set(saved) | set(now)):
         if _resumable(k):
             continue
-        a, b = saved.get(k, "<absent>"), now.get(k, "<absent>")
+        a, b = saved.get(k), now.get(k)  # a key absent on one side (e.g. added by a newer version) counts as null
         if a != b:
             out.append((k, a, b))
     return out

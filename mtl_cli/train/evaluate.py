@@ -81,17 +81,28 @@ class Selector:
       clipped below at -1 (so a task already at its optimum at the first evaluation cannot swamp
       the mean). Higher is better; 0 at the first evaluation, 1 would be perfect. Distances rather than raw values keep
       a near-zero starting score (an F1 of 0.002) from dominating the mean.
+    - ``delta_m``: Δm in percent (``train/baselines.py delta_m``) of the primary tasks' metrics against
+      ``baselines``, the single-task runs' val metrics ``{task: {metric: value}}``. Higher is better;
+      unlike ``mean_rel`` it compares runs, not only the epochs of one run.
     """
 
-    def __init__(self, monitor: str, tasks: list[Task]):
+    def __init__(self, monitor: str, tasks: list[Task], baselines: dict[str, dict[str, float]] | None = None):
         self.monitor = monitor
         self.tasks = tasks
+        if monitor == "delta_m" and baselines is None:
+            raise ValueError("monitor=delta_m needs the baselines' val metrics")
+        self.baselines = baselines
+        self.directions = {t.name: {m: t.direction(m) for m in t.metric_names} for t in tasks if t.role == "primary"}
         self.reference: dict[str, float] | None = None
         self.best_score = -math.inf
         self.best_epoch: int | None = None
 
     def score(self, results: dict[str, dict[str, float]]) -> float:
         """A number where higher is better (NaN counts as worst)."""
+        if self.monitor == "delta_m":
+            from .baselines import delta_m
+
+            return delta_m(results, self.baselines, self.directions)["delta_m"]
         if self.monitor != "mean_rel":
             task, metric = self.monitor.split("/", 1)
             t = next(t for t in self.tasks if t.name == task)

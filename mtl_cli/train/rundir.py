@@ -111,15 +111,22 @@ class MetricsWriter:
     ``keep`` (resuming): keep the first ``keep`` records of an existing metrics.jsonl (those written
     before the checkpoint; later ones, and a line cut by a kill, are dropped) and append after them,
     so every logged step has exactly one line.
+
+    ``tensorboard``: every record also goes to TensorBoard event files in ``<run_dir>/tensorboard/``
+    (see :class:`TensorBoardSink`); metrics.jsonl stays the source of truth.
     """
 
-    def __init__(self, run_dir: Path, jsonl: bool = True, csv_: bool = True, keep: int | None = None):
+    def __init__(self, run_dir: Path, jsonl: bool = True, csv_: bool = True, keep: int | None = None,
+                 tensorboard: bool = False):
         self.records: list[dict] = []
         self.csv_path = run_dir / "metrics.csv" if csv_ else None
         self.path = run_dir / "metrics.jsonl"
         self.f = None
+        self.tb: TensorBoardSink | None = None
         if keep is not None:
             self.records = self._read(keep)
+        if tensorboard:  # the kept records first: the event files mirror metrics.jsonl from its first line
+            self.tb = TensorBoardSink(run_dir / "tensorboard", self.records)
         if jsonl:
             with writing(self.path):
                 if keep is not None:  # rewrite atomically with the kept lines, then append
@@ -154,6 +161,8 @@ class MetricsWriter:
         if self.f is not None:
             with writing(self.path):
                 self.f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            self.tb.add(record)
 
     def write_csv(self) -> None:
         if self.csv_path is None or not self.records:
@@ -174,6 +183,58 @@ class MetricsWriter:
         if self.f is not None:
             self.f.close()
             self.f = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+class TensorBoardSink:
+    """TensorBoard event files holding every metrics record as scalars at the record's ``step``:
+    train records under their own names (``loss/<task>``, ``weight/<task>``, ``loss``, ``lr``,
+    ``samples_per_s``; gradient diagnostics likewise), val and test records under their split
+    (``val/<task>/<metric>``, ``val/score``, ``test/<task>/<metric>``). A null value (NaN in the
+    run, e.g. a task without data in a logging interval) is left out.
+
+    The event files are derived from metrics.jsonl and rewritten when the writer opens: a resumed
+    run writes the records it keeps again and drops the old files, so TensorBoard shows exactly the
+    records of metrics.jsonl, without the steps that were replayed after the checkpoint. Events
+    are flushed at every evaluation and at the end (and every 30 s).
+    """
+
+    #: record fields that are not values
+    FIELDS = ("split", "epoch", "step")
+    #: splits whose values are shown under ``<split>/``
+    PREFIXED = ("val", "test")
+
+    def __init__(self, log_dir: Path, records: list[dict] = ()):
+        from torch.utils.tensorboard import SummaryWriter  # tensorboard: an optional extra (checked at validation)
+
+        with writing(log_dir):
+            log_dir.mkdir(parents=True, exist_ok=True)
+            for old in log_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+            self.writer = SummaryWriter(str(log_dir), flush_secs=30)
+        for r in records:
+            self.add(r, flush=False)
+        self.writer.flush()
+
+    @classmethod
+    def scalars(cls, record: dict) -> dict[str, float]:
+        """The TensorBoard tag and value of each number in ``record``."""
+        split = record.get("split")
+        prefix = f"{split}/" if split in cls.PREFIXED else ""
+        return {prefix + k: float(v) for k, v in record.items()
+                if k not in cls.FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def add(self, record: dict, flush: bool = True) -> None:
+        step = int(record.get("step") or 0)
+        for tag, value in self.scalars(record).items():
+            self.writer.add_scalar(tag, value, step)
+        if flush and record.get("split") in self.PREFIXED:  # an evaluation: make it visible now
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class TqdmHandler(logging.Handler):

@@ -30,6 +30,7 @@ from ..data.base import with_prefix
 from ..errors import RunInterrupted, TrainingError
 from ..tasks.base import LossComputer
 from ..weighting.base import BackwardContext
+from .baselines import delta_m_report, load_baselines, warn_if_settings_differ
 from .batches import make_loader, to_device
 from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import Selector, evaluate
@@ -108,8 +109,14 @@ class Trainer:
         self.autocast = autocast_for(self.tcfg["precision"], self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         keep = resume["metrics_records"] if resume is not None else None
-        self.metrics = MetricsWriter(run_dir, self.lcfg["jsonl"], self.lcfg["csv"], keep=keep)
-        self.selector = Selector(self.tcfg["monitor"], self.tasks)
+        self.metrics = MetricsWriter(run_dir, self.lcfg["jsonl"], self.lcfg["csv"], keep, self.lcfg["tensorboard"])
+        # baseline_dir: single-task baselines for delta_m (summary.json; trainer.monitor=delta_m selects by it)
+        self.baselines = None
+        if cfg.get("baseline_dir"):
+            self.baselines = load_baselines(cfg["baseline_dir"])
+            warn_if_settings_differ(self.baselines, cfg, cfg["baseline_dir"])
+        base_val = {n: b["val"] for n, b in self.baselines["tasks"].items()} if self.baselines else None
+        self.selector = Selector(self.tcfg["monitor"], self.tasks, base_val)
         self.prog = Progress()
         self.history: list[dict] = []
         self.ckpt_dir = run_dir / "checkpoints"
@@ -170,9 +177,16 @@ class Trainer:
                                   t["limit_train_batches"])
         self.train_loader = next(iter(train.values()))
         self.batches_per_epoch = len(self.stream)
-        info = {"splits": next(iter(sizes.values())), **self.plan.spec.artifacts}
+        # artifacts as the sources hold them after load() (statistics, label maps): the merged
+        # spec's copy was taken before loading
+        specs = self.plan.specs
+        info = {"splits": next(iter(sizes.values())),
+                **(specs[PRIMARY].artifacts if PRIMARY in specs else self.plan.spec.artifacts)}
         if len(sizes) > 1 or PRIMARY not in sizes:
             info |= {"datasets": sizes, "sampling": self.stream.describe()}
+            others = {d: specs[d].artifacts for d in sizes if d != PRIMARY and d in specs and specs[d].artifacts}
+            if others:
+                info["dataset_artifacts"] = others
         write_json(self.run_dir / "data.json", info)
         self.tasks_of = {d: [task for task in self.tasks if task.dataset == d] for d in sizes}
 
@@ -491,7 +505,7 @@ class Trainer:
     def summary(self, test: dict) -> dict:
         best_val = next(h for h in self.history if h["epoch"] == self.selector.best_epoch)
         peak, peak_kind = peak_memory_mb(self.device)
-        return {
+        out = {
             "run_dir": str(self.run_dir),
             "objective": {"monitor": self.tcfg["monitor"], "value": self.selector.best_score, "direction": "maximize"},
             "selected_epoch": self.selector.best_epoch,
@@ -520,6 +534,10 @@ class Trainer:
             "parameters": self.model.parameter_groups(),
             "environment": environment(),
         }
+        if self.baselines is not None:  # Δm of the primary tasks against the single-task baselines
+            out["delta_m"] = delta_m_report(test, out["val_selected"], self.baselines, self.selector.directions,
+                                            self.plan.cfg["baseline_dir"])
+        return out
 
 
 def fit(plan: Plan, run_dir: Path, resume: dict | None = None, resume_path: Path | None = None) -> dict:

@@ -49,6 +49,7 @@ from ..base import (
     DataSpec,
     InMemoryDataset,
     InputSpec,
+    PreparedInputs,
     TargetSpec,
     check_nonempty,
     split_indices,
@@ -493,3 +494,45 @@ class CsvSource(DataSource):
         for ds in splits.values():
             ds.inputs["features"] = (ds.inputs["features"] - mean) / std
         self.artifacts["standardize"] = {"mean": mean.tolist(), "std": std.tolist()}
+
+    # ---- prediction -------------------------------------------------------------------------
+
+    predict_suffixes = (".csv", ".tsv", ".tab", ".parquet", ".pq")
+    predict_accepts = "tables (CSV, TSV, Parquet) with the run's feature columns (other columns are ignored)"
+
+    def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
+        """Rows of tables as training rows: the run's feature columns in the run's order, missing
+        cells imputed and features standardised with the training split's statistics (those
+        recorded in ``artifacts`` when there, else recomputed from the training files)."""
+        columns = list(artifacts.get("features") or self.plan().features)
+        fill, scale = self._statistics(artifacts)
+        xs, names, stems = [], [], []
+        for f in files:
+            table = read_table(Path(f).resolve(), self.delimiter)
+            missing = [c for c in columns if c not in table.header]
+            if missing:
+                raise DataError([Problem(str(table.path), "feature column(s) of the run are not in the header",
+                                         ", ".join(missing), allowed="columns " + ", ".join(map(repr, columns)),
+                                         fix="add the columns (names are case-sensitive); other columns are "
+                                         "ignored")])
+            problems = Problems()
+            xs.append(self._features(table, columns, problems))
+            problems.raise_if_any()
+            names += [f"{f}:row {i + 1}" for i in range(len(table.rows))]
+            stems += [f"{table.path.stem}_row{i + 1}" for i in range(len(table.rows))]
+        x = torch.cat(xs)
+        if fill is not None:
+            x = torch.where(x.isnan(), torch.tensor(fill, dtype=x.dtype), x)
+        if scale is not None:
+            x = (x - torch.tensor(scale["mean"])) / torch.tensor(scale["std"])
+        return PreparedInputs({"features": x}, names, stems)
+
+    def _statistics(self, artifacts: dict) -> tuple[list[float] | None, dict | None]:
+        """(imputation values or None, standardisation mean/std or None) of the training split."""
+        impute = artifacts.get("impute") if self.impute else None
+        scale = artifacts.get("standardize") if self.standardize else None
+        if (self.impute and impute is None) or (self.standardize and scale is None):
+            self.load()  # the same statistics training computed, from the same files
+            impute = self.artifacts.get("impute") if self.impute else None
+            scale = self.artifacts.get("standardize") if self.standardize else None
+        return (impute["values"] if impute else None), scale

@@ -50,8 +50,13 @@ from ..base import (
     DataSpec,
     InMemoryDataset,
     InputSpec,
+    PreparedInputs,
     TargetSpec,
     check_nonempty,
+    file_stems,
+    prediction_files,
+    read_image_file,
+    size_problem,
     split_indices,
 )
 from .csv import (
@@ -363,6 +368,30 @@ class ImageManifestSource(DataSource):
                 values, mask = self.scalar_targets()[name]
                 targets[name], masks[name] = values[i], mask[i]
         return {"inputs": {"image": self._image_tensor(img)}, "targets": targets, "masks": masks}
+
+    # ---- prediction -----------------------------------------------------------------------
+
+    predict_suffixes = IMAGE_SUFFIXES
+    predict_accepts = ("image files (PNG, JPEG, ...; resized to data.image_size like the manifest's images), a "
+                       "folder of them, or a CSV listing them (a manifest: its image column)")
+
+    def prediction_files(self, paths) -> list[Path]:
+        return prediction_files(self, paths, list_column=self.image_column)
+
+    def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
+        """Image files converted and resized exactly as the manifest's images are (``resize``
+        False: refuse images of another size instead)."""
+        images, sizes, problems = [], [], []
+        for f in files:
+            img = read_image_file(f)
+            sizes.append(img.size)
+            if resize is False and img.size != (self.size, self.size):
+                problems.append(size_problem(f, img.size, (self.size, self.size), "resize=false"))
+                continue
+            images.append(self._image_tensor(img))
+        if problems:
+            raise DataError(problems[:10])
+        return PreparedInputs({"image": torch.stack(images)}, [str(f) for f in files], file_stems(files), sizes)
 
     # ---- load -----------------------------------------------------------------------------
 

@@ -30,12 +30,18 @@ from torchvision.transforms.v2 import functional as F
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
+    IMAGE_SUFFIXES,
     DataSource,
     DataSpec,
     InMemoryDataset,
     InputSpec,
+    PreparedInputs,
     TargetSpec,
     check_nonempty,
+    file_stems,
+    image_to_tensor,
+    read_image_file,
+    size_problem,
     split_indices,
 )
 from .torchvision_sets import SETS, first, load_mnist_like, require_files, resolve
@@ -126,6 +132,32 @@ class MultiMnistSource(DataSource):
             targets=targets,
             artifacts={"label_maps": {"left": mapping, "right": dict(mapping)}},
         )
+
+    predict_suffixes = IMAGE_SUFFIXES
+    predict_accepts = ("grayscale image files (PNG, ...) of data.image_size pixels square or 36 x 36 canvases, a "
+                       "folder of them, or a CSV listing them")
+
+    def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
+        """Image files as the overlaid canvases: grayscale, 8-bit values / 255; a 36 x 36 canvas
+        is resized to ``image_size`` with nearest-neighbour interpolation as in training, an
+        ``image_size`` image is taken as it is, other sizes only with ``resize`` True (nearest)."""
+        s, images, sizes, problems = self.size, [], [], []
+        for f in files:
+            img = read_image_file(f)
+            sizes.append(img.size)
+            ok = img.size == (s, s) or (resize is not False and img.size == (CANVAS, CANVAS))
+            if not ok and not resize:
+                why = "resize=false" if resize is False else f"MultiMNIST canvases are {CANVAS}x{CANVAS}, resized to " \
+                    "data.image_size"
+                problems.append(size_problem(f, img.size, (s, s), why))
+                continue
+            x = image_to_tensor(img, 1)
+            if tuple(x.shape[-2:]) != (s, s):
+                x = F.resize(x, [s, s], interpolation=InterpolationMode.NEAREST)
+            images.append(x.float().div_(255.0))
+        if problems:
+            raise DataError(problems[:10])
+        return PreparedInputs({"image": torch.stack(images)}, [str(f) for f in files], file_stems(files), sizes)
 
     def load(self) -> dict[str, InMemoryDataset]:
         images, labels = self._base(train=True)

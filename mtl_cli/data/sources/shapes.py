@@ -26,16 +26,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...errors import ConfigError, Problem
+from ...errors import ConfigError, DataError, Problem
 from ...registry import SOURCES
 from ..base import (
+    IMAGE_SUFFIXES,
     DataSource,
     DataSpec,
     InMemoryDataset,
     InputSpec,
+    PreparedInputs,
     TargetSpec,
+    file_stems,
+    image_to_tensor,
     missing_label_masks,
     missing_label_problems,
+    read_image_file,
+    size_problem,
     split_size_problems,
 )
 
@@ -188,6 +194,34 @@ class ShapesSource(DataSource):
                 "depth": TargetSpec("depth", "dense_regression", (1, s, s)),
             },
         )
+
+    predict_suffixes = IMAGE_SUFFIXES
+    predict_accepts = "image files (PNG, JPEG, ...) of data.image_size pixels square, a folder of them, or a CSV " \
+        "listing them"
+
+    def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
+        """Image files as the generator's images: values in [0, 1] (8-bit / 255), RGB, or for
+        ``grayscale`` the BT.601 luminance of the RGB values (a grayscale file is taken as it is).
+        Generated images are never resized, so an image of another size is refused unless
+        ``resize`` is True (then resized, antialiased)."""
+        s, images, sizes, problems = self.image_size, [], [], []
+        for f in files:
+            img = read_image_file(f)
+            sizes.append(img.size)
+            if img.size != (s, s) and not resize:
+                problems.append(size_problem(f, img.size, (s, s), "shapes images are drawn at data.image_size "
+                                             "and never resized"))
+                continue
+            gray_file = img.mode in ("L", "LA", "I;16", "1")
+            x = image_to_tensor(img, 1 if self.grayscale and gray_file else 3).float().div_(255.0)
+            if self.grayscale and not gray_file:
+                x = (x * _LUMA[:, None, None]).sum(dim=0, keepdim=True)
+            if tuple(x.shape[-2:]) != (s, s):
+                x = F.interpolate(x[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
+            images.append(x)
+        if problems:
+            raise DataError(problems[:10])
+        return PreparedInputs({"image": torch.stack(images)}, [str(f) for f in files], file_stems(files), sizes)
 
     def load(self) -> dict[str, InMemoryDataset]:
         out = {}

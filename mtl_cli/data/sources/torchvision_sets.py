@@ -33,12 +33,18 @@ from torchvision.transforms.v2 import functional as F
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
+    IMAGE_SUFFIXES,
     DataSource,
     DataSpec,
     InMemoryDataset,
     InputSpec,
+    PreparedInputs,
     TargetSpec,
     check_nonempty,
+    file_stems,
+    image_to_tensor,
+    read_image_file,
+    size_problem,
     split_indices,
 )
 
@@ -314,6 +320,31 @@ class TorchvisionSource(DataSource):
         targets = {"label": TargetSpec("label", "classification", (), len(names), names)}
         artifacts = {"label_maps": {"label": {c: i for i, c in enumerate(names)}}}
         return DataSpec(inputs, targets, artifacts)
+
+    predict_suffixes = IMAGE_SUFFIXES
+    predict_accepts = ("image files (PNG, JPEG, ...; converted to the dataset's channels and resized to its "
+                       "image size), a folder of them, or a CSV listing them")
+
+    def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
+        """Image files as the dataset's images: 8-bit values / 255 in the dataset's channels;
+        CelebA's centre square cut out; resized (antialiased) to ``image_size``. ``resize``
+        False: refuse images that are not ``image_size`` square instead of cropping or resizing."""
+        s, c = self.size, self.info.channels
+        images, sizes, problems = [], [], []
+        for f in files:
+            img = read_image_file(f)
+            sizes.append(img.size)
+            if resize is False and img.size != (s, s):
+                problems.append(size_problem(f, img.size, (s, s), "resize=false"))
+                continue
+            x = image_to_tensor(img, c)
+            if self.dataset == "CelebA":  # as CelebADataset: the centre square of the aligned face
+                side = min(x.shape[-2:])
+                x = F.center_crop(x, [side, side])
+            images.append(to_float_images(x[None], s)[0])
+        if problems:
+            raise DataError(problems[:10])
+        return PreparedInputs({"image": torch.stack(images)}, [str(f) for f in files], file_stems(files), sizes)
 
     def load(self) -> dict[str, Dataset]:
         splits = self._load_celeba() if self.dataset == "CelebA" else self._load_in_memory()

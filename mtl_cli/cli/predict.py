@@ -1,0 +1,340 @@
+"""``mtl-predict``: per-task predictions of a finished run for new inputs.
+
+    mtl-predict <run dir> input=<files, folder or list> [output=<file.csv|file.jsonl>]
+                [checkpoint=best] [batch_size=64] [resize=auto|true|false] [dataset=<name>]
+
+The run's data source prepares the inputs exactly as it prepares training samples
+(``DataSource.prepare_inputs``). Per task kind:
+
+- classification: the class name (the run's label map, else the data's class names, else the
+  index) and the probability of every class;
+- binary: the probability and the 0/1 label at threshold 0.5; multilabel: the same per label;
+- regression: the value (mapped back to the target's units when the source recorded a scaling
+  ``target_scaling: {target: {mean, std}}`` in its artifacts);
+- segmentation: a PNG of class indices, dense regression: a 16-bit PNG (value x 65535, clipped
+  to [0, 1], the scale image_manifest reads 16-bit maps with), one per input and task, written to
+  ``<output stem>_masks/<input stem>_<task>.png`` at the input image's own size; the output holds
+  the file's path.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, Problem, UserError
+from .evaluate import positive_int, print_usage, split_arguments
+
+USAGE = """\
+usage: mtl-predict <run dir> input=<file(s), folder or list> [output=<file.csv|file.jsonl>]
+                   [checkpoint=best|last|<file.pt>] [batch_size=64] [resize=auto|true|false]
+                   [dataset=NAME] [<config overrides>...]
+
+Predicts every task of a finished mtl-train run for new inputs, prepared as the run's data
+source prepares its training samples. Writes one row (CSV) or one JSON object (JSONL) per input.
+
+arguments:
+  <run dir>        the run's folder (holds config.yaml and checkpoints/)
+  input=PATH       an input file, a folder (its files of the kind the source reads), a glob
+                   ('imgs/*.png'), or a CSV listing image paths (column image or path, else the
+                   first); repeat input= or separate paths with commas for several
+                   image sources (shapes, image_manifest, torchvision, multi_mnist): image files
+                   csv source: tables with the run's feature columns (one prediction per row)
+  output=FILE      .csv or .jsonl (default <run dir>/predictions/predictions-<checkpoint>.csv)
+  checkpoint=NAME  best (default), last, or the path of a .pt file
+  batch_size=N     inputs per forward pass (default 64)
+  resize=POLICY    images of another size than the run's: auto (default) does what the source
+                   did in training (image_manifest and torchvision resize; shapes refuses;
+                   multi_mnist takes 36x36 canvases), true resizes, false refuses
+  dataset=NAME     with several datasets: whose tasks to predict (default: data)
+  <config overrides>  data.*, device, ... as for mtl-eval (e.g. data.path=<moved training csv>)
+
+outputs per task kind:
+  classification  <task>.label, <task>.index, <task>.probs.<class>
+  binary          <task>.label (0/1 at 0.5), <task>.prob
+  multilabel      <task>.labels.<label> (0/1 at 0.5), <task>.probs.<label>
+  regression      <task>.value (<task>.value.<i> for vectors)
+  segmentation    <task>.mask: a PNG of class indices in <output stem>_masks/
+  dense_regression <task>.map: a 16-bit PNG (value x 65535) in <output stem>_masks/
+
+examples:
+  mtl-predict outputs/my_run input=photos/ output=preds.csv
+  mtl-predict outputs/my_run input=a.png,b.png output=preds.jsonl checkpoint=last
+  mtl-predict outputs/tabular_run input=new_rows.csv output=preds.csv
+
+exit codes: 0 done; 2 a problem with the arguments, the run directory, its config or the inputs."""
+
+FORMATS = (".csv", ".jsonl")
+RESIZE = {"auto": None, "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+THRESHOLD = 0.5
+PREVIEW_ROWS = 8
+
+
+def input_paths(values: list[str]) -> list[Path]:
+    """The user's input= values as paths: globs expanded (sorted), comma-separated lists split
+    (unless the whole value names an existing file); existence is checked later."""
+    if not values:
+        raise ConfigError([Problem("input", "missing", fix="set input=<image file, folder, CSV of image paths or "
+                                   "table of features>; see mtl-predict --help")])
+    out: list[Path] = []
+    for v in values:
+        parts = [v] if os.path.exists(v) or "," not in v else [p for p in v.split(",") if p]
+        for p in parts:
+            matches = sorted(glob.glob(os.path.expanduser(p))) if any(c in p for c in "*?[") else []
+            out += [Path(m) for m in matches] if matches else [Path(p).expanduser()]
+    missing = [p for p in out if not p.exists()]
+    if missing:
+        raise DataError([Problem("input", f"no such file or folder: {p}", str(p),
+                                 fix=f"check the path (relative paths resolve against {Path.cwd()})")
+                         for p in missing[:10]])
+    return out
+
+
+def _own_name(task) -> str:
+    """The task's target name in its own dataset (``<dataset>/`` removed)."""
+    return task.target.split("/", 1)[1] if task.dataset != "data" and "/" in task.target else task.target
+
+
+def class_names(task, artifacts: dict) -> list[str]:
+    """Names of a task's classes: the run's recorded label map, the data's names, or indices."""
+    n = task.num_classes or task.spec.num_classes or 0
+    mapping = (artifacts.get("label_maps") or {}).get(_own_name(task))
+    if isinstance(mapping, dict) and sorted(mapping.values()) == list(range(len(mapping))) and len(mapping) == n:
+        return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+    names = task.spec.class_names
+    if names and len(names) == n:
+        return list(names)
+    return [str(i) for i in range(n)]
+
+
+class MaskWriter:
+    """Writes the per-input PNGs of dense tasks into ``folder`` (made when first needed)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.clipped: dict[str, int] = {}
+
+    def write(self, array, stem: str, task: str, size: tuple[int, int] | None, mode: str) -> str:
+        import numpy as np
+        from PIL import Image
+
+        from ..train.rundir import writing
+
+        img = Image.fromarray(array.astype(np.uint16 if mode == "I;16" else np.uint8))
+        if size is not None and img.size != tuple(size):
+            img = img.resize(tuple(size), Image.NEAREST)  # back to the input's size; class indices kept
+        path = self.folder / f"{stem}_{task}.png"
+        with writing(path):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+        return str(path.resolve())
+
+
+def decode(task, pred, artifacts: dict, stems: list[str], sizes, masks: MaskWriter) -> list[dict]:
+    """One output dict per sample of ``task``'s predictions ``pred`` [B, ...]."""
+    import torch
+
+    kind, b = task.kind.name, pred.shape[0]
+    pred = pred.detach().float().cpu()
+    if kind == "classification":
+        names = class_names(task, artifacts)
+        probs = torch.softmax(pred.reshape(b, -1), dim=1)
+        idx = probs.argmax(dim=1).tolist()
+        return [{"label": names[i], "index": i, "probs": dict(zip(names, p))} for i, p in zip(idx, probs.tolist())]
+    if kind == "binary":
+        probs = torch.sigmoid(pred.reshape(b)).tolist()
+        return [{"label": int(p >= THRESHOLD), "prob": p} for p in probs]
+    if kind == "multilabel":
+        names = class_names(task, artifacts)
+        probs = torch.sigmoid(pred.reshape(b, -1)).tolist()
+        return [{"labels": {n: int(v >= THRESHOLD) for n, v in zip(names, p)}, "probs": dict(zip(names, p))}
+                for p in probs]
+    if kind == "regression":
+        values = pred.reshape(b, -1)
+        scaling = (artifacts.get("target_scaling") or {}).get(_own_name(task))
+        if scaling:  # the source trained on (y - mean) / std: back to the target's units
+            std, mean = (torch.as_tensor(scaling[k], dtype=values.dtype).reshape(1, -1) for k in ("std", "mean"))
+            values = values * std + mean
+        rows = values.tolist()
+        return [{"value": r[0] if len(r) == 1 and not task.spec.shape else r} for r in rows]
+    if kind == "segmentation":
+        classes = pred.argmax(dim=1).numpy()  # [B, H, W]
+        mode = "L" if (task.num_classes or 0) <= 256 else "I;16"
+        return [{"mask": masks.write(classes[i], stems[i], task.name, sizes[i] if sizes else None, mode)}
+                for i in range(b)]
+    if kind == "dense_regression":
+        out = []
+        maps = pred.reshape(b, -1, *pred.shape[-2:])
+        for i in range(b):
+            files = []
+            for c in range(maps.shape[1]):
+                m = maps[i, c]
+                masks.clipped[task.name] = masks.clipped.get(task.name, 0) + int(((m < 0) | (m > 1)).sum())
+                arr = (m.clamp(0, 1) * 65535).round().numpy()
+                suffix = task.name if maps.shape[1] == 1 else f"{task.name}_{c}"
+                files.append(masks.write(arr, stems[i], suffix, sizes[i] if sizes else None, "I;16"))
+            out.append({"map": files[0] if len(files) == 1 else files})
+        return out
+    return [{"output": r} for r in pred.reshape(b, -1).tolist()]  # a kind this tool does not know
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts and lists -> one level of ``a.b.c`` keys (CSV columns)."""
+    out: dict = {}
+    for k, v in record.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, key + ".")
+        elif isinstance(v, list):
+            out |= flatten({str(i): x for i, x in enumerate(v)}, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def predict_run(run, paths: list[Path], batch_size: int = 64, resize: bool | None = None,
+                dataset: str | None = None, masks_dir: Path | None = None) -> list[dict]:
+    """One record {"input": name, <task>: {...}} per input, for the tasks of ``dataset``."""
+    import torch
+
+    from ..config.validate import PRIMARY, qualify
+
+    used = run.plan.used_datasets()
+    d = dataset or (PRIMARY if PRIMARY in used else used[0])
+    if d not in used:
+        raise ConfigError([Problem("dataset", "no task of the run reads this dataset", d, allowed=", ".join(used),
+                                   fix="choose one of the allowed datasets")])
+    source = run.plan.sources[d]
+    artifacts = run.artifacts(d)
+    tasks = [t for t in run.tasks if t.dataset == d]
+    files = source.prediction_files(paths)
+    masks = MaskWriter(masks_dir or run.run_dir / "predictions" / "masks")
+    records: list[dict] = []
+    with torch.no_grad():
+        for start in range(0, len(files), batch_size):
+            prepared = source.prepare_inputs(files[start:start + batch_size], artifacts, resize)
+            for lo in range(0, len(prepared), batch_size):
+                hi = min(lo + batch_size, len(prepared))
+                inputs = {qualify(d, k): v[lo:hi].to(run.device) for k, v in prepared.inputs.items()}
+                with run.autocast():
+                    preds = run.model(inputs)
+                rows = [{"input": n} for n in prepared.names[lo:hi]]
+                sizes = prepared.sizes[lo:hi] if prepared.sizes else None
+                for t in tasks:
+                    if t.name not in preds:
+                        continue
+                    for row, out in zip(rows, decode(t, preds[t.name], artifacts, prepared.stems[lo:hi], sizes, masks)):
+                        row[t.name] = out
+                records += rows
+    for task, n in masks.clipped.items():
+        if n:
+            sys.stderr.write(f"warning: {n} pixel value(s) of {task} outside [0, 1] were clipped in its 16-bit PNGs\n")
+    return records
+
+
+def write_records(records: list[dict], path: Path) -> None:
+    """CSV (flattened columns, in first-seen order) or JSONL, written atomically."""
+    from ..train.rundir import writing
+
+    if path.suffix.lower() == ".jsonl":
+        text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in records)
+    else:
+        rows = [flatten(r) for r in records]
+        cols: list[str] = []
+        for r in rows:
+            cols += [k for k in r if k not in cols]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        text = buf.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def _short(out: dict) -> str:
+    """One cell of the preview table."""
+    if "label" in out and "probs" in out:
+        return f"{out['label']} ({max(out['probs'].values()):.2f})"
+    if "label" in out:
+        return f"{out['label']} ({out['prob']:.2f})"
+    if "labels" in out:
+        on = [n for n, v in out["labels"].items() if v]
+        return ",".join(on) or "-"
+    if "value" in out:
+        v = out["value"]
+        return ", ".join(f"{x:.4g}" for x in v) if isinstance(v, list) else f"{v:.4g}"
+    if "mask" in out or "map" in out:
+        f = out.get("mask") or out.get("map")
+        return Path(f if isinstance(f, str) else f[0]).name
+    return "..."
+
+
+def preview(records: list[dict], tasks: list[str]) -> str:
+    rows = [[Path(r["input"]).name] + [_short(r[t]) if t in r else "" for t in tasks] for r in records[:PREVIEW_ROWS]]
+    head = ["input", *tasks]
+    widths = [max(len(str(x)) for x in col) + 2 for col in zip(head, *rows)]
+    lines = ["".join(f"{c:<{w}}" for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    if len(records) > PREVIEW_ROWS:
+        lines.append(f"... ({len(records) - PREVIEW_ROWS} more)")
+    return "\n".join(lines)
+
+
+def run_predict(argv: list[str]) -> Path:
+    from ..runs import load_run
+
+    run_dir, opts, overrides = split_arguments(
+        argv, {"output": None, "checkpoint": "best", "batch_size": "64", "resize": "auto", "dataset": None},
+        USAGE, "mtl-predict", repeated=("input",))
+    problems = []
+    output = Path(opts["output"]).expanduser() if opts["output"] else None
+    if output is not None and output.suffix.lower() not in FORMATS:
+        problems.append(Problem("output", "unknown output format", opts["output"], allowed=".csv, .jsonl",
+                                fix="name a .csv or .jsonl file, e.g. output=predictions.csv"))
+    if str(opts["resize"]).lower() not in RESIZE:
+        problems.append(Problem("resize", "unknown resize policy", opts["resize"], allowed="auto, true, false",
+                                fix="resize=auto does what the run's data source did in training"))
+    if problems:
+        raise ConfigError(problems)
+    batch_size = positive_int("batch_size", opts["batch_size"])
+    paths = input_paths(opts["input"])
+    run = load_run(run_dir, opts["checkpoint"], overrides)
+    if output is None:
+        output = run.run_dir / "predictions" / f"predictions-{run.checkpoint_name}.csv"
+    records = predict_run(run, paths, batch_size, RESIZE[str(opts["resize"]).lower()], opts["dataset"],
+                          output.parent / f"{output.stem}_masks")
+    write_records(records, output)
+    tasks = [t.name for t in run.tasks if any(t.name in r for r in records[:1])]
+    print(f"Run directory: {run.run_dir}\nCheckpoint {run.checkpoint_name} (epoch {run.epoch}, step {run.step}): "
+          f"{len(records)} input(s), tasks {', '.join(tasks)}\n")
+    print(preview(records, tasks))
+    print(f"\nwritten to {output.resolve()}", flush=True)
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .train import debugging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print_usage(USAGE, argv)
+        return
+    try:
+        run_predict(argv)
+    except UserError as e:
+        if debugging():
+            raise
+        sys.stderr.write(e.render() + "\n")
+        raise SystemExit(e.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Load a finished run directory: its config, tasks, model and the weights of one checkpoint.
+
+``load_run(run_dir, checkpoint, overrides)`` is what ``mtl-eval`` and ``mtl-predict`` start from.
+The run's saved ``config.yaml`` is validated again, with ``overrides`` (dotted ``key=value``
+strings, in mtl-train's value grammar) merged on top. Only keys that cannot change the model may
+be overridden: the data (``data.*``, ``datasets.*``), the device, the evaluation batch size and
+precision, and ``allowed_targets``.
+
+Security: a run directory may come from elsewhere. The saved config's ``allowed_targets`` is
+dropped before validation, so the run cannot widen the modules a ``_target_`` may name; only an
+``allowed_targets=[...]`` that the user passes in ``overrides`` counts. Checkpoints load with
+``weights_only=True`` (``train.checkpoint.load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .build import build_model, build_tasks
+from .config.validate import Plan, validate
+from .errors import ConfigError, Problem
+from .models.base import MTLModel
+from .tasks.base import Task
+from .train.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from .train.trainer import autocast_for, resolve_device
+
+#: checkpoint names of a run directory (anything else is a path to a .pt file)
+CHECKPOINTS = ("best", "last")
+
+#: config keys an evaluation or prediction may override: a key, or a section ending in "."
+OVERRIDABLE = ("data.", "datasets.", "allowed_targets", "device", "trainer.eval_batch_size",
+               "trainer.num_workers", "trainer.precision")
+
+
+@dataclass
+class LoadedRun:
+    """A finished run, ready to evaluate or predict: the plan, tasks and model with its weights."""
+
+    run_dir: Path
+    plan: Plan
+    tasks: list[Task]
+    model: MTLModel
+    checkpoint: Path  # the .pt file the weights come from
+    checkpoint_name: str  # best, last, or the file's stem
+    step: int
+    epoch: int
+    device: torch.device
+    overrides: list[str] = field(default_factory=list)  # as given, normalised (key=value)
+    data_info: dict = field(default_factory=dict)  # the run's data.json ({} when absent)
+
+    @property
+    def autocast(self):
+        return autocast_for(self.plan.cfg["trainer"]["precision"], self.device)
+
+    def artifacts(self, dataset: str = "data") -> dict:
+        """What the run recorded about ``dataset`` (label maps, features, statistics): the
+        source's artifacts with the run's data.json on top (data.json records the primary dataset)."""
+        out = dict(self.plan.specs[dataset].artifacts) if dataset in self.plan.specs else {}
+        if dataset == "data":
+            out |= {k: v for k, v in self.data_info.items() if k not in ("splits", "datasets", "sampling")}
+        return out
+
+
+def overridable(key: str) -> bool:
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in OVERRIDABLE)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Any, str]]:
+    """``key=value`` strings -> (key, value, normalised text); values in mtl-train's grammar
+    (numbers, null, [lists], {maps}, quoted strings). ConfigError names every bad one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, out, problems = OverridesParser.create(), [], []
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+")
+        allowed = ", ".join(k + "*" if k.endswith(".") else k for k in OVERRIDABLE)
+        if "=" not in text or not key or text.startswith("~"):
+            problems.append(Problem(key or text, "expected key=value", text, allowed=allowed,
+                                    fix="write overrides as key=value, e.g. data.seed=5"))
+            continue
+        if not overridable(key):
+            problems.append(Problem(key, "cannot be overridden here: only the data, the device and evaluation "
+                                    "settings may change (the model, its tasks and weights are the run's)", text,
+                                    allowed=allowed, fix=f"remove {text}; to train with it, use mtl-train"))
+            continue
+        try:
+            (o,) = parser.parse_overrides([text.lstrip("+")])
+        except HydraException as e:
+            problems.append(Problem(key, f"cannot parse the value: {' '.join(str(e).split())}", text,
+                                    fix="quote values with spaces or brackets, e.g. data.path='my file.csv'"))
+            continue
+        if o.is_sweep_override():
+            problems.append(Problem(key, "several values (a sweep) are not supported here", text,
+                                    fix="give one value; run the command once per value"))
+            continue
+        value = o.value()
+        out.append((key, value, f"{key}={_text(value)}"))
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _text(value: Any) -> str:
+    """A value as it would be written on the command line (stable: for names and hashes)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def short_hash(items: list[str]) -> str:
+    """8 hex digits that name a set of overrides (order does not matter)."""
+    return hashlib.sha1("\n".join(sorted(items)).encode()).hexdigest()[:8]
+
+
+def _set(node: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = node[p] = {}
+        node = nxt
+    node[parts[-1]] = value
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's saved config.yaml as plain data (never interpreted: no interpolation, no tags)."""
+    path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
+        raise CheckpointError([Problem("run_dir", f"{run_dir} {what}", str(run_dir),
+                                       fix="give the folder of a finished mtl-train run (it holds config.yaml "
+                                       "and checkpoints/)")])
+    if not path.is_file():
+        raise CheckpointError([Problem("run_dir", f"{run_dir} has no config.yaml: not an mtl-train run directory, "
+                                       "or the run did not start", str(run_dir),
+                                       fix="give the folder of a finished mtl-train run (the folder that holds "
+                                       "config.yaml, summary.json and checkpoints/)")])
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CheckpointError([Problem(str(path), f"cannot parse: {' '.join(str(e).split())}",
+                                       fix="repair the file, or copy it from the checkpoint's config")]) from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError([Problem(str(path), "not a config mapping", type(cfg).__name__,
+                                       fix="repair the file")])
+    return cfg
+
+
+def find_run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
+    """(file, name) of ``checkpoint``: best | last (in the run's checkpoints/) or a path (as
+    given, else relative to the run's checkpoints/)."""
+    ckpt_dir = run_dir / "checkpoints"
+    if checkpoint in CHECKPOINTS:
+        path = ckpt_dir / f"{checkpoint}.pt"
+        if not path.is_file():
+            have = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+            raise CheckpointError([Problem("checkpoint", f"the run has no {path.relative_to(run_dir)}", checkpoint,
+                                           allowed=", ".join(have) or "(no checkpoint in the run)",
+                                           fix="the run may have stopped early: choose another checkpoint, or "
+                                           "continue the run with mtl-train resume=" + str(run_dir))])
+        return path, checkpoint
+    path = Path(checkpoint).expanduser()
+    for candidate in (path, ckpt_dir / path):
+        if candidate.is_file():
+            return candidate.resolve(), candidate.stem
+    looks_like_path = "/" in checkpoint or checkpoint.endswith(".pt")
+    top = sorted(str(p.relative_to(ckpt_dir)) for p in (ckpt_dir / "top").glob("*.pt")) if ckpt_dir.is_dir() else []
+    allowed = ", ".join([*CHECKPOINTS, *top, "or the path of a .pt file"])
+    if looks_like_path:
+        raise CheckpointError([Problem("checkpoint", f"checkpoint file {path} does not exist", checkpoint,
+                                       allowed=allowed, fix="check the path (relative paths resolve against "
+                                       f"the current folder, then {ckpt_dir})")])
+    raise CheckpointError([Problem("checkpoint", "unknown checkpoint name", checkpoint, allowed=allowed,
+                                   fix="use checkpoint=best (the selected epoch), checkpoint=last, or a .pt path")])
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
+    """The run in ``run_dir`` with the weights of ``checkpoint`` (best | last | a .pt path) and
+    ``overrides`` merged over its config. Raises CheckpointError (missing run, config or
+    checkpoint), ConfigError (bad overrides, a config that no longer validates), DataError."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    cfg = read_config(run_dir)
+    parsed = parse_overrides(list(overrides))
+    path, name = find_run_checkpoint(run_dir, str(checkpoint))
+    cfg.pop("allowed_targets", None)  # a run directory from elsewhere must not widen what may be imported
+    cfg.pop("hydra", None)
+    cfg["allowed_targets"] = None
+    cfg["device"] = "auto"  # where the run trained need not be where it is evaluated (device= overrides)
+    cfg["resume"] = None
+    backbone = cfg.get("backbone")
+    if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str):
+        backbone["weights"] = None  # the checkpoint holds every weight: pretrained ones are not read (or fetched)
+    for key, value, _ in parsed:
+        _set(cfg, key, value)
+    plan = validate(cfg)
+    state = load_checkpoint(path, map_location="cpu", key="checkpoint")
+    tasks = build_tasks(plan)
+    device = resolve_device(plan.cfg["device"])
+    model = build_model(plan, tasks)
+    try:
+        load_model_state(model, state["model"], path)
+    except CheckpointError as e:
+        raise CheckpointError([Problem("checkpoint", q.message, q.value, q.allowed,
+                                       "use a checkpoint of this run; data overrides must keep the inputs' and "
+                                       "targets' shapes and classes") for q in e.problems]) from None
+    model.to(device).eval()
+    info: dict = {}
+    if (run_dir / "data.json").is_file():
+        try:
+            info = json.loads((run_dir / "data.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            info = {}
+    return LoadedRun(run_dir, plan, tasks, model, path, name, int(state.get("step", 0)), int(state.get("epoch", 0)),
+                     device, [text for _, _, text in parsed], info if isinstance(info, dict) else {})
