@@ -179,20 +179,26 @@ def print_usage(usage: str, argv: list[str]) -> None:
         raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_tool(run, usage: str, argv: list[str] | None) -> None:
+    """Shared by mtl-eval and mtl-predict: usage on -h / no arguments; a UserError becomes its
+    message and exit code (no traceback unless MTL_DEBUG=1)."""
     from .train import debugging
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help") for a in argv):
-        print_usage(USAGE, argv)
+        print_usage(usage, argv)
         return
     try:
-        run_eval(argv)
+        run(argv)
     except UserError as e:
         if debugging():
             raise
         sys.stderr.write(e.render() + "\n")
         raise SystemExit(e.exit_code) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_tool(run_eval, USAGE, argv)
 
 
 if __name__ == "__main__":

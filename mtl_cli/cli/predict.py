@@ -27,8 +27,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, Problem, UserError
-from .evaluate import positive_int, print_usage, split_arguments
+from ..errors import ConfigError, DataError, Problem
+from .evaluate import positive_int, run_tool, split_arguments
 
 USAGE = """\
 usage: mtl-predict <run dir> input=<file(s), folder or list> [output=<file.csv|file.jsonl>]
@@ -321,19 +321,7 @@ def run_predict(argv: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .train import debugging
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print_usage(USAGE, argv)
-        return
-    try:
-        run_predict(argv)
-    except UserError as e:
-        if debugging():
-            raise
-        sys.stderr.write(e.render() + "\n")
-        raise SystemExit(e.exit_code) from None
+    run_tool(run_predict, USAGE, argv)
 
 
 if __name__ == "__main__":

@@ -96,3 +96,13 @@ def all_params(fn: Callable, skip: tuple[str, ...] = ()) -> dict[str, tuple[Any,
         for n, p in sig.parameters.items()
         if n not in skip and n != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL,)
     }
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: leaf value} (an empty mapping is a leaf)."""
+    if isinstance(node, dict) and node:
+        out = {}
+        for k, v in node.items():
+            out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: node}

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config.typecheck import flatten
 from ..errors import ConfigError, Problem
 
 log = logging.getLogger("mtl_cli")
@@ -212,18 +213,9 @@ def shared_settings(cfg: dict) -> dict:
     return out
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out = {}
-        for k, v in node.items():
-            out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return {prefix: node}
-
-
 def setting_differences(baseline_config: dict, cfg: dict) -> list[tuple[str, Any, Any]]:
     """``(key, value in the baselines, value here)`` for every shared setting that differs."""
-    a, b = _flat(baseline_config or {}), _flat(shared_settings(cfg))
+    a, b = flatten(baseline_config or {}), flatten(shared_settings(cfg))
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from ..config.typecheck import flatten
 from ..errors import Problem, UserError
 from .rundir import OutputError, writing
 
@@ -117,23 +118,14 @@ def run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.resolve().parent
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out = {}
-        for k, v in node.items():
-            out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return {prefix: node}
-
-
 def _resumable(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)
 
 
 def config_differences(saved_yaml: str, cfg: dict) -> list[tuple[str, Any, Any]]:
     """(key, value in the checkpoint, value now) for every key that shapes the run and differs."""
-    saved = _flatten(yaml.safe_load(saved_yaml) or {})
-    now = _flatten(cfg)
+    saved = flatten(yaml.safe_load(saved_yaml) or {})
+    now = flatten(cfg)
     out = []
     for k in sorted(set(saved) | set(now)):
         if _resumable(k):
