@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-size", type=int, default=10000, help="base Fashion-MNIST train items used (of 60000)")
-    ap.add_argument("--extra", nargs="*", default=["backbone.channels=[16,32,64]"],
+    ap.add_argument("--extra", nargs="*", default=["backbone.channels=[16,32,64]", "trainer.batch_size=64"],
                     help="more overrides for every run (default: a LeNet-sized CNN)")
     a = ap.parse_args()
     prepare_root(a.root)

@@ -194,6 +194,33 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path, process_refe
     assert_same_run(process_reference, d)
 
 
+def test_sigterm_in_process_finishes_the_step_checkpoints_and_resumes(monkeypatch, tmp_path, capsys):
+    """The handler, in-process: a SIGTERM during step 5 lets the step finish, writes last.pt at
+    step 5 and exits 3; resume=auto then ends as the uninterrupted run (default suite; the
+    subprocess version below is slow)."""
+    ov = BASE + [f"run_dir={tmp_path / 'ref'}"]
+    cli.main(ov)
+    orig = trainer_mod.Trainer.optimizer_step
+    sent = []
+
+    def optimizer_step(self):
+        if self.prog.step == 4 and not sent:  # arrives in the middle of step 5
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        orig(self)
+
+    d = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.Trainer, "optimizer_step", optimizer_step)
+        code, err = _exit(BASE + [f"run_dir={d}"], capsys)
+    assert code == 3 and "SIGTERM: stopped after step 5" in err and f"mtl-train resume={d}" in err
+    assert torch.load(d / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was removed
+    cli.main(BASE + [f"run_dir={d}", "resume=auto"])
+    assert_same_run(tmp_path / "ref", d)
+
+
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits_3(tmp_path, process_reference):
     d = tmp_path / "run"
     res = _start_and_stop(d, 8, signal.SIGTERM)

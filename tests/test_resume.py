@@ -106,7 +106,8 @@ def test_cnn_with_segmentation_resumes_bitwise(monkeypatch, tmp_path):
 
 # methods with state of their own: loss histories (dwa), an RNG (rlw), EMAs of gradient
 # similarities (gradvac), tracked gradients (moco), cached weights (every=3)
-@pytest.mark.parametrize("weighting", ["dwa", "rlw", "gradvac", "moco", "nash_mtl"])
+@pytest.mark.parametrize("weighting", ["dwa", "rlw", pytest.param("gradvac", marks=pytest.mark.slow),
+                                       "moco", pytest.param("nash_mtl", marks=pytest.mark.slow)])
 def test_stateful_weightings_resume_bitwise(monkeypatch, tmp_path, weighting):
     ov = BASE + [f"weighting={weighting}"] + (["weighting.every=3"] if weighting == "nash_mtl" else [])
     run(ov, tmp_path / "ref")

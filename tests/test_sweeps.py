@@ -175,6 +175,7 @@ def _pareto(points: list[tuple[float, float]]) -> set[tuple[float, float]]:
     return {p for p in points if not any(dominates(q, p) for q in points)}
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_multi_objective_returns_each_tasks_val_metric(tmp_path, capsys, monkeypatch, told):
     _fail_calls(monkeypatch, raise_at={1})
