@@ -90,7 +90,7 @@ def famo_reference(tmp_path_factory):
 
 # 3: mid-epoch, one step after a checkpoint; 4: last step of epoch 1 (before its validation);
 # 6: on a checkpoint; 11: in the last epoch
-@pytest.mark.parametrize("step", [3, pytest.param(4, marks=pytest.mark.slow), 6,
+@pytest.mark.parametrize("step", [3, pytest.param(4, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow),
                                   pytest.param(11, marks=pytest.mark.slow)])
 def test_famo_resumes_bitwise_at_any_step(monkeypatch, tmp_path, famo_reference, step):
     interrupted_then_resumed(monkeypatch, BASE + ["weighting=famo"], tmp_path / "run", step)

@@ -261,6 +261,7 @@ def test_failed_jobs_are_found_by_their_error_json(tmp_path):
     assert cli.headline("ConfigError", titled) == "Config error: a: bad (got 1) (and 1 more)"
 
 
+@pytest.mark.slow
 def test_the_end_of_a_sweep_finds_failed_jobs_on_disk(tmp_path, capsys, monkeypatch):
     """As when jobs run in other processes: nothing is recorded in this one, the failed job is found
     by its error.json in the sweep directory (the default, timestamped one)."""
