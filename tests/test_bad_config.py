@@ -89,6 +89,8 @@ CASES = [
     ("??? left unset", ["+task@tasks.extra=base"],
      ["tasks.extra.kind", "mandatory value is not set", "set tasks.extra.kind=<value>", "1 problem found"]),
     ("group set to null", ["backbone=null"], ["backbone", "needs an option", "small_cnn"]),
+    ("task name shadowing a module attribute", ["+tasks.type={kind: classification, target: shape}"],
+     ["tasks.type", "cannot be used", "attribute of torch modules", "rename the task"]),
     ("override grammar", ["trainer.batch_size=["],
      ["trainer.batch_size", "cannot parse", "'trainer.batch_size=['", "key=value"]),
 ]

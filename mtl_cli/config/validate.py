@@ -481,6 +481,12 @@ def _check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict
     out = {}
     for name, tnode in node.items():
         n0 = len(p.items)
+        if not _usable_task_name(str(name)):
+            p.add(f"tasks.{name}", "this task name cannot be used: it is empty, contains '.' or '/', or "
+                  "is the name of an attribute of torch modules (heads are kept in a ModuleDict by task name)",
+                  str(name), fix=f"rename the task, e.g. tasks.{name}_task (keep tasks.<name>.target pointing at "
+                  "the data's target)")
+            continue
         t = _check_schema(p, f"tasks.{name}", tnode, TaskConfig)
         if not isinstance(tnode, dict) or t.get("enabled") is False:
             continue  # not a mapping: reported by _check_schema
@@ -496,6 +502,13 @@ def _check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict
     elif out and all(t["role"] == "auxiliary" for t in out.values()):
         p.add("tasks.*.role", "every enabled task is auxiliary", fix="make at least one task role=primary")
     return out
+
+
+def _usable_task_name(name: str) -> bool:
+    """Task names key nn.ModuleDicts and metric names: no '.' or '/', and no torch module attribute."""
+    import torch
+
+    return bool(name) and "." not in name and "/" not in name and not hasattr(torch.nn.ModuleDict(), name)
 
 
 def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], plain: dict) -> dict | None:
