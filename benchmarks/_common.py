@@ -35,10 +35,16 @@ def git_state() -> dict[str, Any]:
     import subprocess
 
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mtl_cli", "conf"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "mtl_cli", "conf"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return {"commit": head, "mtl_cli_or_conf_modified": bool(dirty)}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "mtl_cli_or_conf_modified": None}
@@ -198,8 +204,14 @@ class StepClock:
             lo, hi = max(0, k - 1 - window), min(len(st) - 1, k + window)
             (t0, m0, s0, _), (t1, m1, s1, _) = st[lo], st[hi]
             foreign = ((m1 - m0) - (s1 - s0)) / (t1 - t0)
-            out.append({"step": k + 1, "s": st[k][0] - st[k - 1][0], "cpu_s": st[k][3] - st[k - 1][3],
-                        "foreign_cores": max(0.0, foreign) if foreign == foreign else None})
+            out.append(
+                {
+                    "step": k + 1,
+                    "s": st[k][0] - st[k - 1][0],
+                    "cpu_s": st[k][3] - st[k - 1][3],
+                    "foreign_cores": max(0.0, foreign) if foreign == foreign else None,
+                }
+            )
         return out
 
 
@@ -212,8 +224,9 @@ def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n: int = 2000, se
     import random
 
     rng = random.Random(seed)
-    rs = sorted(statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
-                for _ in range(n))
+    rs = sorted(
+        statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b))) for _ in range(n)
+    )
     return rs[int(0.025 * n)], rs[int(0.975 * n) - 1]
 
 

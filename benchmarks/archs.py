@@ -62,8 +62,12 @@ def run_one(experiment: str, arch: str, epochs: int | None, extra: tuple[str, ..
         validate(cfg)
     except UserError as e:
         first = e.problems[0]
-        return {"experiment": experiment, "arch": arch, "label": label or arch,
-                "refused": f"{first.key}: {first.message}"}
+        return {
+            "experiment": experiment,
+            "arch": arch,
+            "label": label or arch,
+            "refused": f"{first.key}: {first.message}",
+        }
     wait_for_quiet()
     with Contention() as c:
         t0 = time.perf_counter()
@@ -96,14 +100,28 @@ def markdown(results: list[dict], experiment: str) -> str:
             for t, (m, _) in r["primary"].items():
                 metric.setdefault(t, m)
         tasks = list(metric)
-        headers = ["arch", "parameters", "shared", "ms/step", "steps", *[f"{t} {metric[t]}" for t in tasks],
-                   "other CPU (cores)"]
+        headers = [
+            "arch",
+            "parameters",
+            "shared",
+            "ms/step",
+            "steps",
+            *[f"{t} {metric[t]}" for t in tasks],
+            "other CPU (cores)",
+        ]
         rows = []
         for r in rows_ok:
-            rows.append([r.get("label", r["arch"]), f"{r['total_parameters']:,}", f"{r['parameters']['shared']:,}",
-                         f"{1000 * r['time_per_step_s']:.0f}", r["steps"],
-                         *[f"{r['primary'][t][1]:.4f}" if t in r["primary"] else "–" for t in tasks],
-                         f"{r['foreign_cores']:.2f}" if r["foreign_cores"] is not None else "n/a"])
+            rows.append(
+                [
+                    r.get("label", r["arch"]),
+                    f"{r['total_parameters']:,}",
+                    f"{r['parameters']['shared']:,}",
+                    f"{1000 * r['time_per_step_s']:.0f}",
+                    r["steps"],
+                    *[f"{r['primary'][t][1]:.4f}" if t in r["primary"] else "–" for t in tasks],
+                    f"{r['foreign_cores']:.2f}" if r["foreign_cores"] is not None else "n/a",
+                ]
+            )
         out.append(table(headers, rows))
     if refused:
         out.append("\n".join(f"- `{r['arch']}`: refused at validation ({r['refused']})" for r in refused))
@@ -133,7 +151,8 @@ def main() -> None:
                 results.append(r)
                 msg = r.get("refused") or (
                     f"{r['total_parameters']:,} params, {1000 * r['time_per_step_s']:.0f} ms/step, "
-                    f"{r['wall_s']:.0f} s, " + ", ".join(f"{t} {m}={v:.4f}" for t, (m, v) in r["primary"].items()))
+                    f"{r['wall_s']:.0f} s, " + ", ".join(f"{t} {m}={v:.4f}" for t, (m, v) in r["primary"].items())
+                )
                 print("   ", msg, flush=True)
     # rows of earlier runs (other experiments or architectures) are kept; a rerun replaces its rows
     path = RESULTS / "archs.json"

@@ -160,9 +160,12 @@ def main() -> None:
         _, _, p = timed([str(PYTHON), "-c", STARTUP_PHASES], ROOT, env)
         phases.append(json.loads(p.stdout.strip().splitlines()[-1]))
     pyc.cleanup()
-    print(f"start-up: mtl-train --cfg job  min {min(x['wall_s'] for x in startup):.2f} s; import mtl_cli.train.api "
-          f"min {min(x['wall_s'] for x in stack_import):.2f} s; import torch min "
-          f"{min(x['wall_s'] for x in torch_import):.2f} s", flush=True)
+    print(
+        f"start-up: mtl-train --cfg job  min {min(x['wall_s'] for x in startup):.2f} s; import mtl_cli.train.api "
+        f"min {min(x['wall_s'] for x in stack_import):.2f} s; import torch min "
+        f"{min(x['wall_s'] for x in torch_import):.2f} s",
+        flush=True,
+    )
 
     runs = []
     with tempfile.TemporaryDirectory() as d:
@@ -171,38 +174,59 @@ def main() -> None:
             cmd = [str(MTL_TRAIN), "trainer.progress=false", f"run_dir={run_dir}"]
             w, load, p = timed(cmd, ROOT, env)
             s = json.loads((run_dir / "summary.json").read_text())
-            runs.append({
-                "wall_s": w, "foreign_cores": load, "steps": s["steps"], "epochs": s["epochs"],
-                "selected_epoch": s["selected_epoch"], "time_per_step_s": s["time_per_step_s"],
-                "train_time_s": s["train_time_s"], "in_process_wall_s": s["wall_time_s"],
-                "peak_memory_mb": s["peak_memory_mb"], "objective": s["objective"]["value"], "test": s["test"],
-            })
-            print(f"run {i}: {w:.1f} s wall, {s['time_per_step_s'] * 1e3:.1f} ms/step, other processes used "
-                  f"{'?' if load is None else f'{load:.2f}'} cores", flush=True)
+            runs.append(
+                {
+                    "wall_s": w,
+                    "foreign_cores": load,
+                    "steps": s["steps"],
+                    "epochs": s["epochs"],
+                    "selected_epoch": s["selected_epoch"],
+                    "time_per_step_s": s["time_per_step_s"],
+                    "train_time_s": s["train_time_s"],
+                    "in_process_wall_s": s["wall_time_s"],
+                    "peak_memory_mb": s["peak_memory_mb"],
+                    "objective": s["objective"]["value"],
+                    "test": s["test"],
+                }
+            )
+            print(
+                f"run {i}: {w:.1f} s wall, {s['time_per_step_s'] * 1e3:.1f} ms/step, other processes used "
+                f"{'?' if load is None else f'{load:.2f}'} cores",
+                flush=True,
+            )
     cmd_shown = ".venv/bin/mtl-train trainer.progress=false run_dir=<tmp>/run<i>"
     prior = prior_baseline()
 
     walls = [r["wall_s"] for r in runs]
-    print(f"\nDefault experiment: `{cmd_shown}` x{args.runs} (shapes 2000/500/500, small_cnn, 4 tasks, "
-          f"10 epochs x 32 steps, batch 64), {info['nproc']} CPUs, torch {info['torch']}, "
-          f"{info['torch_num_threads']} threads\n")
+    print(
+        f"\nDefault experiment: `{cmd_shown}` x{args.runs} (shapes 2000/500/500, small_cnn, 4 tasks, "
+        f"10 epochs x 32 steps, batch 64), {info['nproc']} CPUs, torch {info['torch']}, "
+        f"{info['torch_num_threads']} threads\n"
+    )
+
     def mm(vals, fmt="{:.1f}", scale=1.0):
         vals = list(vals)
         return [fmt.format(min(vals) * scale), fmt.format(median(vals) * scale)]
 
     rows = [
         ["process wall time (s)", *mm(walls)],
-        ["  outside the Trainer: interpreter, imports, Hydra, validation, exit (s)",
-         *mm(r["wall_s"] - r["in_process_wall_s"] for r in runs)],
+        [
+            "  outside the Trainer: interpreter, imports, Hydra, validation, exit (s)",
+            *mm(r["wall_s"] - r["in_process_wall_s"] for r in runs),
+        ],
         ["  Trainer (summary wall_time_s) (s)", *mm(r["in_process_wall_s"] for r in runs)],
         ["    training steps (summary train_time_s) (s)", *mm(r["train_time_s"] for r in runs)],
-        ["    rest: data, build, 10 x validation, checkpoints, test (s)",
-         *mm(r["in_process_wall_s"] - r["train_time_s"] for r in runs)],
+        [
+            "    rest: data, build, 10 x validation, checkpoints, test (s)",
+            *mm(r["in_process_wall_s"] - r["train_time_s"] for r in runs),
+        ],
         ["time per step, train only (ms)", *mm((r["time_per_step_s"] for r in runs), scale=1e3)],
         ["start-up: `mtl-train --cfg job` (s)", *mm((x["wall_s"] for x in startup), "{:.2f}")],
         ["  same, with a bytecode cache (PYTHONPYCACHEPREFIX) (s)", *mm((x["wall_s"] for x in cached), "{:.2f}")],
-        ["`python -c 'import mtl_cli.train.api'`: training stack imports (s)",
-         *mm((x["wall_s"] for x in stack_import), "{:.2f}")],
+        [
+            "`python -c 'import mtl_cli.train.api'`: training stack imports (s)",
+            *mm((x["wall_s"] for x in stack_import), "{:.2f}"),
+        ],
         ["`python -c 'import torch'` (s)", *mm((x["wall_s"] for x in torch_import), "{:.2f}")],
         ["plain-PyTorch floor: import torch + first AdamW (s)", *mm((x["wall_s"] for x in floor), "{:.2f}")],
     ]
@@ -215,33 +239,48 @@ def main() -> None:
     for task, metric, label, ref in REPORTED:
         vals = [r["test"][task][metric] for r in runs]
         pv = prior[task][metric]
-        mrows.append([label, " / ".join(f"{v:.4f}" for v in vals), f"{pv:.4f}" if not math.isnan(pv) else "nan",
-                      ref or ""])
+        mrows.append(
+            [label, " / ".join(f"{v:.4f}" for v in vals), f"{pv:.4f}" if not math.isnan(pv) else "nan", ref or ""]
+        )
     print(table(["test metric (selected checkpoint)", "runs", "prior predictor", "reference"], mrows))
-    print(f"\nsteps {runs[0]['steps']}, selected epochs {[r['selected_epoch'] for r in runs]}, "
-          f"peak RSS {max(r['peak_memory_mb'] for r in runs):.0f} MB")
-    out = write_results("default_wall_time", {
-        "machine": info,
-        "train_command": cmd_shown,
-        "startup": {"command": ".venv/bin/mtl-train --cfg job", "runs": startup,
-                    "min_s": min(x["wall_s"] for x in startup), "median_s": median([x["wall_s"] for x in startup]),
-                    "import_torch_min_s": min(x["wall_s"] for x in torch_import),
-                    "import_torch_runs": torch_import,
-                    "import_training_stack_runs": stack_import,
-                    "import_training_stack_min_s": min(x["wall_s"] for x in stack_import),
-                    "plain_pytorch_floor": {"command": f"python -c '{PLAIN_FLOOR}'", "runs": floor,
-                                            "min_s": min(x["wall_s"] for x in floor)},
-                    "phases_in_one_process": phases,
-                    "pycache_env": {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE")},
-                    "with_bytecode_cache_runs": cached,
-                    "with_bytecode_cache_min_s": min(x["wall_s"] for x in cached)},
-        "runs": runs,
-        "wall_s": {"min": min(walls), "median": median(walls)},
-        "time_per_step_s": {"min": min(r["time_per_step_s"] for r in runs),
-                            "median": median([r["time_per_step_s"] for r in runs])},
-        "prior_predictor_test": prior,
-        "script_wall_s": time.perf_counter() - t_all,
-    })
+    print(
+        f"\nsteps {runs[0]['steps']}, selected epochs {[r['selected_epoch'] for r in runs]}, "
+        f"peak RSS {max(r['peak_memory_mb'] for r in runs):.0f} MB"
+    )
+    out = write_results(
+        "default_wall_time",
+        {
+            "machine": info,
+            "train_command": cmd_shown,
+            "startup": {
+                "command": ".venv/bin/mtl-train --cfg job",
+                "runs": startup,
+                "min_s": min(x["wall_s"] for x in startup),
+                "median_s": median([x["wall_s"] for x in startup]),
+                "import_torch_min_s": min(x["wall_s"] for x in torch_import),
+                "import_torch_runs": torch_import,
+                "import_training_stack_runs": stack_import,
+                "import_training_stack_min_s": min(x["wall_s"] for x in stack_import),
+                "plain_pytorch_floor": {
+                    "command": f"python -c '{PLAIN_FLOOR}'",
+                    "runs": floor,
+                    "min_s": min(x["wall_s"] for x in floor),
+                },
+                "phases_in_one_process": phases,
+                "pycache_env": {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE")},
+                "with_bytecode_cache_runs": cached,
+                "with_bytecode_cache_min_s": min(x["wall_s"] for x in cached),
+            },
+            "runs": runs,
+            "wall_s": {"min": min(walls), "median": median(walls)},
+            "time_per_step_s": {
+                "min": min(r["time_per_step_s"] for r in runs),
+                "median": median([r["time_per_step_s"] for r in runs]),
+            },
+            "prior_predictor_test": prior,
+            "script_wall_s": time.perf_counter() - t_all,
+        },
+    )
     print(f"\nwrote {out} ({time.perf_counter() - t_all:.0f} s)")
 
 

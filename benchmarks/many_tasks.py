@@ -80,8 +80,9 @@ TARGET = 1.15
 
 
 def make_cfg(n_tasks: int, steps: int, extra: list[str] | None = None) -> dict:
-    cfg = OmegaConf.to_container(compose(BASE_OVERRIDES + [f"trainer.max_steps={steps}"] + list(extra or [])),
-                                 resolve=True)
+    cfg = OmegaConf.to_container(
+        compose(BASE_OVERRIDES + [f"trainer.max_steps={steps}"] + list(extra or [])), resolve=True
+    )
     names = ["large"] if n_tasks == 1 else [f"large_{i:02d}" for i in range(n_tasks)]
     cfg["tasks"] = {n: {"kind": "binary", "target": "large"} for n in names}
     return cfg
@@ -164,8 +165,9 @@ def measure(step: Step, n: int, warmup: int = 3, phases: bool = False) -> dict:
             step(clock)
     iv = sc.intervals()
     key = "cpu_s" if cpu_clock() else "s"
-    keep = [i for i, x in enumerate(iv)
-            if cpu_clock() or (x["foreign_cores"] is not None and x["foreign_cores"] < QUIET)]
+    keep = [
+        i for i, x in enumerate(iv) if cpu_clock() or (x["foreign_cores"] is not None and x["foreign_cores"] < QUIET)
+    ]
     quiet = len(keep) >= max(3, n // 3)
     if not quiet:
         keep = list(range(len(iv)))
@@ -246,9 +248,11 @@ def what_ifs(plan40, plan1, batch, n: int) -> list[dict]:
         "1 task (reference)": lambda: Step(plan1, batch),
         "40 tasks as configured": lambda: Step(plan40, batch),
         "40 tasks, AdamW foreach=True": lambda: Step(
-            plan40, batch, optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd, foreach=True)),
+            plan40, batch, optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd, foreach=True)
+        ),
         "40 tasks, AdamW fused=True": lambda: Step(
-            plan40, batch, optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd, fused=True)),
+            plan40, batch, optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd, fused=True)
+        ),
     }
 
     def unfused():
@@ -277,13 +281,21 @@ def what_ifs(plan40, plan1, batch, n: int) -> list[dict]:
                 for _ in range(3):
                     st()
             for k in range(n):
-                for name in names[k % len(names):] + names[:k % len(names)]:
+                for name in names[k % len(names) :] + names[: k % len(names)]:
                     t0 = clock()
                     inst[name]()
                     times[name].append(clock() - t0)
     ref = median(times["1 task (reference)"])
-    return [{"variant": k, "step_ms": median(v) * 1e3, "vs_1_task": median(v) / ref, "steps": len(v),
-             "foreign_cores": c.foreign_cores} for k, v in times.items()]
+    return [
+        {
+            "variant": k,
+            "step_ms": median(v) * 1e3,
+            "vs_1_task": median(v) / ref,
+            "steps": len(v),
+            "foreign_cores": c.foreign_cores,
+        }
+        for k, v in times.items()
+    ]
 
 
 def breakdown(plan1, plan40, n: int) -> dict:
@@ -301,7 +313,7 @@ def breakdown(plan1, plan40, n: int) -> dict:
                 for _ in range(3):
                     st()
             for k in range(n):
-                for key in (("1", "40") if k % 2 == 0 else ("40", "1")):
+                for key in ("1", "40") if k % 2 == 0 else ("40", "1"):
                     inst[key](clocks[key])
     ph1 = {k: median(v) for k, v in clocks["1"].acc.items()}
     ph40 = {k: median(v) for k, v in clocks["40"].acc.items()}
@@ -313,13 +325,25 @@ def breakdown(plan1, plan40, n: int) -> dict:
     for k in set(prof1) | set(prof40):
         a = prof1.get(k, {"self_cpu_ms_per_step": 0.0, "calls_per_step": 0.0})
         c = prof40.get(k, {"self_cpu_ms_per_step": 0.0, "calls_per_step": 0.0})
-        ops.append({"op": k, "ms_1": a["self_cpu_ms_per_step"], "ms_40": c["self_cpu_ms_per_step"],
-                    "delta_ms": c["self_cpu_ms_per_step"] - a["self_cpu_ms_per_step"],
-                    "calls_1": a["calls_per_step"], "calls_40": c["calls_per_step"]})
+        ops.append(
+            {
+                "op": k,
+                "ms_1": a["self_cpu_ms_per_step"],
+                "ms_40": c["self_cpu_ms_per_step"],
+                "delta_ms": c["self_cpu_ms_per_step"] - a["self_cpu_ms_per_step"],
+                "calls_1": a["calls_per_step"],
+                "calls_40": c["calls_per_step"],
+            }
+        )
     ops.sort(key=lambda r: -r["delta_ms"])
-    return {"phases_1": ph1, "phases_40": ph40, "phase_foreign_cores": c_ph.foreign_cores,
-            "ops": ops, "profiler_foreign_cores": [p1["foreign_cores"], p40["foreign_cores"]],
-            "what_ifs": what_ifs(plan40, plan1, batch, n)}
+    return {
+        "phases_1": ph1,
+        "phases_40": ph40,
+        "phase_foreign_cores": c_ph.foreign_cores,
+        "ops": ops,
+        "profiler_foreign_cores": [p1["foreign_cores"], p40["foreign_cores"]],
+        "what_ifs": what_ifs(plan40, plan1, batch, n),
+    }
 
 
 # --- step-interleaved: two real Trainers, one train_step each in turn ---------------------------------
@@ -374,13 +398,18 @@ def step_interleaved(plan1, plann, pairs: int, warmup: int = 3, chunk: int = 3) 
                         res[key].append(dt)
             w1, m1, s1 = time.perf_counter(), _machine_busy_s(), _self_busy_s()
             if k >= warmup and res["1"] and res["N"]:
-                out.append({"one_s": median(res["1"]), "many_s": median(res["N"]),
-                            "foreign_cores": max(0.0, ((m1 - m0) - (s1 - s0)) / (w1 - w0))})
+                out.append(
+                    {
+                        "one_s": median(res["1"]),
+                        "many_s": median(res["N"]),
+                        "foreign_cores": max(0.0, ((m1 - m0) - (s1 - s0)) / (w1 - w0)),
+                    }
+                )
         for s in sides.values():
             s["t"].metrics.close()
     # the counters tick in 10 ms jiffies: judge each pair with its neighbours
     for i, x in enumerate(out):
-        nb = [y["foreign_cores"] for y in out[max(0, i - 1):i + 2]]
+        nb = [y["foreign_cores"] for y in out[max(0, i - 1) : i + 2]]
         x["foreign_smoothed"] = sum(nb) / len(nb)
     sel = out if cpu_clock() else [x for x in out if x["foreign_smoothed"] < QUIET]
     basis = "main-thread CPU time, all pairs" if cpu_clock() else "wall time, quiet pairs"
@@ -394,9 +423,16 @@ def step_interleaved(plan1, plann, pairs: int, warmup: int = 3, chunk: int = 3) 
         r = rng.choices(sel, k=len(sel))
         rs.append(median([x["many_s"] for x in r]) / median([x["one_s"] for x in r]))
     rs.sort()
-    return {"basis": basis, "pairs_used": len(sel), "pairs_measured": len(out),
-            "median_step_s": {"1": a, "N": b}, "ratio": b / a, "ratio_ci95": (rs[50], rs[1949]),
-            "median_pair_ratio": median([x["many_s"] / x["one_s"] for x in sel]), "pairs": out}
+    return {
+        "basis": basis,
+        "pairs_used": len(sel),
+        "pairs_measured": len(out),
+        "median_step_s": {"1": a, "N": b},
+        "ratio": b / a,
+        "ratio_ci95": (rs[50], rs[1949]),
+        "median_pair_ratio": median([x["many_s"] / x["one_s"] for x in sel]),
+        "pairs": out,
+    }
 
 
 def _ms(v) -> str:
@@ -409,18 +445,27 @@ def _load(v) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pairs", type=int, default=100,
-                    help="step-interleaved pairs of chunks (3 steps of each config, the last 2 timed)")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=100,
+        help="step-interleaved pairs of chunks (3 steps of each config, the last 2 timed)",
+    )
     ap.add_argument("--steps", type=int, default=31, help="optimizer steps per fit block (<= 31: full batches)")
     ap.add_argument("--repeats", type=int, default=5, help="block-interleaved rounds of real fits (+1 warm-up)")
     ap.add_argument("--tasks", type=int, default=40, help="tasks of the many-task config")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
-    ap.add_argument("--budget-s", type=float, default=100.0,
-                    help="stop adding fit rounds after this many seconds (at least 3 measured rounds)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=100.0,
+        help="stop adding fit rounds after this many seconds (at least 3 measured rounds)",
+    )
     ap.add_argument("--max-wait", type=float, default=5.0, help="seconds to wait for a quiet machine per round")
     ap.add_argument("--profile", action="store_true", help="profile even when the target is met")
-    ap.add_argument("--profile-steps", type=int, default=20,
-                    help="steps per instance in the phase/what-if measurements")
+    ap.add_argument(
+        "--profile-steps", type=int, default=20, help="steps per instance in the phase/what-if measurements"
+    )
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -430,20 +475,24 @@ def main() -> None:
     cfg1, cfgn = make_cfg(1, args.steps), make_cfg(args.tasks, args.steps)
     plan1, plann = validate(cfg1), validate(cfgn)
     assert len(plan1.tasks) == 1 and len(plann.tasks) == args.tasks
-    params = {"1": build_model(plan1, build_tasks(plan1)).parameter_groups(),
-              str(args.tasks): build_model(plann, build_tasks(plann)).parameter_groups()}
+    params = {
+        "1": build_model(plan1, build_tasks(plan1)).parameter_groups(),
+        str(args.tasks): build_model(plann, build_tasks(plann)).parameter_groups(),
+    }
     n_params = {k: sum(v for g, v in p.items() if g != "shared") for k, p in params.items()}
     log_every = plan1.cfg["logger"]["log_every"]
     key = "cpu_s" if cpu_clock() else "s"
     clock_name = "main-thread CPU time" if cpu_clock() else "wall time"
 
     # 1. step-interleaved (primary)
-    print(f"step-interleaved: {args.pairs} pairs of 3-step chunks of Trainer.train_step ({clock_name}) ...",
-          flush=True)
+    print(f"step-interleaved: {args.pairs} pairs of 3-step chunks of Trainer.train_step ({clock_name}) ...", flush=True)
     si = step_interleaved(plan1, plann, args.pairs)
     if si is not None:
-        print(f"  1 task {si['median_step_s']['1'] * 1e3:.2f} / {args.tasks} tasks {si['median_step_s']['N'] * 1e3:.2f}"
-              f" ms/step, ratio {si['ratio']:.3f} ({si['pairs_used']} {si['basis']})", flush=True)
+        print(
+            f"  1 task {si['median_step_s']['1'] * 1e3:.2f} / {args.tasks} tasks {si['median_step_s']['N'] * 1e3:.2f}"
+            f" ms/step, ratio {si['ratio']:.3f} ({si['pairs_used']} {si['basis']})",
+            flush=True,
+        )
     else:
         print("  this mtl_cli has no Trainer.train_step: block-interleaved fits only", flush=True)
 
@@ -473,13 +522,23 @@ def main() -> None:
                 steps[side] += [dict(x, round=r) for x in iv]
             q = [x[key] for x in (iv if cpu_clock() else quiet_steps(iv)) if (x["step"] - 1) % log_every != 0]
             med[side] = median(q) if len(q) >= 5 else None
-        rounds.append({"round": r, "order": "".join(order), "warmup": r == 0,
-                       "block_mean_s": {"1": res["1"], str(args.tasks): res["N"]}, "block_foreign_cores": load,
-                       "quiet_block": all(v is not None and v < QUIET for v in load.values()),
-                       "median_step_s": {"1": med["1"], str(args.tasks): med["N"]}})
-        print(f"  round {r}{' (warm-up)' if r == 0 else ''}: block mean 1 task {res['1'] * 1e3:.1f} / {args.tasks} "
-              f"tasks {res['N'] * 1e3:.1f} ms/step (wall); median step {_ms(med['1'])} / {_ms(med['N'])} ms; "
-              f"others {_load(load['1'])}/{_load(load['N'])} cores", flush=True)
+        rounds.append(
+            {
+                "round": r,
+                "order": "".join(order),
+                "warmup": r == 0,
+                "block_mean_s": {"1": res["1"], str(args.tasks): res["N"]},
+                "block_foreign_cores": load,
+                "quiet_block": all(v is not None and v < QUIET for v in load.values()),
+                "median_step_s": {"1": med["1"], str(args.tasks): med["N"]},
+            }
+        )
+        print(
+            f"  round {r}{' (warm-up)' if r == 0 else ''}: block mean 1 task {res['1'] * 1e3:.1f} / {args.tasks} "
+            f"tasks {res['N'] * 1e3:.1f} ms/step (wall); median step {_ms(med['1'])} / {_ms(med['N'])} ms; "
+            f"others {_load(load['1'])}/{_load(load['N'])} cores",
+            flush=True,
+        )
     if cpu_clock():
         s1, quiet1 = cpu_sample(steps["1"], log_every), True
         sn, quietn = cpu_sample(steps["N"], log_every), True
@@ -495,92 +554,196 @@ def main() -> None:
     cbasis = qb if len(qb) >= 3 else kept
     ca = median([x["block_mean_s"]["1"] for x in cbasis])
     cn = median([x["block_mean_s"][str(args.tasks)] for x in cbasis])
-    blocks = {"basis": basis, "rounds": rounds, "steps_used": {"1": len(s1), str(args.tasks): len(sn)},
-              "median_step_s": {"1": a, str(args.tasks): b}, "ratio": b / a, "ratio_ci95": bootstrap_ratio_ci(sn, s1),
-              "coarse": {"basis": f"{len(cbasis)} {'quiet' if cbasis is qb else 'all'} rounds, wall",
-                         "median_block_mean_s": {"1": ca, str(args.tasks): cn}, "ratio": cn / ca}}
+    blocks = {
+        "basis": basis,
+        "rounds": rounds,
+        "steps_used": {"1": len(s1), str(args.tasks): len(sn)},
+        "median_step_s": {"1": a, str(args.tasks): b},
+        "ratio": b / a,
+        "ratio_ci95": bootstrap_ratio_ci(sn, s1),
+        "coarse": {
+            "basis": f"{len(cbasis)} {'quiet' if cbasis is qb else 'all'} rounds, wall",
+            "median_block_mean_s": {"1": ca, str(args.tasks): cn},
+            "ratio": cn / ca,
+        },
+    }
     ratio = si["ratio"] if si is not None else blocks["ratio"]
     met = ratio <= TARGET
 
-    print(f"\nshapes data, small_cnn + linear heads, batch {plan1.cfg['trainer']['batch_size']}, "
-          f"{torch.get_num_threads()} threads, {clock_name}; task-specific parameters: 1 task {n_params['1']}, "
-          f"{args.tasks} tasks {n_params[str(args.tasks)]}\n")
+    print(
+        f"\nshapes data, small_cnn + linear heads, batch {plan1.cfg['trainer']['batch_size']}, "
+        f"{torch.get_num_threads()} threads, {clock_name}; task-specific parameters: 1 task {n_params['1']}, "
+        f"{args.tasks} tasks {n_params[str(args.tasks)]}\n"
+    )
     rows = []
     if si is not None:
-        rows.append(["1. step-interleaved Trainer.train_step (chunks of 3 steps: 1,1,1,N,N,N,...)",
-                     f"{si['median_step_s']['1'] * 1e3:.2f}", f"{si['median_step_s']['N'] * 1e3:.2f}",
-                     f"{si['ratio']:.3f}", f"{si['ratio_ci95'][0]:.3f} .. {si['ratio_ci95'][1]:.3f}",
-                     f"{si['pairs_used']} chunk pairs ({si['basis']})"])
-    rows.append([f"2. block-interleaved real fits ({args.steps} steps per block)", f"{a * 1e3:.2f}", f"{b * 1e3:.2f}",
-                 f"{b / a:.3f}", f"{blocks['ratio_ci95'][0]:.3f} .. {blocks['ratio_ci95'][1]:.3f}",
-                 f"{len(s1)} + {len(sn)} steps ({basis})"])
-    rows.append(["2'. coarse: summaries' time_per_step_s", f"{ca * 1e3:.2f}", f"{cn * 1e3:.2f}", f"{cn / ca:.3f}",
-                 "-", blocks["coarse"]["basis"]])
+        rows.append(
+            [
+                "1. step-interleaved Trainer.train_step (chunks of 3 steps: 1,1,1,N,N,N,...)",
+                f"{si['median_step_s']['1'] * 1e3:.2f}",
+                f"{si['median_step_s']['N'] * 1e3:.2f}",
+                f"{si['ratio']:.3f}",
+                f"{si['ratio_ci95'][0]:.3f} .. {si['ratio_ci95'][1]:.3f}",
+                f"{si['pairs_used']} chunk pairs ({si['basis']})",
+            ]
+        )
+    rows.append(
+        [
+            f"2. block-interleaved real fits ({args.steps} steps per block)",
+            f"{a * 1e3:.2f}",
+            f"{b * 1e3:.2f}",
+            f"{b / a:.3f}",
+            f"{blocks['ratio_ci95'][0]:.3f} .. {blocks['ratio_ci95'][1]:.3f}",
+            f"{len(s1)} + {len(sn)} steps ({basis})",
+        ]
+    )
+    rows.append(
+        [
+            "2'. coarse: summaries' time_per_step_s",
+            f"{ca * 1e3:.2f}",
+            f"{cn * 1e3:.2f}",
+            f"{cn / ca:.3f}",
+            "-",
+            blocks["coarse"]["basis"],
+        ]
+    )
     print(table(["measurement", "1 task ms/step", f"{args.tasks} tasks ms/step", "ratio", "95% CI", "sample"], rows))
     print()
-    print(table(["target", "primary ratio" + (" (1.)" if si is not None else " (2.)"), "met"],
-                [[f"<= {TARGET}", f"{ratio:.3f}", "yes" if met else "no"]]))
+    print(
+        table(
+            ["target", "primary ratio" + (" (1.)" if si is not None else " (2.)"), "met"],
+            [[f"<= {TARGET}", f"{ratio:.3f}", "yes" if met else "no"]],
+        )
+    )
 
     prof = None
     if not met or args.profile:
-        print(f"\nProfile ({clock_name}: phases of one step on a fixed batch, the trainer's calls without "
-              f"DataLoader/logging; median of 2 x {args.profile_steps} steps per config, the configs' steps "
-              f"interleaved):\n", flush=True)
+        print(
+            f"\nProfile ({clock_name}: phases of one step on a fixed batch, the trainer's calls without "
+            f"DataLoader/logging; median of 2 x {args.profile_steps} steps per config, the configs' steps "
+            f"interleaved):\n",
+            flush=True,
+        )
         prof = breakdown(plan1, plann, args.profile_steps)
         ph1, phn = prof["phases_1"], prof["phases_40"]
         d_total = sum(phn.values()) - sum(ph1.values())
-        rows = [[k, f"{ph1[k] * 1e3:.2f}", f"{phn[k] * 1e3:.2f}", f"{(phn[k] - ph1[k]) * 1e3:+.2f}",
-                 f"{100 * (phn[k] - ph1[k]) / d_total:.0f}%" if d_total > 0 else "-"] for k in ph1]
-        rows.append(["total", f"{sum(ph1.values()) * 1e3:.2f}", f"{sum(phn.values()) * 1e3:.2f}",
-                     f"{d_total * 1e3:+.2f}", "100%"])
+        rows = [
+            [
+                k,
+                f"{ph1[k] * 1e3:.2f}",
+                f"{phn[k] * 1e3:.2f}",
+                f"{(phn[k] - ph1[k]) * 1e3:+.2f}",
+                f"{100 * (phn[k] - ph1[k]) / d_total:.0f}%" if d_total > 0 else "-",
+            ]
+            for k in ph1
+        ]
+        rows.append(
+            [
+                "total",
+                f"{sum(ph1.values()) * 1e3:.2f}",
+                f"{sum(phn.values()) * 1e3:.2f}",
+                f"{d_total * 1e3:+.2f}",
+                "100%",
+            ]
+        )
         print(table(["phase", "1 task ms", f"{args.tasks} tasks ms", "delta ms", "share of delta"], rows))
-        print(f"\nOperators with the largest growth of self CPU time per step (torch.profiler), "
-              f"1 -> {args.tasks} tasks:\n")
-        print(table(["op", "calls 1", f"calls {args.tasks}", "ms 1", f"ms {args.tasks}", "delta ms"],
-                    [[f"`{o['op']}`", f"{o['calls_1']:.0f}", f"{o['calls_40']:.0f}", f"{o['ms_1']:.2f}",
-                      f"{o['ms_40']:.2f}", f"{o['delta_ms']:+.2f}"] for o in prof["ops"][:15]]))
-        print(f"\nWhat-if prototypes (one step on a fixed batch; 2 instances per variant, steps round-robin, median of "
-              f"2 x {args.profile_steps}; mtl_cli unchanged):\n")
-        print(table(["variant", "ms/step", "vs 1 task"],
-                    [[w["variant"], f"{w['step_ms']:.2f}", f"{w['vs_1_task']:.3f}"] for w in prof["what_ifs"]]))
+        print(
+            f"\nOperators with the largest growth of self CPU time per step (torch.profiler), "
+            f"1 -> {args.tasks} tasks:\n"
+        )
+        print(
+            table(
+                ["op", "calls 1", f"calls {args.tasks}", "ms 1", f"ms {args.tasks}", "delta ms"],
+                [
+                    [
+                        f"`{o['op']}`",
+                        f"{o['calls_1']:.0f}",
+                        f"{o['calls_40']:.0f}",
+                        f"{o['ms_1']:.2f}",
+                        f"{o['ms_40']:.2f}",
+                        f"{o['delta_ms']:+.2f}",
+                    ]
+                    for o in prof["ops"][:15]
+                ],
+            )
+        )
+        print(
+            f"\nWhat-if prototypes (one step on a fixed batch; 2 instances per variant, steps round-robin, median of "
+            f"2 x {args.profile_steps}; mtl_cli unchanged):\n"
+        )
+        print(
+            table(
+                ["variant", "ms/step", "vs 1 task"],
+                [[w["variant"], f"{w['step_ms']:.2f}", f"{w['vs_1_task']:.3f}"] for w in prof["what_ifs"]],
+            )
+        )
         fused = None
         if si is not None:
-            print("\nConfig-level fix, measured: both configs with +optimizer.fused=true (AdamW's fused kernel), "
-                  "step-interleaved Trainer.train_step:\n", flush=True)
+            print(
+                "\nConfig-level fix, measured: both configs with +optimizer.fused=true (AdamW's fused kernel), "
+                "step-interleaved Trainer.train_step:\n",
+                flush=True,
+            )
             f1, fn = (validate(make_cfg(n, args.steps, ["+optimizer.fused=true"])) for n in (1, args.tasks))
             if not cpu_clock():
                 wait_for_quiet(max_wait=args.max_wait)
             fused = step_interleaved(f1, fn, max(30, args.pairs // 2))
             fused.pop("pairs")
-            print(table(["optimizer", "1 task ms/step", f"{args.tasks} tasks ms/step", "ratio", "95% CI", "sample"], [
-                ["AdamW (default, for-each-parameter loop on CPU)", f"{si['median_step_s']['1'] * 1e3:.2f}",
-                 f"{si['median_step_s']['N'] * 1e3:.2f}", f"{si['ratio']:.3f}",
-                 f"{si['ratio_ci95'][0]:.3f} .. {si['ratio_ci95'][1]:.3f}", f"{si['pairs_used']} ({si['basis']})"],
-                ["AdamW fused=True", f"{fused['median_step_s']['1'] * 1e3:.2f}",
-                 f"{fused['median_step_s']['N'] * 1e3:.2f}", f"{fused['ratio']:.3f}",
-                 f"{fused['ratio_ci95'][0]:.3f} .. {fused['ratio_ci95'][1]:.3f}",
-                 f"{fused['pairs_used']} ({fused['basis']})"]]))
+            print(
+                table(
+                    ["optimizer", "1 task ms/step", f"{args.tasks} tasks ms/step", "ratio", "95% CI", "sample"],
+                    [
+                        [
+                            "AdamW (default, for-each-parameter loop on CPU)",
+                            f"{si['median_step_s']['1'] * 1e3:.2f}",
+                            f"{si['median_step_s']['N'] * 1e3:.2f}",
+                            f"{si['ratio']:.3f}",
+                            f"{si['ratio_ci95'][0]:.3f} .. {si['ratio_ci95'][1]:.3f}",
+                            f"{si['pairs_used']} ({si['basis']})",
+                        ],
+                        [
+                            "AdamW fused=True",
+                            f"{fused['median_step_s']['1'] * 1e3:.2f}",
+                            f"{fused['median_step_s']['N'] * 1e3:.2f}",
+                            f"{fused['ratio']:.3f}",
+                            f"{fused['ratio_ci95'][0]:.3f} .. {fused['ratio_ci95'][1]:.3f}",
+                            f"{fused['pairs_used']} ({fused['basis']})",
+                        ],
+                    ],
+                )
+            )
         prof["fused_optimizer_config"] = fused
-        print(f"\n(other processes during the phase clock: {_load(prof['phase_foreign_cores'])} cores, the profiler: "
-              f"{[round(v, 2) for v in prof['profiler_foreign_cores'] if v is not None]} cores, the what-ifs: "
-              f"{_load(prof['what_ifs'][0]['foreign_cores'])} cores)")
+        print(
+            f"\n(other processes during the phase clock: {_load(prof['phase_foreign_cores'])} cores, the profiler: "
+            f"{[round(v, 2) for v in prof['profiler_foreign_cores'] if v is not None]} cores, the what-ifs: "
+            f"{_load(prof['what_ifs'][0]['foreign_cores'])} cores)"
+        )
         prof["ops"] = prof["ops"][:40]
 
-    out = write_results("many_tasks" if args.threads is None else f"many_tasks_threads{args.threads}", {
-        "machine": info,
-        "config": {"overrides": BASE_OVERRIDES + [f"trainer.max_steps={args.steps}"],
-                   "tasks": {"1": list(plan1.tasks), str(args.tasks): f"large_00..large_{args.tasks - 1:02d} "
-                             "(binary, target large)"},
-                   "threads": torch.get_num_threads(), "clock": clock_name, "parameters": params},
-        "step_interleaved": si,
-        "block_interleaved": blocks,
-        "block_steps": {"1": steps["1"], str(args.tasks): steps["N"]},
-        "ratio": ratio,
-        "target": TARGET,
-        "target_met": met,
-        "profile": prof,
-        "script_wall_s": time.perf_counter() - t_all,
-    })
+    out = write_results(
+        "many_tasks" if args.threads is None else f"many_tasks_threads{args.threads}",
+        {
+            "machine": info,
+            "config": {
+                "overrides": BASE_OVERRIDES + [f"trainer.max_steps={args.steps}"],
+                "tasks": {
+                    "1": list(plan1.tasks),
+                    str(args.tasks): f"large_00..large_{args.tasks - 1:02d} (binary, target large)",
+                },
+                "threads": torch.get_num_threads(),
+                "clock": clock_name,
+                "parameters": params,
+            },
+            "step_interleaved": si,
+            "block_interleaved": blocks,
+            "block_steps": {"1": steps["1"], str(args.tasks): steps["N"]},
+            "ratio": ratio,
+            "target": TARGET,
+            "target_met": met,
+            "profile": prof,
+            "script_wall_s": time.perf_counter() - t_all,
+        },
+    )
     print(f"\nwrote {out.relative_to(ROOT)} ({time.perf_counter() - t_all:.0f} s)")
 
 

@@ -33,8 +33,10 @@ def prepare_root(root: Path) -> None:
     if all((raw / f).is_file() for f in FILES):
         return
     if not all((DEBIAN / f"{f}.gz").is_file() for f in FILES):
-        sys.exit(f"no Fashion-MNIST in {raw} and no Debian package files in {DEBIAN}: "
-                 "apt-get install dataset-fashion-mnist, or point --root at a torchvision root")
+        sys.exit(
+            f"no Fashion-MNIST in {raw} and no Debian package files in {DEBIAN}: "
+            "apt-get install dataset-fashion-mnist, or point --root at a torchvision root"
+        )
     raw.mkdir(parents=True, exist_ok=True)
     for f in FILES:
         with gzip.open(DEBIAN / f"{f}.gz", "rb") as src, open(raw / f, "wb") as dst:
@@ -57,25 +59,46 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-size", type=int, default=10000, help="base Fashion-MNIST train items used (of 60000)")
-    ap.add_argument("--extra", nargs="*", default=["backbone.channels=[16,32,64]", "trainer.batch_size=64"],
-                    help="more overrides for every run (default: a LeNet-sized CNN)")
+    ap.add_argument(
+        "--extra",
+        nargs="*",
+        default=["backbone.channels=[16,32,64]", "trainer.batch_size=64"],
+        help="more overrides for every run (default: a LeNet-sized CNN)",
+    )
     a = ap.parse_args()
     prepare_root(a.root)
     out = a.out.resolve()
-    common = ["experiment=multi_fashion", f"data.root={a.root.resolve()}", f"data.train_size={a.train_size}",
-              f"trainer.max_epochs={a.epochs}", "trainer.progress=false", "logger.log_every=10",
-              "logger.console_summary=false", "device=cpu", *a.extra]
+    common = [
+        "experiment=multi_fashion",
+        f"data.root={a.root.resolve()}",
+        f"data.train_size={a.train_size}",
+        f"trainer.max_epochs={a.epochs}",
+        "trainer.progress=false",
+        "logger.log_every=10",
+        "logger.console_summary=false",
+        "device=cpu",
+        *a.extra,
+    ]
     t0 = time.perf_counter()
     for seed in a.seeds:
         stl = out / "stl" / f"seed{seed}"
         if not (stl / "baselines.json").is_file():
             mtl_train(["baseline=stl", f"seed={seed}", f"run_dir={stl}", *common])
         sweep = out / "mtl" / f"seed{seed}"
-        mtl_train(["-m", f"weighting={','.join(a.methods)}", f"seed={seed}", f"baseline_dir={stl}",
-                   f"hydra.sweep.dir={sweep}", *common])
+        mtl_train(
+            [
+                "-m",
+                f"weighting={','.join(a.methods)}",
+                f"seed={seed}",
+                f"baseline_dir={stl}",
+                f"hydra.sweep.dir={sweep}",
+                *common,
+            ]
+        )
     print(f"all runs: {time.perf_counter() - t0:.0f} s", flush=True)
-    subprocess.run([sys.executable, "-m", "mtl_cli.cli.report", str(out / "mtl"), str(out / "stl"),
-                    "--out", str(out)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "mtl_cli.cli.report", str(out / "mtl"), str(out / "stl"), "--out", str(out)], check=True
+    )
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ class PlainLoop:
 
     def step(self) -> None:
         b = self.i % self.full_batches
-        idx = self.perm[b * self.bs:(b + 1) * self.bs]
+        idx = self.perm[b * self.bs : (b + 1) * self.bs]
         x = self.x_all.index_select(0, idx)
         ys = {k: v.index_select(0, idx) for k, v in self.ys_all.items()}
         ms = {k: v.index_select(0, idx) for k, v in self.ms_all.items()}
@@ -153,11 +153,17 @@ def equivalence_check(steps: int = 5) -> dict:
     assert s["steps"] == steps and ckpt["step"] == steps
     _, model = PlainLoop(validate(cfg)).run(steps)
     ref = model.state_dict()
-    diffs = {k: (ckpt["model"][k].double() - v.double()).abs().max().item()
-             for k, v in ref.items() if v.is_floating_point()}
+    diffs = {
+        k: (ckpt["model"][k].double() - v.double()).abs().max().item() for k, v in ref.items() if v.is_floating_point()
+    }
     worst = max(diffs, key=diffs.get)
-    return {"steps": steps, "max_abs_weight_diff": diffs[worst], "worst_tensor": worst,
-            "tensors_compared": len(diffs), "ok": diffs[worst] < 1e-4}
+    return {
+        "steps": steps,
+        "max_abs_weight_diff": diffs[worst],
+        "worst_tensor": worst,
+        "tensors_compared": len(diffs),
+        "ok": diffs[worst] < 1e-4,
+    }
 
 
 # --- 1. step-interleaved: a plain step after every trainer step ------------------------------------
@@ -195,8 +201,14 @@ def interleaved_block(cfg, plain: PlainLoop, steps: int, clock) -> list[dict]:
         lo, hi = max(0, k - 2), min(len(marks) - 1, k + 1)  # +-1 pair: jiffies are coarse
         (_, _, w0, m0, s0), (_, _, w1, m1, s1) = marks[lo], marks[hi]
         foreign = max(0.0, ((m1 - m0) - (s1 - s0)) / (w1 - w0))
-        out.append({"step": k + 1, "mtl_train_s": marks[k][0] - marks[k - 1][1], "plain_s": marks[k][1] - marks[k][0],
-                    "foreign_cores": foreign})
+        out.append(
+            {
+                "step": k + 1,
+                "mtl_train_s": marks[k][0] - marks[k - 1][1],
+                "plain_s": marks[k][1] - marks[k][0],
+                "foreign_cores": foreign,
+            }
+        )
     return out
 
 
@@ -245,12 +257,22 @@ def block_rounds(cfg, plain: PlainLoop, steps: int, rounds: int, budget_s: float
             load[side] = c.foreign_cores
             if r > 0:
                 steps_by_side[side] += [dict(x, round=r) for x in iv]
-        out.append({"round": r, "order": "".join(order), "warmup": r == 0,
-                    "block_mean_s": {"mtl_train": res["A"], "plain": res["B"]}, "block_foreign_cores": load,
-                    "quiet_block": all(v is not None and v < QUIET for v in load.values())})
-        print(f"  block round {r}{' (warm-up)' if r == 0 else ''}: mtl-train {res['A'] * 1e3:.1f} / plain "
-              f"{res['B'] * 1e3:.1f} ms/step (block means, wall); other processes "
-              f"{_load(load['A'])}/{_load(load['B'])} cores", flush=True)
+        out.append(
+            {
+                "round": r,
+                "order": "".join(order),
+                "warmup": r == 0,
+                "block_mean_s": {"mtl_train": res["A"], "plain": res["B"]},
+                "block_foreign_cores": load,
+                "quiet_block": all(v is not None and v < QUIET for v in load.values()),
+            }
+        )
+        print(
+            f"  block round {r}{' (warm-up)' if r == 0 else ''}: mtl-train {res['A'] * 1e3:.1f} / plain "
+            f"{res['B'] * 1e3:.1f} ms/step (block means, wall); other processes "
+            f"{_load(load['A'])}/{_load(load['B'])} cores",
+            flush=True,
+        )
     return out, steps_by_side
 
 
@@ -304,7 +326,7 @@ def component_costs(plan, plain: PlainLoop, steps: int, rounds: int = 3, cpu_clo
                 if mode == "trainer":
                     inputs, targets, masks = to_device(next(it), cpu)
                 else:
-                    idx = plain.perm[i * plain.bs:(i + 1) * plain.bs]
+                    idx = plain.perm[i * plain.bs : (i + 1) * plain.bs]
                     inputs = {key: plain.train.inputs[key].index_select(0, idx)}
                     targets = {k: plain.train.targets[k].index_select(0, idx) for k in used}
                     masks = {k: plain.train.masks[k].index_select(0, idx) for k in used}
@@ -337,23 +359,31 @@ def component_costs(plan, plain: PlainLoop, steps: int, rounds: int = 3, cpu_clo
                 add(f"{mode}: step", t7 - t0)
     med = {k: median(v) * 1e3 for k, v in seg.items()}
     extra = {
-        "DataLoader + to_device (all targets) vs index_select (used targets)":
-            med["trainer: fetch"] - med["plain: fetch"],
-        "losses [T] as the trainer forms them + weighting.combine + / accum vs sum of task.loss":
-            med["trainer: combine"] - med["plain: combine"],
+        "DataLoader + to_device (all targets) vs index_select (used targets)": med["trainer: fetch"]
+        - med["plain: fetch"],
+        "losses [T] as the trainer forms them + weighting.combine + / accum vs sum of task.loss": med[
+            "trainer: combine"
+        ]
+        - med["plain: combine"],
         "loss/weight accumulators": med["trainer: accumulate"] - med["plain: accumulate"],
         "scheduler.step": med["trainer: scheduler"] - med["plain: scheduler"],
-        "DataLoader iterator creation, per step of a 31-step epoch":
-            (med["trainer: iterator"] - med["plain: iterator"]) / 31,
+        "DataLoader iterator creation, per step of a 31-step epoch": (med["trainer: iterator"] - med["plain: iterator"])
+        / 31,
     }
-    return {"segments_ms": med, "extra_ms": extra, "extra_total_ms": sum(extra.values()),
-            "plain_step_ms": med["plain: step"]}
+    return {
+        "segments_ms": med,
+        "extra_ms": extra,
+        "extra_total_ms": sum(extra.values()),
+        "plain_step_ms": med["plain: step"],
+    }
 
 
 # --- static audit of the per-step path --------------------------------------------------------
 
-SYNC_PATTERN = re.compile(r"\.item\(|\.tolist\(|(?<![.\w])(bool|print|float|int)\(|\.cpu\(|\.numpy\(|new_tensor\(|"
-                          r"torch\.tensor\(|\.nonzero\(|\[mask\]|\bbar\.|\.log\(")
+SYNC_PATTERN = re.compile(
+    r"\.item\(|\.tolist\(|(?<![.\w])(bool|print|float|int)\(|\.cpu\(|\.numpy\(|new_tensor\(|"
+    r"torch\.tensor\(|\.nonzero\(|\[mask\]|\bbar\.|\.log\("
+)
 
 
 def _grep_source(obj, label: str, start: str | None = None, stop: str | None = None) -> list[dict]:
@@ -390,14 +420,19 @@ def hot_path_audit(plan) -> list[dict]:
     hits: list[dict] = []
     if hasattr(trainer, "Trainer"):
         T = trainer.Trainer
-        for name, note in [("train_epoch", "per-step loop"), ("train_step", "every micro-batch"),
-                           ("_backward", "every micro-batch"), ("optimizer_step", "every optimizer step"),
-                           ("log_train", f"every logger.log_every={plan.cfg['logger']['log_every']} steps")]:
+        for name, note in [
+            ("train_epoch", "per-step loop"),
+            ("train_step", "every micro-batch"),
+            ("_backward", "every micro-batch"),
+            ("optimizer_step", "every optimizer step"),
+            ("log_train", f"every logger.log_every={plan.cfg['logger']['log_every']} steps"),
+        ]:
             if hasattr(T, name):
                 hits += _grep_source(getattr(T, name), f"Trainer.{name} ({note})")
     else:
-        hits += _grep_source(trainer.fit, "fit: per-step loop", "for i, batch in enumerate(train_loader)",
-                             "bar.close()")
+        hits += _grep_source(
+            trainer.fit, "fit: per-step loop", "for i, batch in enumerate(train_loader)", "bar.close()"
+        )
         hits += _grep_source(trainer.fit, "fit: backward/optimizer_step", "def backward(", "weighting.on_step_end")
         if hasattr(trainer, "_train_record"):
             hits += _grep_source(trainer._train_record, "_train_record (every log_every steps)")
@@ -450,6 +485,7 @@ def _load(v) -> str:
 def _stats(pairs: list[dict], key_a: str, key_b: str, log_every: int, cpu_clock: bool) -> dict:
     """Per-step medians of both sides over the non-logging steps (quiet ones on the wall clock),
     the logging steps' extra cost on side A, ratio, bootstrap interval."""
+
     def body(x):
         return (x["step"] - 1) % log_every != 0
 
@@ -465,14 +501,23 @@ def _stats(pairs: list[dict], key_a: str, key_b: str, log_every: int, cpu_clock:
     b = median([x[key_b] for x in sel])
     logs = [x for x in pairs if not body(x) and (quiet(x) or "ALL" in basis)]
     if key_a != key_b:  # paired (step-interleaved): the log step's excess over its own plain step
-        log_cost = (median([x[key_a] - x[key_b] for x in logs]) - median([x[key_a] - x[key_b] for x in sel])
-                    if len(logs) >= 3 else None)
+        log_cost = (
+            median([x[key_a] - x[key_b] for x in logs]) - median([x[key_a] - x[key_b] for x in sel])
+            if len(logs) >= 3
+            else None
+        )
     else:
         log_cost = median([x[key_a] for x in logs]) - a if len(logs) >= 3 else None
-    return {"basis": basis, "steps_used": len(sel), "steps_measured": len(pairs),
-            "median_step_s": {"mtl_train": a, "plain": b}, "ratio": a / b,
-            "logging_step_extra_s": log_cost,
-            "ratio_with_logging": (a + (log_cost or 0.0) / log_every) / b, "sel": sel}
+    return {
+        "basis": basis,
+        "steps_used": len(sel),
+        "steps_measured": len(pairs),
+        "median_step_s": {"mtl_train": a, "plain": b},
+        "ratio": a / b,
+        "logging_step_extra_s": log_cost,
+        "ratio_with_logging": (a + (log_cost or 0.0) / log_every) / b,
+        "sel": sel,
+    }
 
 
 def main() -> None:
@@ -480,11 +525,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=31, help="optimizer steps per block (<= 31: full batches)")
     ap.add_argument("--blocks", type=int, default=8, help="step-interleaved fit blocks (+1 warm-up)")
     ap.add_argument("--rounds", type=int, default=6, help="block-interleaved rounds (+1 warm-up)")
-    ap.add_argument("--budget-s", type=float, default=100.0,
-                    help="time budget of each of the two measurements (at least 3 blocks/rounds each)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=100.0,
+        help="time budget of each of the two measurements (at least 3 blocks/rounds each)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
-    ap.add_argument("--max-wait", type=float, default=5.0,
-                    help="before each block, wait up to this many seconds for other processes to go quiet")
+    ap.add_argument(
+        "--max-wait",
+        type=float,
+        default=5.0,
+        help="before each block, wait up to this many seconds for other processes to go quiet",
+    )
     ap.add_argument("--no-breakdown", action="store_true", help="skip the in-loop timing of the trainer's extras")
     ap.add_argument("--no-check", action="store_true", help="skip the equivalence check")
     args = ap.parse_args()
@@ -499,9 +552,12 @@ def main() -> None:
 
     check = None if args.no_check else equivalence_check()
     if check is not None:
-        print(f"equivalence check ({check['steps']} steps, constant lr): max |weight diff| = "
-              f"{check['max_abs_weight_diff']:.2e} over {check['tensors_compared']} tensors -> "
-              f"{'same computation' if check['ok'] else 'MISMATCH'}", flush=True)
+        print(
+            f"equivalence check ({check['steps']} steps, constant lr): max |weight diff| = "
+            f"{check['max_abs_weight_diff']:.2e} over {check['tensors_compared']} tensors -> "
+            f"{'same computation' if check['ok'] else 'MISMATCH'}",
+            flush=True,
+        )
 
     cfg = compose(BASE_OVERRIDES + [f"trainer.max_steps={args.steps}"])
     plan = validate(cfg)
@@ -522,9 +578,12 @@ def main() -> None:
         if blk > 0:
             pairs += [dict(x, block=blk) for x in iv]
         body = [x for x in iv if (x["step"] - 1) % log_every != 0]
-        print(f"  block {blk}{' (warm-up)' if blk == 0 else ''}: median mtl-train "
-              f"{_ms(median([x['mtl_train_s'] for x in body]))} / plain {_ms(median([x['plain_s'] for x in body]))} "
-              f"ms/step; other processes {_load(median([x['foreign_cores'] for x in iv]))} cores", flush=True)
+        print(
+            f"  block {blk}{' (warm-up)' if blk == 0 else ''}: median mtl-train "
+            f"{_ms(median([x['mtl_train_s'] for x in body]))} / plain {_ms(median([x['plain_s'] for x in body]))} "
+            f"ms/step; other processes {_load(median([x['foreign_cores'] for x in iv]))} cores",
+            flush=True,
+        )
     st1 = _stats(pairs, "mtl_train_s", "plain_s", log_every, cpu_clock)
     sel = st1.pop("sel")
     st1["ratio_ci95"] = paired_bootstrap_ci([x["mtl_train_s"] for x in sel], [x["plain_s"] for x in sel])
@@ -535,10 +594,14 @@ def main() -> None:
     rounds, by_side = block_rounds(cfg, plain, args.steps, args.rounds, args.budget_s, args.max_wait, cpu_clock)
     key = "cpu_s" if cpu_clock else "s"
     # a pseudo-pair list per side for _stats: the sides ran at different times, so no pairing
-    a_list = [{"step": x["step"], "mtl_train_s": x[key], "plain_s": float("nan"), "foreign_cores": x["foreign_cores"]}
-              for x in by_side["A"]]
-    b_list = [{"step": x["step"], "mtl_train_s": x[key], "plain_s": float("nan"), "foreign_cores": x["foreign_cores"]}
-              for x in by_side["B"]]
+    a_list = [
+        {"step": x["step"], "mtl_train_s": x[key], "plain_s": float("nan"), "foreign_cores": x["foreign_cores"]}
+        for x in by_side["A"]
+    ]
+    b_list = [
+        {"step": x["step"], "mtl_train_s": x[key], "plain_s": float("nan"), "foreign_cores": x["foreign_cores"]}
+        for x in by_side["B"]
+    ]
     sa = _stats(a_list, "mtl_train_s", "mtl_train_s", log_every, cpu_clock)
     sb = _stats(b_list, "mtl_train_s", "mtl_train_s", log_every, cpu_clock)
     a2, b2 = sa["median_step_s"]["mtl_train"], sb["median_step_s"]["mtl_train"]
@@ -547,70 +610,132 @@ def main() -> None:
     cbasis = qblocks if len(qblocks) >= 3 else kept
     ca = median([x["block_mean_s"]["mtl_train"] for x in cbasis])
     cb = median([x["block_mean_s"]["plain"] for x in cbasis])
-    st2 = {"basis": sa["basis"] if "ALL" in sa["basis"] else sb["basis"],
-           "steps_used": {"mtl_train": sa["steps_used"], "plain": sb["steps_used"]},
-           "median_step_s": {"mtl_train": a2, "plain": b2}, "ratio": a2 / b2,
-           "ratio_ci95": bootstrap_ratio_ci([x["mtl_train_s"] for x in sa.pop("sel")],
-                                            [x["mtl_train_s"] for x in sb.pop("sel")]),
-           "logging_step_extra_s": sa["logging_step_extra_s"],
-           "ratio_with_logging": (a2 + (sa["logging_step_extra_s"] or 0.0) / log_every) / b2,
-           "coarse": {"basis": f"{len(cbasis)} {'quiet' if cbasis is qblocks else 'all'} rounds, wall",
-                      "median_block_mean_s": {"mtl_train": ca, "plain": cb}, "ratio": ca / cb},
-           "rounds": rounds}
+    st2 = {
+        "basis": sa["basis"] if "ALL" in sa["basis"] else sb["basis"],
+        "steps_used": {"mtl_train": sa["steps_used"], "plain": sb["steps_used"]},
+        "median_step_s": {"mtl_train": a2, "plain": b2},
+        "ratio": a2 / b2,
+        "ratio_ci95": bootstrap_ratio_ci(
+            [x["mtl_train_s"] for x in sa.pop("sel")], [x["mtl_train_s"] for x in sb.pop("sel")]
+        ),
+        "logging_step_extra_s": sa["logging_step_extra_s"],
+        "ratio_with_logging": (a2 + (sa["logging_step_extra_s"] or 0.0) / log_every) / b2,
+        "coarse": {
+            "basis": f"{len(cbasis)} {'quiet' if cbasis is qblocks else 'all'} rounds, wall",
+            "median_block_mean_s": {"mtl_train": ca, "plain": cb},
+            "ratio": ca / cb,
+        },
+        "rounds": rounds,
+    }
 
     comp = None if args.no_breakdown else component_costs(plan, plain, args.steps, cpu_clock=cpu_clock)
     audit = hot_path_audit(plan)
     met = st1["ratio_with_logging"] <= TARGET
 
     print()
-    print(f"Default experiment (small_cnn, 4 tasks, batch {plan.cfg['trainer']['batch_size']}), {args.steps} steps "
-          f"per block, torch {info['torch']}, {torch.get_num_threads()} threads, {clock_name}\n")
+    print(
+        f"Default experiment (small_cnn, 4 tasks, batch {plan.cfg['trainer']['batch_size']}), {args.steps} steps "
+        f"per block, torch {info['torch']}, {torch.get_num_threads()} threads, {clock_name}\n"
+    )
     rows = [
-        ["1. step-interleaved (A,B,A,B... per step)", f"{st1['median_step_s']['mtl_train'] * 1e3:.2f}",
-         f"{st1['median_step_s']['plain'] * 1e3:.2f}", f"{st1['ratio']:.3f}",
-         f"{st1['ratio_ci95'][0]:.3f} .. {st1['ratio_ci95'][1]:.3f}", f"{st1['ratio_with_logging']:.3f}",
-         f"{st1['steps_used']} pairs ({st1['basis']})"],
-        ["2. block-interleaved (AB, BA, ... blocks)", f"{a2 * 1e3:.2f}", f"{b2 * 1e3:.2f}", f"{st2['ratio']:.3f}",
-         f"{st2['ratio_ci95'][0]:.3f} .. {st2['ratio_ci95'][1]:.3f}", f"{st2['ratio_with_logging']:.3f}",
-         f"{st2['steps_used']['mtl_train']} + {st2['steps_used']['plain']} steps ({st2['basis']})"],
-        ["2'. coarse: summary time_per_step_s vs block mean", f"{ca * 1e3:.2f}", f"{cb * 1e3:.2f}", f"{ca / cb:.3f}",
-         "-", "(incl.)", st2["coarse"]["basis"]],
+        [
+            "1. step-interleaved (A,B,A,B... per step)",
+            f"{st1['median_step_s']['mtl_train'] * 1e3:.2f}",
+            f"{st1['median_step_s']['plain'] * 1e3:.2f}",
+            f"{st1['ratio']:.3f}",
+            f"{st1['ratio_ci95'][0]:.3f} .. {st1['ratio_ci95'][1]:.3f}",
+            f"{st1['ratio_with_logging']:.3f}",
+            f"{st1['steps_used']} pairs ({st1['basis']})",
+        ],
+        [
+            "2. block-interleaved (AB, BA, ... blocks)",
+            f"{a2 * 1e3:.2f}",
+            f"{b2 * 1e3:.2f}",
+            f"{st2['ratio']:.3f}",
+            f"{st2['ratio_ci95'][0]:.3f} .. {st2['ratio_ci95'][1]:.3f}",
+            f"{st2['ratio_with_logging']:.3f}",
+            f"{st2['steps_used']['mtl_train']} + {st2['steps_used']['plain']} steps ({st2['basis']})",
+        ],
+        [
+            "2'. coarse: summary time_per_step_s vs block mean",
+            f"{ca * 1e3:.2f}",
+            f"{cb * 1e3:.2f}",
+            f"{ca / cb:.3f}",
+            "-",
+            "(incl.)",
+            st2["coarse"]["basis"],
+        ],
     ]
-    print(table(["measurement", "mtl-train ms/step", "plain ms/step", "ratio", "95% CI",
-                 f"ratio incl. logging every {log_every}", "sample"], rows))
+    print(
+        table(
+            [
+                "measurement",
+                "mtl-train ms/step",
+                "plain ms/step",
+                "ratio",
+                "95% CI",
+                f"ratio incl. logging every {log_every}",
+                "sample",
+            ],
+            rows,
+        )
+    )
     print()
-    print(table(["target", "primary (1., incl. logging)", "median per-pair ratio", "met"],
-                [[f"<= {TARGET}", f"{st1['ratio_with_logging']:.3f}", f"{st1['median_pair_ratio']:.3f}",
-                  "yes" if met else "no"]]))
+    print(
+        table(
+            ["target", "primary (1., incl. logging)", "median per-pair ratio", "met"],
+            [
+                [
+                    f"<= {TARGET}",
+                    f"{st1['ratio_with_logging']:.3f}",
+                    f"{st1['median_pair_ratio']:.3f}",
+                    "yes" if met else "no",
+                ]
+            ],
+        )
+    )
     if comp is not None:
-        print(f"\nWhat the trainer adds per step, each extra timed inside a running loop (median ms, {clock_name}; "
-              f"plain step {comp['plain_step_ms']:.1f} ms):\n")
+        print(
+            f"\nWhat the trainer adds per step, each extra timed inside a running loop (median ms, {clock_name}; "
+            f"plain step {comp['plain_step_ms']:.1f} ms):\n"
+        )
         rows = [[k, f"{v:+.3f}", f"{100 * v / comp['plain_step_ms']:+.2f}%"] for k, v in comp["extra_ms"].items()]
         total = comp["extra_total_ms"]
         rows.append(["total", f"{total:+.3f}", f"{100 * total / comp['plain_step_ms']:+.2f}%"])
         print(table(["extra", "ms/step", "of a step"], rows))
     lc = st1["logging_step_extra_s"]
-    print(f"\nLogging (every {log_every} steps: .tolist() sync, record, metrics.jsonl line): {_ms(lc)} ms extra "
-          f"on a logging step, {_ms(lc / log_every if lc is not None else None)} ms/step amortized.")
+    print(
+        f"\nLogging (every {log_every} steps: .tolist() sync, record, metrics.jsonl line): {_ms(lc)} ms extra "
+        f"on a logging step, {_ms(lc / log_every if lc is not None else None)} ms/step amortized."
+    )
     print("\nPer-step path, lines matching a host-sync/print pattern (judge each; see docs/benchmarks.md):\n")
     print(table(["where", "in", "code"], [[h["where"], h["in"], f"`{h['code']}`"] for h in audit]))
     name = "overhead" if args.threads is None else f"overhead_threads{args.threads}"
-    out = write_results(name, {
-        "machine": info,
-        "config": {"overrides": BASE_OVERRIDES + [f"trainer.max_steps={args.steps}"], "steps_per_block": args.steps,
-                   "batch_size": plan.cfg["trainer"]["batch_size"], "tasks": list(plan.tasks),
-                   "backbone": plan.cfg["backbone"]["name"], "threads": torch.get_num_threads(), "clock": clock_name},
-        "equivalence_check": check,
-        "step_interleaved": st1,
-        "block_interleaved": st2,
-        "target": TARGET,
-        "target_met": met,
-        "component_costs": comp,
-        "hot_path_audit": audit,
-        "pairs": pairs,
-        "block_steps": by_side,
-        "script_wall_s": time.perf_counter() - t_all,
-    })
+    out = write_results(
+        name,
+        {
+            "machine": info,
+            "config": {
+                "overrides": BASE_OVERRIDES + [f"trainer.max_steps={args.steps}"],
+                "steps_per_block": args.steps,
+                "batch_size": plan.cfg["trainer"]["batch_size"],
+                "tasks": list(plan.tasks),
+                "backbone": plan.cfg["backbone"]["name"],
+                "threads": torch.get_num_threads(),
+                "clock": clock_name,
+            },
+            "equivalence_check": check,
+            "step_interleaved": st1,
+            "block_interleaved": st2,
+            "target": TARGET,
+            "target_met": met,
+            "component_costs": comp,
+            "hot_path_audit": audit,
+            "pairs": pairs,
+            "block_steps": by_side,
+            "script_wall_s": time.perf_counter() - t_all,
+        },
+    )
     print(f"\nwrote {out.relative_to(ROOT)} ({time.perf_counter() - t_all:.0f} s)")
 
 

@@ -29,8 +29,14 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, Contention, quiet_logging, table, write_results  # noqa: E402
 
-BASE = ["trainer.progress=false", "logger.log_every=1000000", "trainer.max_epochs=1", "data.train_size=256",
-        "data.val_size=64", "data.test_size=64"]
+BASE = [
+    "trainer.progress=false",
+    "logger.log_every=1000000",
+    "trainer.max_epochs=1",
+    "data.train_size=256",
+    "data.val_size=64",
+    "data.test_size=64",
+]
 
 
 def make_plan(n_tasks: int, method: str, extra: list[str]):
@@ -90,8 +96,9 @@ def main() -> None:
     methods = args.methods or WEIGHTINGS.names()
     variants = [(m, []) for m in methods]
     if args.every:
-        variants += [(m, [f"weighting.every={args.every}"]) for m in methods
-                     if issubclass(WEIGHTINGS.get(m), GradientWeighting)]
+        variants += [
+            (m, [f"weighting.every={args.every}"]) for m in methods if issubclass(WEIGHTINGS.get(m), GradientWeighting)
+        ]
     results = []
     for n_tasks in args.tasks:
         trainers = {}
@@ -114,8 +121,16 @@ def main() -> None:
         ew = statistics.median(times["ew"])
         for key, (tr, _, _m, _extra) in trainers.items():
             med = statistics.median(times[key])
-            results.append({"tasks": n_tasks, "method": key, "ms_per_step": 1000 * med, "ratio_to_ew": med / ew,
-                            "engine_bytes": engine_bytes(tr, n_tasks), "foreign_cores": c.foreign_cores})
+            results.append(
+                {
+                    "tasks": n_tasks,
+                    "method": key,
+                    "ms_per_step": 1000 * med,
+                    "ratio_to_ew": med / ew,
+                    "engine_bytes": engine_bytes(tr, n_tasks),
+                    "foreign_cores": c.foreign_cores,
+                }
+            )
             print(f"{n_tasks:>3} tasks  {key:<24} {1000 * med:8.1f} ms  x{med / ew:.2f}", flush=True)
         del trainers
     rows = []

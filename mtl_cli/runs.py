@@ -35,8 +35,15 @@ from .train.trainer import autocast_for, resolve_device
 CHECKPOINTS = ("best", "last")
 
 #: config keys an evaluation or prediction may override: a key, or a section ending in "."
-OVERRIDABLE = ("data.", "datasets.", "allowed_targets", "device", "trainer.eval_batch_size",
-               "trainer.num_workers", "trainer.precision")
+OVERRIDABLE = (
+    "data.",
+    "datasets.",
+    "allowed_targets",
+    "device",
+    "trainer.eval_batch_size",
+    "trainer.num_workers",
+    "trainer.precision",
+)
 
 
 @dataclass
@@ -83,23 +90,49 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
         key = text.split("=", 1)[0].lstrip("+")
         allowed = ", ".join(k + "*" if k.endswith(".") else k for k in OVERRIDABLE)
         if "=" not in text or not key or text.startswith("~"):
-            problems.append(Problem(key or text, "expected key=value", text, allowed=allowed,
-                                    fix="write overrides as key=value, e.g. data.seed=5"))
+            problems.append(
+                Problem(
+                    key or text,
+                    "expected key=value",
+                    text,
+                    allowed=allowed,
+                    fix="write overrides as key=value, e.g. data.seed=5",
+                )
+            )
             continue
         if not overridable(key):
-            problems.append(Problem(key, "cannot be overridden here: only the data, the device and evaluation "
-                                    "settings may change (the model, its tasks and weights are the run's)", text,
-                                    allowed=allowed, fix=f"remove {text}; to train with it, use mtl-train"))
+            problems.append(
+                Problem(
+                    key,
+                    "cannot be overridden here: only the data, the device and evaluation "
+                    "settings may change (the model, its tasks and weights are the run's)",
+                    text,
+                    allowed=allowed,
+                    fix=f"remove {text}; to train with it, use mtl-train",
+                )
+            )
             continue
         try:
             (o,) = parser.parse_overrides([text.lstrip("+")])
         except HydraException as e:
-            problems.append(Problem(key, f"cannot parse the value: {' '.join(str(e).split())}", text,
-                                    fix="quote values with spaces or brackets, e.g. data.path='my file.csv'"))
+            problems.append(
+                Problem(
+                    key,
+                    f"cannot parse the value: {' '.join(str(e).split())}",
+                    text,
+                    fix="quote values with spaces or brackets, e.g. data.path='my file.csv'",
+                )
+            )
             continue
         if o.is_sweep_override():
-            problems.append(Problem(key, "several values (a sweep) are not supported here", text,
-                                    fix="give one value; run the command once per value"))
+            problems.append(
+                Problem(
+                    key,
+                    "several values (a sweep) are not supported here",
+                    text,
+                    fix="give one value; run the command once per value",
+                )
+            )
             continue
         value = o.value()
         out.append((key, value, f"{key}={_text(value)}"))
@@ -135,22 +168,42 @@ def read_config(run_dir: Path) -> dict:
     path = run_dir / "config.yaml"
     if not run_dir.is_dir():
         what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
-        raise CheckpointError([Problem("run_dir", f"{run_dir} {what}", str(run_dir),
-                                       fix="give the folder of a finished mtl-train run (it holds config.yaml "
-                                       "and checkpoints/)")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "run_dir",
+                    f"{run_dir} {what}",
+                    str(run_dir),
+                    fix="give the folder of a finished mtl-train run (it holds config.yaml and checkpoints/)",
+                )
+            ]
+        )
     if not path.is_file():
-        raise CheckpointError([Problem("run_dir", f"{run_dir} has no config.yaml: not an mtl-train run directory, "
-                                       "or the run did not start", str(run_dir),
-                                       fix="give the folder of a finished mtl-train run (the folder that holds "
-                                       "config.yaml, summary.json and checkpoints/)")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "run_dir",
+                    f"{run_dir} has no config.yaml: not an mtl-train run directory, or the run did not start",
+                    str(run_dir),
+                    fix="give the folder of a finished mtl-train run (the folder that holds "
+                    "config.yaml, summary.json and checkpoints/)",
+                )
+            ]
+        )
     try:
         cfg = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise CheckpointError([Problem(str(path), f"cannot parse: {' '.join(str(e).split())}",
-                                       fix="repair the file, or copy it from the checkpoint's config")]) from None
+        raise CheckpointError(
+            [
+                Problem(
+                    str(path),
+                    f"cannot parse: {' '.join(str(e).split())}",
+                    fix="repair the file, or copy it from the checkpoint's config",
+                )
+            ]
+        ) from None
     if not isinstance(cfg, dict):
-        raise CheckpointError([Problem(str(path), "not a config mapping", type(cfg).__name__,
-                                       fix="repair the file")])
+        raise CheckpointError([Problem(str(path), "not a config mapping", type(cfg).__name__, fix="repair the file")])
     return cfg
 
 
@@ -162,10 +215,18 @@ def find_run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
         path = ckpt_dir / f"{checkpoint}.pt"
         if not path.is_file():
             have = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
-            raise CheckpointError([Problem("checkpoint", f"the run has no {path.relative_to(run_dir)}", checkpoint,
-                                           allowed=", ".join(have) or "(no checkpoint in the run)",
-                                           fix="the run may have stopped early: choose another checkpoint, or "
-                                           "continue the run with mtl-train resume=" + str(run_dir))])
+            raise CheckpointError(
+                [
+                    Problem(
+                        "checkpoint",
+                        f"the run has no {path.relative_to(run_dir)}",
+                        checkpoint,
+                        allowed=", ".join(have) or "(no checkpoint in the run)",
+                        fix="the run may have stopped early: choose another checkpoint, or "
+                        "continue the run with mtl-train resume=" + str(run_dir),
+                    )
+                ]
+            )
         return path, checkpoint
     path = Path(checkpoint).expanduser()
     for candidate in (path, ckpt_dir / path):
@@ -175,11 +236,28 @@ def find_run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
     top = sorted(str(p.relative_to(ckpt_dir)) for p in (ckpt_dir / "top").glob("*.pt")) if ckpt_dir.is_dir() else []
     allowed = ", ".join([*CHECKPOINTS, *top, "or the path of a .pt file"])
     if looks_like_path:
-        raise CheckpointError([Problem("checkpoint", f"checkpoint file {path} does not exist", checkpoint,
-                                       allowed=allowed, fix="check the path (relative paths resolve against "
-                                       f"the current folder, then {ckpt_dir})")])
-    raise CheckpointError([Problem("checkpoint", "unknown checkpoint name", checkpoint, allowed=allowed,
-                                   fix="use checkpoint=best (the selected epoch), checkpoint=last, or a .pt path")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "checkpoint",
+                    f"checkpoint file {path} does not exist",
+                    checkpoint,
+                    allowed=allowed,
+                    fix=f"check the path (relative paths resolve against the current folder, then {ckpt_dir})",
+                )
+            ]
+        )
+    raise CheckpointError(
+        [
+            Problem(
+                "checkpoint",
+                "unknown checkpoint name",
+                checkpoint,
+                allowed=allowed,
+                fix="use checkpoint=best (the selected epoch), checkpoint=last, or a .pt path",
+            )
+        ]
+    )
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
@@ -208,9 +286,19 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
     try:
         load_model_state(model, state["model"], path)
     except CheckpointError as e:
-        raise CheckpointError([Problem("checkpoint", q.message, q.value, q.allowed,
-                                       "use a checkpoint of this run; data overrides must keep the inputs' and "
-                                       "targets' shapes and classes") for q in e.problems]) from None
+        raise CheckpointError(
+            [
+                Problem(
+                    "checkpoint",
+                    q.message,
+                    q.value,
+                    q.allowed,
+                    "use a checkpoint of this run; data overrides must keep the inputs' and "
+                    "targets' shapes and classes",
+                )
+                for q in e.problems
+            ]
+        ) from None
     model.to(device).eval()
     info: dict = {}
     if (run_dir / "data.json").is_file():
@@ -218,5 +306,16 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
             info = json.loads((run_dir / "data.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             info = {}
-    return LoadedRun(run_dir, plan, tasks, model, path, name, int(state.get("step", 0)), int(state.get("epoch", 0)),
-                     device, [text for _, _, text in parsed], info if isinstance(info, dict) else {})
+    return LoadedRun(
+        run_dir,
+        plan,
+        tasks,
+        model,
+        path,
+        name,
+        int(state.get("step", 0)),
+        int(state.get("epoch", 0)),
+        device,
+        [text for _, _, text in parsed],
+        info if isinstance(info, dict) else {},
+    )

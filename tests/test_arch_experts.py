@@ -27,11 +27,13 @@ from mtl_cli.tasks.base import Task
 
 ARCH_NAMES = ["mmoe", "cgc", "ple", "dselect_k"]
 # 16x16 images, a small CNN of 3 stages (block1..3), two tasks: shape (4 classes) and size (regression)
-IMAGE = SMALL_DATA + ["backbone.channels=[8,16,16]", "tasks.present.enabled=false",
-                      "tasks.segmentation.enabled=false"]
+IMAGE = SMALL_DATA + ["backbone.channels=[8,16,16]", "tasks.present.enabled=false", "tasks.segmentation.enabled=false"]
 RESNET = [o for o in SMALL_DATA if not o.startswith("data.image_size")] + [
-    "backbone=resnet18", "data.image_size=32", "tasks.present.enabled=false",
-                       "tasks.segmentation.enabled=false"]
+    "backbone=resnet18",
+    "data.image_size=32",
+    "tasks.present.enabled=false",
+    "tasks.segmentation.enabled=false",
+]
 # PLE on the 2-stage MLP: no stem, one level per hidden layer (levels=2 needs 2 stages after the stem)
 MLP_EXTRA = {"ple": ["arch.shared_stages=0"]}
 
@@ -60,8 +62,15 @@ def csv_path(tmp_path_factory) -> str:
 
 
 def mlp_overrides(csv_path: str) -> list[str]:
-    return ["experiment=tabular", f"data.path={csv_path}", "data.targets={a: a, b: b}", "+tasks.a.kind=regression",
-            "+tasks.b.kind=classification", "backbone.hidden=[16,16]", "trainer.progress=false"]
+    return [
+        "experiment=tabular",
+        f"data.path={csv_path}",
+        "data.targets={a: a, b: b}",
+        "+tasks.a.kind=regression",
+        "+tasks.b.kind=classification",
+        "backbone.hidden=[16,16]",
+        "trainer.progress=false",
+    ]
 
 
 @functools.cache
@@ -112,8 +121,9 @@ def assert_distribution(w: torch.Tensor, batch: int, width: int) -> None:
 
 def assert_exact_partition(model) -> None:
     every = {id(p) for p in model.parameters()}
-    parts = [[id(p) for p in model.shared_parameters()]] + [[id(p) for p in model.task_parameters(t)]
-                                                           for t in model.task_names]
+    parts = [[id(p) for p in model.shared_parameters()]] + [
+        [id(p) for p in model.task_parameters(t)] for t in model.task_names
+    ]
     flat = [i for part in parts for i in part]
     assert len(flat) == len(set(flat)) == len(every)  # disjoint, no duplicates
     assert set(flat) == every
@@ -210,8 +220,7 @@ def test_shared_stages_0_gates_read_the_pooled_raw_input(kind, csv_path):
     for t in model.task_names:
         assert model.gates[t].fc.in_features == (3 if kind == "image" else 7)  # channels / features
         with torch.no_grad():
-            torch.testing.assert_close(model.gate_weights(inputs)[0][t],
-                                       torch.softmax(model.gates[t].fc(pool(x)), -1))
+            torch.testing.assert_close(model.gate_weights(inputs)[0][t], torch.softmax(model.gates[t].fc(pool(x)), -1))
     assert model(inputs)[model.task_names[0]].shape[0] == 4
 
 
@@ -407,8 +416,12 @@ def test_other_tasks_loss_gives_no_gradient_to_a_tasks_own_parameters(arch):
 # ---------------------------------------------------------------------------------------------
 # other backbones: torchvision resnet18, 1-D signal maps
 
-RESNET_COUNTS = {"mmoe": ["arch.num_experts=2"], "cgc": ["arch.num_shared_experts=1"],
-                 "ple": ["arch.num_shared_experts=1"], "dselect_k": ["arch.num_experts=2"]}
+RESNET_COUNTS = {
+    "mmoe": ["arch.num_experts=2"],
+    "cgc": ["arch.num_shared_experts=1"],
+    "ple": ["arch.num_shared_experts=1"],
+    "dselect_k": ["arch.num_experts=2"],
+}
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
@@ -453,11 +466,26 @@ class TinySignalNet(Backbone):
 
 def signal_ctx(task_names=("a", "b", "c")) -> ModelContext:
     spec = InputSpec("signal", (2, 20), "signal")
-    tasks = [Task(name=n, kind=TASK_KINDS.get("regression")(), input="signal", target=n,
-                  spec=TargetSpec(n, "regression"), loss_name="mse", metric_names=["mae"], primary_metric="mae",
-                  head={"name": "linear"}) for n in task_names]
-    return ModelContext(tasks=tasks, inputs={"signal": spec}, make_backbone=TinySignalNet,
-                        make_head=lambda task, shape: HEADS.get("linear")(shape, task.out_features, None))
+    tasks = [
+        Task(
+            name=n,
+            kind=TASK_KINDS.get("regression")(),
+            input="signal",
+            target=n,
+            spec=TargetSpec(n, "regression"),
+            loss_name="mse",
+            metric_names=["mae"],
+            primary_metric="mae",
+            head={"name": "linear"},
+        )
+        for n in task_names
+    ]
+    return ModelContext(
+        tasks=tasks,
+        inputs={"signal": spec},
+        make_backbone=TinySignalNet,
+        make_head=lambda task, shape: HEADS.get("linear")(shape, task.out_features, None),
+    )
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
@@ -479,8 +507,12 @@ def test_signal_maps(arch):
 # ---------------------------------------------------------------------------------------------
 # config checks
 
-INFO = ArchInfo(task_names=["a", "b"], backbone="small_cnn", stages=["block1", "block2", "block3"],
-                inputs={"image": InputSpec("image", (3, 16, 16))})
+INFO = ArchInfo(
+    task_names=["a", "b"],
+    backbone="small_cnn",
+    stages=["block1", "block2", "block3"],
+    inputs={"image": InputSpec("image", (3, 16, 16))},
+)
 
 BAD = [  # arch, node, the key named, its value
     ("mmoe", {"num_experts": 0}, "arch.num_experts", 0),

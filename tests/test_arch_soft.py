@@ -194,8 +194,14 @@ def test_another_tasks_loss_reaches_a_task_only_through_mixing(arch):
         assert all(g is None for g in grads[-2:])  # the head of "shape" never sees "size"'s loss
 
 
-TABULAR = ["experiment=tabular", "backbone.hidden=[16,16]", "data.targets={a: a, b: b}", "+tasks.a.kind=regression",
-           "+tasks.b.kind=classification", "trainer.progress=false"]
+TABULAR = [
+    "experiment=tabular",
+    "backbone.hidden=[16,16]",
+    "data.targets={a: a, b: b}",
+    "+tasks.a.kind=regression",
+    "+tasks.b.kind=classification",
+    "trainer.progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -251,9 +257,12 @@ class SignalNet(Backbone):
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_signal_maps(arch):
     _, tasks = _plan(tuple(CNN))
-    ctx = ModelContext(tasks=tasks[:2], inputs={"image": InputSpec("signal", (2, 24), "signal")},
-                       make_backbone=SignalNet,
-                       make_head=lambda task, shape: HEADS.get("linear")(shape, task.out_features, None))
+    ctx = ModelContext(
+        tasks=tasks[:2],
+        inputs={"image": InputSpec("signal", (2, 24), "signal")},
+        make_backbone=SignalNet,
+        make_head=lambda task, shape: HEADS.get("linear")(shape, task.out_features, None),
+    )
     torch.manual_seed(0)
     model = ARCHS.get(arch)(ctx)
     rep = model.encode({"image": torch.randn(3, 2, 24)})

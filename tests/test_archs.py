@@ -20,15 +20,26 @@ from mtl_cli.train.sampling import merge
 
 SMALL = ["trainer.progress=false", "backbone.channels=[8,16,16]"]
 SHAPES = ["data.train_size=64", "data.val_size=32", "data.test_size=32", "data.image_size=16"]
-OUTLINES = ["datasets.outlines.train_size=64", "datasets.outlines.val_size=32", "datasets.outlines.test_size=32",
-            "datasets.outlines.image_size=12"]
+OUTLINES = [
+    "datasets.outlines.train_size=64",
+    "datasets.outlines.val_size=32",
+    "datasets.outlines.test_size=32",
+    "datasets.outlines.image_size=12",
+]
 # a vector-only task set, so that the MLP backbone (no feature maps) can serve every architecture
 VECTOR_TASKS = ["tasks.segmentation.enabled=false"]
 
 
-AUDIO = ["datasets.audio.train_size=64", "datasets.audio.val_size=32", "datasets.audio.test_size=32",
-         "datasets.audio.length=512", "arch.stems.image.channels=[8,16]", "+arch.stems.signal.channels=[8,16]",
-         "arch.width=16", "backbone.hidden=[16]"]
+AUDIO = [
+    "datasets.audio.train_size=64",
+    "datasets.audio.val_size=32",
+    "datasets.audio.test_size=32",
+    "datasets.audio.length=512",
+    "arch.stems.image.channels=[8,16]",
+    "+arch.stems.signal.channels=[8,16]",
+    "arch.width=16",
+    "backbone.hidden=[16]",
+]
 
 
 def overrides_for(name: str, backbone: str = "small_cnn") -> list[str]:
@@ -133,8 +144,14 @@ def test_every_architecture_trains_and_evaluates(name, tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in ALL if ARCHS.get(n).needs_stages])
 def test_soft_sharing_on_a_torchvision_backbone(name):
-    overrides = [*SHAPES, "data.image_size=32", "backbone=resnet18", f"arch={name}",
-                 "tasks.segmentation.enabled=false", "tasks.present.enabled=false"]
+    overrides = [
+        *SHAPES,
+        "data.image_size=32",
+        "backbone=resnet18",
+        f"arch={name}",
+        "tasks.segmentation.enabled=false",
+        "tasks.present.enabled=false",
+    ]
     plan = validate(compose(overrides))
     tasks = build_tasks(plan)
     model = build_model(plan, tasks)

@@ -198,8 +198,10 @@ def test_monitor_delta_m_selects_the_epoch_with_the_best_val_delta_m(stl, tmp_pa
     for r in records(d):
         if r["split"] != "val":
             continue
-        per_task = [sum(sign * (r[f"{t}/{k}"] - base[t]["val"][k]) / abs(base[t]["val"][k]) for k, sign in ms.items())
-                    / len(ms) for t, ms in dirs.items()]
+        per_task = [
+            sum(sign * (r[f"{t}/{k}"] - base[t]["val"][k]) / abs(base[t]["val"][k]) for k, sign in ms.items()) / len(ms)
+            for t, ms in dirs.items()
+        ]
         by_epoch[r["epoch"]] = 100 * sum(per_task) / len(per_task)
         assert r["score"] == pytest.approx(by_epoch[r["epoch"]], rel=1e-12)
     assert len(set(round(v, 6) for v in by_epoch.values())) == 3  # the epochs differ: a real choice
@@ -213,18 +215,24 @@ def test_monitor_delta_m_selects_the_epoch_with_the_best_val_delta_m(stl, tmp_pa
 
 # ---------------------------------------------------------------- the pure function
 def test_delta_m_on_hand_made_numbers():
-    results = {"cls": {"acc": 0.9, "f1": 0.6, "loss": 5.0},
-               "reg": {"mae": 0.3, "rmse": 0.5, "r2": 0.4},
-               "gone": {"x": 1.0},
-               "nan": {"acc": NAN, "f1": 0.5}}
-    baselines = {"cls": {"acc": 0.8, "f1": 0.5, "loss": 1.0},
-                 "reg": {"mae": 0.4, "rmse": 0.0, "r2": -0.5},
-                 "gone": {"x": NAN},
-                 "nan": {"acc": 0.5, "f1": 0.4}}
-    directions = {"cls": {"acc": "higher", "f1": "higher"},
-                  "reg": {"mae": "lower", "rmse": "lower", "r2": "higher"},
-                  "gone": {"x": "higher"},
-                  "nan": {"acc": "higher", "f1": "higher"}}
+    results = {
+        "cls": {"acc": 0.9, "f1": 0.6, "loss": 5.0},
+        "reg": {"mae": 0.3, "rmse": 0.5, "r2": 0.4},
+        "gone": {"x": 1.0},
+        "nan": {"acc": NAN, "f1": 0.5},
+    }
+    baselines = {
+        "cls": {"acc": 0.8, "f1": 0.5, "loss": 1.0},
+        "reg": {"mae": 0.4, "rmse": 0.0, "r2": -0.5},
+        "gone": {"x": NAN},
+        "nan": {"acc": 0.5, "f1": 0.4},
+    }
+    directions = {
+        "cls": {"acc": "higher", "f1": "higher"},
+        "reg": {"mae": "lower", "rmse": "lower", "r2": "higher"},
+        "gone": {"x": "higher"},
+        "nan": {"acc": "higher", "f1": "higher"},
+    }
     out = delta_m(results, baselines, directions)
     # cls: acc (0.9-0.8)/0.8 = +12.5 %, f1 (0.6-0.5)/0.5 = +20 %          -> 16.25 %
     # reg: mae -(0.3-0.4)/0.4 = +25 %, rmse skipped (baseline 0),
@@ -237,21 +245,27 @@ def test_delta_m_on_hand_made_numbers():
     assert out["per_task"]["nan"] == pytest.approx({"f1": 25.0})
     assert out["task_mean"] == pytest.approx({"cls": 16.25, "reg": 102.5, "nan": 25.0})
     assert out["delta_m"] == pytest.approx((16.25 + 102.5 + 25.0) / 3)  # 47.9166...
-    assert out["skipped"] == [{"task": "reg", "metric": "rmse", "reason": "baseline is 0"},
-                              {"task": "gone", "metric": "x", "reason": "baseline is NaN"},
-                              {"task": "nan", "metric": "acc", "reason": "value is NaN"}]
+    assert out["skipped"] == [
+        {"task": "reg", "metric": "rmse", "reason": "baseline is 0"},
+        {"task": "gone", "metric": "x", "reason": "baseline is NaN"},
+        {"task": "nan", "metric": "acc", "reason": "value is NaN"},
+    ]
 
 
 def test_delta_m_signs_and_libmtl_form():
     # a worse MTL model is negative: accuracy 0.7 vs 0.8 -> -12.5 %; error 0.5 vs 0.4 -> -25 %
-    out = delta_m({"a": {"acc": 0.7}, "b": {"err": 0.5}}, {"a": {"acc": 0.8}, "b": {"err": 0.4}},
-                  {"a": {"acc": "higher"}, "b": {"err": "lower"}})
+    out = delta_m(
+        {"a": {"acc": 0.7}, "b": {"err": 0.5}},
+        {"a": {"acc": 0.8}, "b": {"err": 0.4}},
+        {"a": {"acc": "higher"}, "b": {"err": "lower"}},
+    )
     assert out["delta_m"] == pytest.approx((-12.5 - 25.0) / 2)
     # equal to the single-task models: 0; nothing countable: NaN; a missing baseline value is listed
     assert delta_m({"a": {"acc": 0.8}}, {"a": {"acc": 0.8}}, {"a": {"acc": "higher"}})["delta_m"] == 0.0
     none = delta_m({"a": {"acc": 0.8}}, {"a": {}}, {"a": {"acc": "higher"}})
-    assert math.isnan(none["delta_m"]) and none["skipped"] == [{"task": "a", "metric": "acc",
-                                                                "reason": "no baseline value"}]
+    assert math.isnan(none["delta_m"]) and none["skipped"] == [
+        {"task": "a", "metric": "acc", "reason": "no baseline value"}
+    ]
     with pytest.raises(ValueError, match="direction"):
         delta_m({"a": {"acc": 1.0}}, {"a": {"acc": 1.0}}, {"a": {"acc": "up"}})
 
@@ -306,19 +320,41 @@ def _not_json(tmp):
     return tmp / "b"
 
 
-@pytest.mark.parametrize("make, extra, words", [
-    (lambda tmp: tmp / "nowhere", [], ["baseline_dir: no such directory", "nowhere",
-                                       "mtl-train baseline=stl run_dir="]),
-    (lambda tmp: tmp, [], ["has no baselines.json", "mtl-train baseline=stl run_dir="]),
-    (_only_shape, [], ["has no baseline for task(s) size", "its tasks: shape", "mtl-train baseline=stl run_dir="]),
-    (_no_r2, [], ["the baseline of task size lacks metric(s) r2", "its metrics: mae, rmse", "tasks.size.metrics"]),
-    (_flipped, [], ["measures mae in the other direction"]),
-    (_sub_run, [], ["has no baselines.json", "use its parent directory: baseline_dir="]),
-    (_not_json, [], ["cannot read", "baselines.json"]),
-    (None, ["trainer.monitor=delta_m"], ["trainer.monitor: delta_m selects by Δm", "baseline_dir is not set",
-                                         "mtl-train baseline=stl run_dir=<dir>"]),
-], ids=["missing_dir", "no_file", "missing_task", "missing_metric", "other_direction", "sub_run_dir", "not_json",
-        "delta_m_without_baseline_dir"])
+@pytest.mark.parametrize(
+    "make, extra, words",
+    [
+        (
+            lambda tmp: tmp / "nowhere",
+            [],
+            ["baseline_dir: no such directory", "nowhere", "mtl-train baseline=stl run_dir="],
+        ),
+        (lambda tmp: tmp, [], ["has no baselines.json", "mtl-train baseline=stl run_dir="]),
+        (_only_shape, [], ["has no baseline for task(s) size", "its tasks: shape", "mtl-train baseline=stl run_dir="]),
+        (_no_r2, [], ["the baseline of task size lacks metric(s) r2", "its metrics: mae, rmse", "tasks.size.metrics"]),
+        (_flipped, [], ["measures mae in the other direction"]),
+        (_sub_run, [], ["has no baselines.json", "use its parent directory: baseline_dir="]),
+        (_not_json, [], ["cannot read", "baselines.json"]),
+        (
+            None,
+            ["trainer.monitor=delta_m"],
+            [
+                "trainer.monitor: delta_m selects by Δm",
+                "baseline_dir is not set",
+                "mtl-train baseline=stl run_dir=<dir>",
+            ],
+        ),
+    ],
+    ids=[
+        "missing_dir",
+        "no_file",
+        "missing_task",
+        "missing_metric",
+        "other_direction",
+        "sub_run_dir",
+        "not_json",
+        "delta_m_without_baseline_dir",
+    ],
+)
 def test_bad_baselines_are_refused_with_exit_2(tmp_path, capsys, make, extra, words):
     argv = TWO + [f"run_dir={tmp_path / 'run'}", *extra]
     if make is not None:
@@ -348,8 +384,17 @@ def test_auxiliary_tasks_need_no_baseline_and_do_not_count(tmp_path):
     from mtl_cli.config.validate import validate
     from mtl_cli.train.evaluate import Selector
 
-    d = _write(tmp_path / "b", {"shape": {"test": {"accuracy": 0.5, "f1": 0.4}, "val": {"accuracy": 0.5, "f1": 0.4},
-                                          "directions": SHAPE, "primary_metric": "accuracy"}})
+    d = _write(
+        tmp_path / "b",
+        {
+            "shape": {
+                "test": {"accuracy": 0.5, "f1": 0.4},
+                "val": {"accuracy": 0.5, "f1": 0.4},
+                "directions": SHAPE,
+                "primary_metric": "accuracy",
+            }
+        },
+    )
     plan = validate(compose(TWO + ["tasks.size.role=auxiliary", f"baseline_dir={d}", "trainer.monitor=delta_m"]))
     sel = Selector("delta_m", build_tasks(plan), {"shape": {"accuracy": 0.5, "f1": 0.4}})
     assert sel.directions == {"shape": SHAPE}

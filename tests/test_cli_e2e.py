@@ -23,8 +23,12 @@ from omegaconf import OmegaConf
 
 from mtl_cli.config.locate import builtin_config_dir
 
-DEFAULT_TASKS = {"shape": "classification", "size": "regression", "present": "multilabel",
-                 "segmentation": "segmentation"}
+DEFAULT_TASKS = {
+    "shape": "classification",
+    "size": "regression",
+    "present": "multilabel",
+    "segmentation": "segmentation",
+}
 TIMEOUT = 240
 
 
@@ -45,8 +49,9 @@ class Command:
 
     def __init__(self, args: list[str], cwd: Path):
         self.args = [*mtl_train(), *args]
-        self.proc = subprocess.Popen(self.args, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            self.args, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self._out = None
 
     def result(self) -> subprocess.CompletedProcess:
@@ -62,8 +67,9 @@ class Command:
 
     def ok(self) -> subprocess.CompletedProcess:
         r = self.result()
-        assert r.returncode == 0, \
+        assert r.returncode == 0, (
             f"{self.args} exited {r.returncode}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
+        )
         return r
 
 
@@ -79,9 +85,11 @@ def user_conf(work) -> Path:
     (conf / "experiment").mkdir()
     # replaces the built-in data/shapes.yaml
     (conf / "data" / "shapes.yaml").write_text(
-        "name: shapes\ntrain_size: 96\nval_size: 40\ntest_size: 24\nimage_size: 32\nseed: 3\n")
+        "name: shapes\ntrain_size: 96\nval_size: 40\ntest_size: 24\nimage_size: 32\nseed: 3\n"
+    )
     (conf / "experiment" / "tiny_user.yaml").write_text(
-        "# @package _global_\ntrainer:\n  batch_size: 16\noptimizer:\n  lr: 0.002\n")
+        "# @package _global_\ntrainer:\n  batch_size: 16\noptimizer:\n  lr: 0.002\n"
+    )
     return conf
 
 
@@ -94,10 +102,12 @@ def commands(work, user_conf) -> dict[str, Command]:
         "smoke": Command(["debug=smoke", f"run_dir={work / 'smoke'}"], cwd),
         "help": Command(["--help"], cwd),
         "cfg": Command(["--cfg", "job", "optimizer.lr=0.0003", "trainer.max_epochs=2"], cwd),
-        "sweep": Command(["-m", "optimizer.lr=0.001,0.0001", "seed=0,1", "debug=smoke",
-                          f"hydra.sweep.dir={work / 'sweep'}"], cwd),
-        "user": Command(["--config-dir", str(user_conf), "experiment=tiny_user", "debug=smoke",
-                         f"run_dir={work / 'user'}"], cwd),
+        "sweep": Command(
+            ["-m", "optimizer.lr=0.001,0.0001", "seed=0,1", "debug=smoke", f"hydra.sweep.dir={work / 'sweep'}"], cwd
+        ),
+        "user": Command(
+            ["--config-dir", str(user_conf), "experiment=tiny_user", "debug=smoke", f"run_dir={work / 'user'}"], cwd
+        ),
         "user_help": Command([f"--config-dir={user_conf}", "--help"], cwd),
     }
     yield cmds
@@ -122,9 +132,19 @@ def _jsonl(path: Path) -> list[dict]:
 
 def test_smoke_run_dir_contents(smoke):
     run_dir, _ = smoke
-    for name in ("config.yaml", "overrides.yaml", "train.log", "metrics.jsonl", "metrics.csv", "data.json",
-                 "summary.json", "checkpoints/last.pt", "checkpoints/best.pt", ".hydra/config.yaml",
-                 ".hydra/overrides.yaml"):
+    for name in (
+        "config.yaml",
+        "overrides.yaml",
+        "train.log",
+        "metrics.jsonl",
+        "metrics.csv",
+        "data.json",
+        "summary.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+    ):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "error.json").exists()
 
@@ -137,8 +157,7 @@ def test_smoke_config_and_overrides(smoke):
     assert cfg.trainer.eval_batch_size is None and cfg.seed == 0
     assert set(cfg.tasks) == set(DEFAULT_TASKS)
     assert yaml.safe_load((run_dir / "overrides.yaml").read_text()) == ["debug=smoke", f"run_dir={run_dir}"]
-    assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) == ["debug=smoke",
-                                                                                   f"run_dir={run_dir}"]
+    assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) == ["debug=smoke", f"run_dir={run_dir}"]
     log = (run_dir / "train.log").read_text()
     assert log.strip() and f"run directory: {run_dir.resolve()}" in log and "epoch 1" in log
 
@@ -193,8 +212,10 @@ def test_smoke_summary(smoke):
     assert s["selected_epoch"] == 1 and s["epochs"] == 1 and s["steps"] == 3
     assert s["time_per_step_s"] > 0 and s["wall_time_s"] >= s["train_time_s"] > 0
     assert s["objective"]["monitor"] == "mean_rel"
-    assert s["environment"]["packages"]["torch"] == torch.__version__.split("+")[0] or \
-        s["environment"]["packages"]["torch"] == torch.__version__
+    assert (
+        s["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
+        or s["environment"]["packages"]["torch"] == torch.__version__
+    )
     assert s["device"] in ("cpu", "cuda", "mps")
 
 

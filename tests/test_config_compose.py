@@ -22,14 +22,31 @@ from mtl_cli.registry import TASK_KINDS
 CONF = builtin_config_dir()
 SKIP_GROUPS = {"task", "hydra", "experiment"}  # task: fragments of task sets; experiments: tested below
 # A task set only composes into something valid with the data it is made for.
-TASKS_DATA = {"shapes": "shapes", "shapes_all": "shapes", "left_right": "multi_mnist", "celeba40": "celeba",
-              "label": "mnist", "none": "shapes", "tones": "tones"}
+TASKS_DATA = {
+    "shapes": "shapes",
+    "shapes_all": "shapes",
+    "left_right": "multi_mnist",
+    "celeba40": "celeba",
+    "label": "mnist",
+    "none": "shapes",
+    "tones": "tones",
+}
 # task sets whose tasks read several datasets: they compose with the experiment that declares them
 TASKS_EXPERIMENT = {"two_inputs": "two_inputs", "image_and_audio": "image_and_audio"}
 # ... and the data with the task set made for it (file-based data fails on its missing files first)
-DATA_TASKS = {"shapes": "shapes", "mnist": "label", "fashion_mnist": "label", "cifar10": "label", "cifar100": "label",
-              "multi_mnist": "left_right", "multi_fashion": "left_right", "celeba": "celeba40", "csv": "none",
-              "image_manifest": "none", "tones": "tones"}
+DATA_TASKS = {
+    "shapes": "shapes",
+    "mnist": "label",
+    "fashion_mnist": "label",
+    "cifar10": "label",
+    "cifar100": "label",
+    "multi_mnist": "left_right",
+    "multi_fashion": "left_right",
+    "celeba": "celeba40",
+    "csv": "none",
+    "image_manifest": "none",
+    "tones": "tones",
+}
 # options that compose but are rejected by validate() with the default tasks, and why
 INVALID_WITH_DEFAULTS = {
     ("backbone", "mlp"): ["tasks.segmentation.head", "needs a spatial feature map"],
@@ -174,8 +191,19 @@ def _check_needs_files(cfg) -> None:
 
 def test_groups_are_discovered():
     groups = _groups()
-    for g in ("arch", "backbone", "data", "debug", "head", "logger", "optimizer", "scheduler", "tasks", "trainer",
-              "weighting"):
+    for g in (
+        "arch",
+        "backbone",
+        "data",
+        "debug",
+        "head",
+        "logger",
+        "optimizer",
+        "scheduler",
+        "tasks",
+        "trainer",
+        "weighting",
+    ):
         assert g in groups
     for g in groups:  # locate.group_options (used by the CLI) sees the same files
         assert group_options(g) == sorted(p.stem for p in (CONF / g).glob("*.yaml"))
@@ -241,7 +269,7 @@ def test_experiment_composes(name):
     # the defaults list overrides of the experiment took effect
     for d in OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{name}.yaml")).get("defaults", []):
         if isinstance(d, dict):
-            (k, v), = d.items()
+            ((k, v),) = d.items()
             group, _, package = k.split("/")[-1].partition("@")  # /data@datasets.audio: a group at a key
             own_group, _ = _own_values(CONF / group / f"{v}.yaml")
             if group == "tasks":
@@ -270,8 +298,9 @@ def test_experiment_composes(name):
 
 def test_default_config_plan():
     # choosing the default options composes the default config (as _compose assumes)
-    assert OmegaConf.to_container(compose(["backbone=small_cnn", "optimizer=adamw", "tasks=shapes"])) == \
-        OmegaConf.to_container(compose([]))
+    assert OmegaConf.to_container(
+        compose(["backbone=small_cnn", "optimizer=adamw", "tasks=shapes"])
+    ) == OmegaConf.to_container(compose([]))
     plan = validate(_compose([]))
     _check_tasks(plan, DEFAULT_TASKS)
     assert plan.cfg["trainer"]["max_epochs"] == 10 and plan.cfg["trainer"]["batch_size"] == 64
@@ -285,9 +314,18 @@ def test_default_config_plan():
 
 
 def test_overrides_reach_the_plan():
-    plan = validate(compose(["tasks.shape.weight=0.5", "tasks.size.role=auxiliary", "tasks.present.enabled=false",
-                             "trainer.monitor=shape/f1", "+tasks.shape.head={name: mlp, hidden: [16]}",
-                             "data.train_size=10"]))
+    plan = validate(
+        compose(
+            [
+                "tasks.shape.weight=0.5",
+                "tasks.size.role=auxiliary",
+                "tasks.present.enabled=false",
+                "trainer.monitor=shape/f1",
+                "+tasks.shape.head={name: mlp, hidden: [16]}",
+                "data.train_size=10",
+            ]
+        )
+    )
     assert set(plan.tasks) == {"shape", "size", "segmentation"}
     assert plan.tasks["shape"]["weight"] == 0.5
     assert plan.tasks["size"]["role"] == "auxiliary"

@@ -65,10 +65,12 @@ def test_list_names_every_option_with_its_description(capsys):
         assert [o for _, o, _ in sections[g]] == [f.stem for f in files], g
         assert [d for _, _, d in sections[g]] == [_first_comment(f) for f in files], g
     # a few by hand: the description, and * on train.yaml's default choice
-    assert ("*", "small_cnn", "Small CNN for small images (mtl_cli/models/backbones/small_cnn.py)") \
-        in sections["backbone"]
-    assert (" ", "ew", "Equal weighting: plain sum of the task losses (ignores tasks.<name>.weight)") \
-        in sections["weighting"]
+    assert ("*", "small_cnn", "Small CNN for small images (mtl_cli/models/backbones/small_cnn.py)") in sections[
+        "backbone"
+    ]
+    assert (" ", "ew", "Equal weighting: plain sum of the task losses (ignores tasks.<name>.weight)") in sections[
+        "weighting"
+    ]
     assert [o for m, o, _ in sections["weighting"] if m == "*"] == ["static"]
     assert not [o for m, o, _ in sections["launcher"] if m == "*"]  # launcher: null by default
     assert sections["launcher"][0][2].startswith("Parallel jobs on this machine (joblib, one process per job)")
@@ -81,12 +83,14 @@ def test_list_some_groups_and_user_configs(capsys, tmp_path):
     (mine / "cluster.yaml").write_text("# @package _global_\n# our cluster\ndefaults: []\n")
     code, out, _ = _run(["list", "launcher", "--config-dir", str(tmp_path / "mine")], capsys)
     assert code == 0
-    assert _sections(out) == {"launcher": [
-        (" ", "cluster", "our cluster"),
-        (" ", "joblib", _first_comment(CONF / "launcher" / "joblib.yaml")),
-        (" ", "slurm", _first_comment(CONF / "launcher" / "slurm.yaml")),
-        (" ", "submitit_local", _first_comment(CONF / "launcher" / "submitit_local.yaml")),
-    ]}
+    assert _sections(out) == {
+        "launcher": [
+            (" ", "cluster", "our cluster"),
+            (" ", "joblib", _first_comment(CONF / "launcher" / "joblib.yaml")),
+            (" ", "slurm", _first_comment(CONF / "launcher" / "slurm.yaml")),
+            (" ", "submitit_local", _first_comment(CONF / "launcher" / "submitit_local.yaml")),
+        ]
+    }
     assert f"User config dirs (searched first): {tmp_path / 'mine'}" in out
 
 
@@ -120,8 +124,12 @@ def test_copy_refuses_to_overwrite_without_force(tmp_path, capsys):
     dest = tmp_path / "c"
     assert _run(["copy", str(dest), "launcher", "hparams_search"], capsys)[0] == 0
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.yaml")) == [
-        "hparams_search/optuna.yaml", "hparams_search/optuna_multi.yaml",
-        "launcher/joblib.yaml", "launcher/slurm.yaml", "launcher/submitit_local.yaml"]
+        "hparams_search/optuna.yaml",
+        "hparams_search/optuna_multi.yaml",
+        "launcher/joblib.yaml",
+        "launcher/slurm.yaml",
+        "launcher/submitit_local.yaml",
+    ]
     mine = dest / "launcher" / "joblib.yaml"
     mine.write_text("# mine\n")
     code, out, err = _run(["copy", str(dest), "launcher"], capsys)

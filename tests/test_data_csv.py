@@ -59,8 +59,7 @@ def test_string_labels_sorted_mapping_in_artifacts(houses):
 
 def test_numeric_class_labels_sort_numerically(tmp_path):
     path = write(tmp_path / "d.csv", "x,y\n1,10\n2,2\n3,9")
-    src = CsvSource(path=path, targets={"y": "y"}, kinds={"y": "classification"},
-                    **whole(path))
+    src = CsvSource(path=path, targets={"y": "y"}, kinds={"y": "classification"}, **whole(path))
     assert src.describe().targets["y"].class_names == ["2", "9", "10"]
 
 
@@ -75,9 +74,7 @@ def test_empty_target_cell_is_masked_other_targets_unaffected(houses):
 
 
 def test_binary_kind(houses):
-    src = source(houses, targets={"sold": "sold"}, kinds={"sold": "binary"},
-                 exclude=["kind", "price"],
-                 **whole(houses))
+    src = source(houses, targets={"sold": "sold"}, kinds={"sold": "binary"}, exclude=["kind", "price"], **whole(houses))
     ds = src.load()["train"]
     order = torch.argsort(ds.inputs["features"][:, 0])
     assert ds.targets["sold"].dtype == torch.float32
@@ -153,8 +150,7 @@ def test_explicit_val_and_test_files(tmp_path):
     train = write(tmp_path / "train.csv", "a,y\n" + "\n".join(f"{i},{i % 2}" for i in range(8)))
     val = write(tmp_path / "val.csv", "a,y\n100,0\n101,1")
     test = write(tmp_path / "test.csv", "a,y\n200,1")
-    splits = CsvSource(path=train, val_path=val, test_path=test, targets={"y": "y"},
-                       kinds={"y": "binary"}).load()
+    splits = CsvSource(path=train, val_path=val, test_path=test, targets={"y": "y"}, kinds={"y": "binary"}).load()
     assert sorted(splits["train"].inputs["features"][:, 0].tolist()) == list(range(8))
     assert splits["val"].inputs["features"][:, 0].tolist() == [100, 101]
     assert splits["val"].targets["y"].tolist() == [0, 1]
@@ -170,14 +166,12 @@ def test_val_file_and_carved_test(tmp_path):
 
 def test_fraction_split_sizes_exact_and_disjoint(tmp_path):
     path = write(tmp_path / "d.csv", "a,y\n" + "\n".join(f"{i},{i}" for i in range(20)))
-    src = CsvSource(path=path, targets={"y": "y"}, val_fraction=0.25, test_fraction=0.1,
-                    split_seed=3)
+    src = CsvSource(path=path, targets={"y": "y"}, val_fraction=0.25, test_fraction=0.1, split_seed=3)
     splits = src.load()
     assert [len(splits[s]) for s in ("train", "val", "test")] == [13, 5, 2]
     seen = [v for s in splits.values() for v in s.inputs["features"][:, 0].tolist()]
     assert sorted(seen) == list(range(20))
-    again = CsvSource(path=path, targets={"y": "y"}, val_fraction=0.25, test_fraction=0.1,
-                      split_seed=3).load()
+    again = CsvSource(path=path, targets={"y": "y"}, val_fraction=0.25, test_fraction=0.1, split_seed=3).load()
     assert torch.equal(again["val"].inputs["features"], splits["val"].inputs["features"])
 
 
@@ -201,8 +195,7 @@ def test_missing_file_names_absolute_path(tmp_path, monkeypatch):
 def test_relative_path_and_tsv(tmp_path, monkeypatch):
     write(tmp_path / "d.tsv", "a\tb\ty\n1\t2\tcat\n3\t4\tdog")
     monkeypatch.chdir(tmp_path)
-    ds = CsvSource(path="d.tsv", targets={"y": "y"}, exclude=["b"],
-                   **whole("d.tsv")).load()["train"]
+    ds = CsvSource(path="d.tsv", targets={"y": "y"}, exclude=["b"], **whole("d.tsv")).load()["train"]
     assert sorted(ds.inputs["features"][:, 0].tolist()) == [1.0, 3.0]
     assert ds.inputs["features"].shape == (2, 1)
     assert not math.isnan(float(ds.inputs["features"].sum()))

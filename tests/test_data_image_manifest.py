@@ -39,9 +39,14 @@ def manifest(tmp_path):
     """Six rows: colour class, a number, a segmentation mask and a depth map per image."""
     (tmp_path / "img").mkdir()
     lines = ["image,colour,brightness,seg,depth,split"]
-    rows = [("red", 1.0, 1, 2, 65535, "train"), ("green", 0.5, 0, 1, 0, "train"),
-            ("blue", 0.25, 2, 2, 32768, "train"), ("red", "", 1, 1, 100, "val"),
-            ("green", 0.5, "", "", "", "test"), ("blue", 0.1, 0, 0, 7, "train")]
+    rows = [
+        ("red", 1.0, 1, 2, 65535, "train"),
+        ("green", 0.5, 0, 1, 0, "train"),
+        ("blue", 0.25, 2, 2, 32768, "train"),
+        ("red", "", 1, 1, 100, "val"),
+        ("green", 0.5, "", "", "", "test"),
+        ("blue", 0.1, 0, 0, 7, "train"),
+    ]
     for i, (colour, bright, seg_l, seg_r, depth, split) in enumerate(rows):
         solid(tmp_path / "img" / f"{i}.png", COLOURS[colour])
         seg = depth_name = ""
@@ -68,8 +73,12 @@ def test_registered():
 def test_describe_kinds_and_class_mapping(manifest):
     spec = src(manifest).describe()
     kinds = {n: t.kind for n, t in spec.targets.items()}
-    assert kinds == {"colour": "classification", "brightness": "regression",
-                     "seg": "segmentation", "depth": "dense_regression"}
+    assert kinds == {
+        "colour": "classification",
+        "brightness": "regression",
+        "seg": "segmentation",
+        "depth": "dense_regression",
+    }
     assert spec.targets["colour"].class_names == ["blue", "green", "red"]
     assert spec.artifacts["label_maps"] == {"colour": {"blue": 0, "green": 1, "red": 2}}
     assert spec.targets["seg"].num_classes == 3  # largest mask value 2, scanned
@@ -151,8 +160,9 @@ def test_grayscale_and_carved_splits(tmp_path):
         Image.new("L", (5, 5), 20 * i).save(tmp_path / f"{i}.png")
     lines = ["file,y"] + [f"{i}.png,{i}" for i in range(10)]
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    source = ImageManifestSource(path=str(tmp_path / "m.csv"), image_column="file", channels=1,
-                                 image_size=5, val_fraction=0.2, test_fraction=0.3)
+    source = ImageManifestSource(
+        path=str(tmp_path / "m.csv"), image_column="file", channels=1, image_size=5, val_fraction=0.2, test_fraction=0.3
+    )
     splits = source.load()
     assert [len(splits[s]) for s in ("train", "val", "test")] == [5, 2, 3]
     for ds in splits.values():  # every image's value matches its label y = value / 20

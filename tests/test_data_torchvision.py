@@ -126,8 +126,9 @@ def test_mnist_values_labels_and_val_carve(mnist):
 
 def test_limit_and_resize(mnist):
     root, data = mnist
-    splits = TorchvisionSource(dataset="MNIST", root=str(root), limit=8, test_limit=2,
-                               image_size=14, val_fraction=0.25).load()
+    splits = TorchvisionSource(
+        dataset="MNIST", root=str(root), limit=8, test_limit=2, image_size=14, val_fraction=0.25
+    ).load()
     assert [len(splits[s]) for s in ("train", "val", "test")] == [6, 2, 2]
     x = splits["test"].inputs["image"]
     assert x.shape == (2, 1, 14, 14) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
@@ -146,16 +147,20 @@ def test_celeba_lazy_samples(tmp_path, monkeypatch):
     names = [f"00000{i}.jpg" for i in range(1, 7)]
     for i, n in enumerate(names):
         Image.new("RGB", (178, 218), (255, 0, 0) if i % 2 else (0, 0, 255)).save(
-            base / "img_align_celeba" / n, quality=100)
+            base / "img_align_celeba" / n, quality=100
+        )
     attrs = [[1 if (i + j) % 3 == 0 else -1 for j in range(40)] for i in range(6)]
     lines = [str(len(names)), " ".join(CELEBA_ATTRS) + " "]
     lines += [f"{n} " + " ".join(f"{a:2d}" for a in row) for n, row in zip(names, attrs)]
     (base / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    (base / "list_eval_partition.txt").write_text("\n".join(
-        f"{n} {p}" for n, p in zip(names, (0, 0, 1, 1, 2, 2))) + "\n")
+    (base / "list_eval_partition.txt").write_text(
+        "\n".join(f"{n} {p}" for n, p in zip(names, (0, 0, 1, 1, 2, 2))) + "\n"
+    )
     (base / "identity_CelebA.txt").write_text("\n".join(f"{n} 1" for n in names) + "\n")
-    for fname, cols in (("list_bbox_celeba.txt", "x_1 y_1 width height"),
-                        ("list_landmarks_align_celeba.txt", "a b c d e f g h i j")):
+    for fname, cols in (
+        ("list_bbox_celeba.txt", "x_1 y_1 width height"),
+        ("list_landmarks_align_celeba.txt", "a b c d e f g h i j"),
+    ):
         k = len(cols.split())
         rows = [f"{n} " + " ".join(["1"] * k) for n in names]
         (base / fname).write_text("\n".join(["6", cols] + rows) + "\n")

@@ -52,9 +52,18 @@ def shapes_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
-    return _train(tmp_path_factory, "seg", BASE + ["backbone=small_cnn", "tasks.segmentation.enabled=true",
-                                                   "+tasks.depth.kind=dense_regression", "trainer.max_epochs=1",
-                                                   "data.train_size=32"])
+    return _train(
+        tmp_path_factory,
+        "seg",
+        BASE
+        + [
+            "backbone=small_cnn",
+            "tasks.segmentation.enabled=true",
+            "+tasks.depth.kind=dense_regression",
+            "trainer.max_epochs=1",
+            "data.train_size=32",
+        ],
+    )
 
 
 def _summary(run: Path) -> dict:
@@ -108,8 +117,12 @@ def test_val_of_best_and_last_match_the_selected_and_final_evaluations(shapes_ru
 
 
 def test_a_limited_test_is_reproduced_with_limit(tmp_path_factory, capsys):
-    run = _train(tmp_path_factory, "limited", BASE + ["trainer.max_epochs=1", "trainer.limit_test_batches=1",
-                                                      "trainer.eval_batch_size=8", "data.train_size=32"])
+    run = _train(
+        tmp_path_factory,
+        "limited",
+        BASE
+        + ["trainer.max_epochs=1", "trainer.limit_test_batches=1", "trainer.eval_batch_size=8", "data.train_size=32"],
+    )
     s = _summary(run)
     limited, _ = _eval([run, "limit=1"], capsys)
     whole, _ = _eval([run], capsys)
@@ -167,20 +180,23 @@ def test_allowed_targets_given_by_the_user_count(shapes_run, tmp_path, monkeypat
     _assert_metrics_equal(res["metrics"], _summary(shapes_run)["test"])
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["{tmp}/nowhere"], ["does not exist", "finished mtl-train run"]),
-    (["{tmp}"], ["has no config.yaml"]),
-    (["{run}", "checkpoint=newest"], ["unknown checkpoint name", "'newest'", "best, last"]),
-    (["{run}", "checkpoint=gone/ep3.pt"], ["checkpoint file gone/ep3.pt does not exist"]),
-    (["{run}", "split=dev"], ["split: unknown split", "test, val, train"]),
-    (["{run}", "limit=0"], ["limit: expected an integer >= 1"]),
-    (["{run}", "backbone.name=resnet18"], ["backbone.name: cannot be overridden here", "data.*"]),
-    (["{run}", "data.train_sz=5"], ["data.train_sz", "unknown key"]),
-    (["{run}", "data.seed=1,2"], ["several values"]),
-    (["{run}", "{run}"], ["a second argument without key="]),
-    (["{run}", "chekpoint=last"], ["unknown argument of mtl-eval", "did you mean checkpoint=...?"]),
-    (["split=val"], ["<run dir>: missing"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["{tmp}/nowhere"], ["does not exist", "finished mtl-train run"]),
+        (["{tmp}"], ["has no config.yaml"]),
+        (["{run}", "checkpoint=newest"], ["unknown checkpoint name", "'newest'", "best, last"]),
+        (["{run}", "checkpoint=gone/ep3.pt"], ["checkpoint file gone/ep3.pt does not exist"]),
+        (["{run}", "split=dev"], ["split: unknown split", "test, val, train"]),
+        (["{run}", "limit=0"], ["limit: expected an integer >= 1"]),
+        (["{run}", "backbone.name=resnet18"], ["backbone.name: cannot be overridden here", "data.*"]),
+        (["{run}", "data.train_sz=5"], ["data.train_sz", "unknown key"]),
+        (["{run}", "data.seed=1,2"], ["several values"]),
+        (["{run}", "{run}"], ["a second argument without key="]),
+        (["{run}", "chekpoint=last"], ["unknown argument of mtl-eval", "did you mean checkpoint=...?"]),
+        (["split=val"], ["<run dir>: missing"]),
+    ],
+)
 def test_eval_errors_name_the_argument(shapes_run, tmp_path, capsys, argv, words):
     argv = [a.format(tmp=tmp_path, run=shapes_run) for a in argv]
     code, err = _exit(ev.main, argv, capsys)
@@ -268,8 +284,9 @@ def test_predict_jsonl_holds_the_csv_values(shapes_run, tmp_path, capsys):
         assert rec["shape"]["label"] == row["shape.label"]
         assert sum(rec["shape"]["probs"].values()) == pytest.approx(1.0, abs=1e-5)
         assert rec["size"]["value"] == pytest.approx(float(row["size.value"]), abs=1e-7)
-        assert rec["present"]["labels"] == {k.split(".")[-1]: int(v) for k, v in row.items()
-                                            if k.startswith("present.labels.")}
+        assert rec["present"]["labels"] == {
+            k.split(".")[-1]: int(v) for k, v in row.items() if k.startswith("present.labels.")
+        }
 
 
 def test_predict_writes_segmentation_masks(seg_run, tmp_path, capsys):
@@ -286,8 +303,14 @@ def test_predict_writes_segmentation_masks(seg_run, tmp_path, capsys):
         run.model.load_state_dict(state["model"])
         want = run.model({"image": x})["segmentation"].argmax(1)
     torch.save(state, tmp_path / "half.pt")
-    pr.main([str(seg_run), f"input={tmp_path / 'imgs' / 'img*.png'}", f"output={tmp_path / 'out' / 'preds.csv'}",
-             f"checkpoint={tmp_path / 'half.pt'}"])
+    pr.main(
+        [
+            str(seg_run),
+            f"input={tmp_path / 'imgs' / 'img*.png'}",
+            f"output={tmp_path / 'out' / 'preds.csv'}",
+            f"checkpoint={tmp_path / 'half.pt'}",
+        ]
+    )
     capsys.readouterr()
     rows = _read_csv(tmp_path / "out" / "preds.csv")
     assert len(rows) == 3
@@ -315,10 +338,22 @@ def test_predict_from_a_csv_of_features(tmp_path_factory, tmp_path, capsys):
         x1, x2, x3 = (rnd.uniform(-1, 1) for _ in range(3))
         rows.append(f"{x1:.4f},{x2:.4f},{100 + 50 * x3:.4f},{2 * x1 - x2:.4f},{'yes' if x3 > 0 else 'no'}")
     (folder / "d.csv").write_text("\n".join(rows) + "\n")
-    run = _train(tmp_path_factory, "tabrun", [
-        "experiment=tabular", f"data.path={folder / 'd.csv'}", "data.targets={price: price, kind: kind}",
-        "+tasks.price.kind=regression", "+tasks.kind.kind=classification", "trainer.max_epochs=2",
-        "trainer.batch_size=32", "trainer.progress=false", "device=cpu", "logger.console_summary=false"])
+    run = _train(
+        tmp_path_factory,
+        "tabrun",
+        [
+            "experiment=tabular",
+            f"data.path={folder / 'd.csv'}",
+            "data.targets={price: price, kind: kind}",
+            "+tasks.price.kind=regression",
+            "+tasks.kind.kind=classification",
+            "trainer.max_epochs=2",
+            "trainer.batch_size=32",
+            "trainer.progress=false",
+            "device=cpu",
+            "logger.console_summary=false",
+        ],
+    )
     loaded = load_run(run)
     test = loaded.plan.source.load()["test"]  # standardised as in training
     raw = [r.split(",") for r in rows[1:]]
@@ -389,19 +424,25 @@ def test_grayscale_shapes_take_the_generators_luminance(tmp_path):
     assert x.shape == (1, 1, 16, 16) and torch.allclose(x[0], want, atol=1e-6)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["{run}", "input={tmp}/missing.png"], ["no such file or folder", "missing.png"]),
-    (["{run}"], ["input: missing"]),
-    (["{run}", "input={tmp}", "output={tmp}/p.txt"], ["output: unknown output format", ".csv, .jsonl"]),
-    (["{run}", "input={tmp}", "resize=maybe"], ["resize: unknown resize policy"]),
-    (["{run}", "input={tmp}/notes.txt"], ["is not a file this run's data source reads", "image files"]),
-    (["{run}", "input={tmp}/empty"], ["holds no"]),
-    (["{run}", "input={tmp}/broken.png"], ["cannot decode image", "broken.png"]),
-    (["{run}", "input={tmp}/list.csv"], ["row 1", "no such file", "nothere.png"]),
-    (["{run}", "input={tmp}/a.png", "dataset=audio"], ["dataset: no task of the run reads this dataset"]),
-    (["{run}", "{tmp}/a.png"], ["a second argument without key=", "inputs as input="]),
-    (["{run}", "input={tmp}/a.png", "ouput=p.csv"], ["unknown argument of mtl-predict", "did you mean output=...?"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["{run}", "input={tmp}/missing.png"], ["no such file or folder", "missing.png"]),
+        (["{run}"], ["input: missing"]),
+        (["{run}", "input={tmp}", "output={tmp}/p.txt"], ["output: unknown output format", ".csv, .jsonl"]),
+        (["{run}", "input={tmp}", "resize=maybe"], ["resize: unknown resize policy"]),
+        (["{run}", "input={tmp}/notes.txt"], ["is not a file this run's data source reads", "image files"]),
+        (["{run}", "input={tmp}/empty"], ["holds no"]),
+        (["{run}", "input={tmp}/broken.png"], ["cannot decode image", "broken.png"]),
+        (["{run}", "input={tmp}/list.csv"], ["row 1", "no such file", "nothere.png"]),
+        (["{run}", "input={tmp}/a.png", "dataset=audio"], ["dataset: no task of the run reads this dataset"]),
+        (["{run}", "{tmp}/a.png"], ["a second argument without key=", "inputs as input="]),
+        (
+            ["{run}", "input={tmp}/a.png", "ouput=p.csv"],
+            ["unknown argument of mtl-predict", "did you mean output=...?"],
+        ),
+    ],
+)
 def test_predict_errors_name_the_argument(shapes_run, tmp_path, capsys, argv, words):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty").mkdir()
@@ -445,9 +486,21 @@ def test_image_manifest_run_predicts_from_its_manifest_as_in_training(tmp_path_f
         rows.append(f"img/p{i}.png,{'bright' if i % 2 else 'dark'},{float(x.float().mean()) / 255:.4f}")
     (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
     plain = [o for o in BASE if not o.startswith(("data.", "tasks."))]
-    run = _train(tmp_path_factory, "manrun", plain + [
-        "data=image_manifest", f"data.path={folder / 'manifest.csv'}", "data.image_column=file", "data.image_size=16",
-        "tasks=none", "+tasks.tone.kind=classification", "+tasks.level.kind=regression", "trainer.max_epochs=1"])
+    run = _train(
+        tmp_path_factory,
+        "manrun",
+        plain
+        + [
+            "data=image_manifest",
+            f"data.path={folder / 'manifest.csv'}",
+            "data.image_column=file",
+            "data.image_size=16",
+            "tasks=none",
+            "+tasks.tone.kind=classification",
+            "+tasks.level.kind=regression",
+            "trainer.max_epochs=1",
+        ],
+    )
     pr.main([str(run), f"input={folder / 'manifest.csv'}", f"output={tmp_path / 'p.jsonl'}"])  # the manifest as a list
     capsys.readouterr()
     got = [json.loads(ln) for ln in (tmp_path / "p.jsonl").read_text().splitlines()]

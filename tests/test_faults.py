@@ -56,8 +56,12 @@ def poison(monkeypatch, task: str, steps: set[int], value: float = NAN) -> None:
 
 def finite(path: Path) -> bool:
     state = torch.load(path, weights_only=True)
-    return all(torch.isfinite(v).all() for part in ("model", "weighting") for v in state[part].values()
-               if v.is_floating_point())
+    return all(
+        torch.isfinite(v).all()
+        for part in ("model", "weighting")
+        for v in state[part].values()
+        if v.is_floating_point()
+    )
 
 
 # ---------------------------------------------------------------- non-finite values
@@ -143,8 +147,15 @@ def test_training_error_exits_1_without_traceback(monkeypatch, tmp_path, capsys)
 
 # ---------------------------------------------------------------- processes killed or signalled
 def _cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mtl_cli.cli.train", *BASE, "trainer.checkpoint_every=1",
-            f"run_dir={run_dir}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mtl_cli.cli.train",
+        *BASE,
+        "trainer.checkpoint_every=1",
+        f"run_dir={run_dir}",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -348,23 +359,60 @@ def _write_bad(kind: str, tmp_path: Path, run: Path) -> Path:
 CHECKPOINT_CASES = [
     ("missing file", lambda t, r: str(t / "nope.pt"), [], ["resume", "no checkpoint at", "nope.pt", "run directory"]),
     ("run dir without checkpoints", lambda t, r: str(t), [], ["resume", "no checkpoint at", "checkpoints/last.pt"]),
-    ("truncated", lambda t, r: str(_write_bad("truncated", t, r)), [],
-     ["truncated.pt", "truncated or not a torch checkpoint", "resume from another checkpoint"]),
-    ("not a checkpoint", lambda t, r: str(_write_bad("text", t, r)), [],
-     ["text.pt", "truncated or not a torch checkpoint"]),
-    ("foreign state dict", lambda t, r: str(_write_bad("foreign", t, r)), [],
-     ["foreign.pt", "is not an mtl_cli checkpoint", "state_dict"]),
-    ("hostile pickle in a torch file", lambda t, r: str(_write_bad("hostile", t, r)), [],
-     ["hostile.pt", "refused to load", "could run code", "system", "nothing in it was run"]),
-    ("hostile raw pickle", lambda t, r: str(_write_bad("hostile_raw_pickle", t, r)), [],
-     ["hostile_raw_pickle.pt", "truncated or not a torch checkpoint", "nothing in it was run"]),
-    ("other settings", lambda t, r: str(r), ["weighting=famo", "optimizer.lr=0.01"],
-     ["resume", "was written with other settings", "weighting.name: 'static' in the checkpoint, 'famo' now",
-      "optimizer.lr: 0.003 in the checkpoint, 0.01 now", "resume_strict=false"]),
-    ("other model", lambda t, r: str(r), ["backbone.hidden=[32]", "resume_strict=false"],
-     ["resume", "holds another model", "of another shape", "backbone"]),
-    ("resume path in a sweep", lambda t, r: str(r), ["-m", "seed=0,1"],
-     ["resume", "continues one run, not a sweep", "hydra.sweep.dir"]),
+    (
+        "truncated",
+        lambda t, r: str(_write_bad("truncated", t, r)),
+        [],
+        ["truncated.pt", "truncated or not a torch checkpoint", "resume from another checkpoint"],
+    ),
+    (
+        "not a checkpoint",
+        lambda t, r: str(_write_bad("text", t, r)),
+        [],
+        ["text.pt", "truncated or not a torch checkpoint"],
+    ),
+    (
+        "foreign state dict",
+        lambda t, r: str(_write_bad("foreign", t, r)),
+        [],
+        ["foreign.pt", "is not an mtl_cli checkpoint", "state_dict"],
+    ),
+    (
+        "hostile pickle in a torch file",
+        lambda t, r: str(_write_bad("hostile", t, r)),
+        [],
+        ["hostile.pt", "refused to load", "could run code", "system", "nothing in it was run"],
+    ),
+    (
+        "hostile raw pickle",
+        lambda t, r: str(_write_bad("hostile_raw_pickle", t, r)),
+        [],
+        ["hostile_raw_pickle.pt", "truncated or not a torch checkpoint", "nothing in it was run"],
+    ),
+    (
+        "other settings",
+        lambda t, r: str(r),
+        ["weighting=famo", "optimizer.lr=0.01"],
+        [
+            "resume",
+            "was written with other settings",
+            "weighting.name: 'static' in the checkpoint, 'famo' now",
+            "optimizer.lr: 0.003 in the checkpoint, 0.01 now",
+            "resume_strict=false",
+        ],
+    ),
+    (
+        "other model",
+        lambda t, r: str(r),
+        ["backbone.hidden=[32]", "resume_strict=false"],
+        ["resume", "holds another model", "of another shape", "backbone"],
+    ),
+    (
+        "resume path in a sweep",
+        lambda t, r: str(r),
+        ["-m", "seed=0,1"],
+        ["resume", "continues one run, not a sweep", "hydra.sweep.dir"],
+    ),
 ]
 
 

@@ -9,8 +9,10 @@ from mtl_cli.models.backbones.torchvision_models import TorchvisionBackbone
 from mtl_cli.registry import BACKBONES, HEADS
 
 
-@pytest.mark.parametrize("model,channels", [("resnet18", 512), ("mobilenet_v3_small", 576),
-                                             ("efficientnet_b0", 1280), ("convnext_tiny", 768)])
+@pytest.mark.parametrize(
+    "model,channels",
+    [("resnet18", 512), ("mobilenet_v3_small", 576), ("efficientnet_b0", 1280), ("convnext_tiny", 768)],
+)
 def test_torchvision_backbone_returns_a_feature_map(model, channels):
     bb = TorchvisionBackbone(InputSpec("image", (3, 64, 64)), model=model)
     assert bb.out_shape == (channels, 2, 2)  # stride 32

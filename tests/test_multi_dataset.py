@@ -22,10 +22,19 @@ from mtl_cli.train.api import train
 from mtl_cli.train.batches import make_loader
 from mtl_cli.train.sampling import TrainStream
 
-TWO = ["experiment=two_inputs", "trainer.progress=false", "backbone.channels=[8,16,16]",
-       "data.train_size=96", "data.val_size=32", "data.test_size=32", "data.image_size=16",
-       "datasets.outlines.train_size=32", "datasets.outlines.val_size=16", "datasets.outlines.test_size=16",
-       "datasets.outlines.image_size=12"]
+TWO = [
+    "experiment=two_inputs",
+    "trainer.progress=false",
+    "backbone.channels=[8,16,16]",
+    "data.train_size=96",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.image_size=16",
+    "datasets.outlines.train_size=32",
+    "datasets.outlines.val_size=16",
+    "datasets.outlines.test_size=16",
+    "datasets.outlines.image_size=12",
+]
 
 
 def _loaders(sizes: dict[str, int], batch_size: int = 1) -> dict:
@@ -70,8 +79,8 @@ def test_proportional_and_temperature_probabilities():
     assert p.probs == pytest.approx({"a": 0.9, "b": 0.1})
     assert len(p) == 100  # both definitions give the total: 90 / 0.9 == 10 / 0.1
     t = TrainStream(_loaders(sizes), "temperature", temperature=2.0)
-    z = 90 ** 0.5 + 10 ** 0.5
-    assert t.probs == pytest.approx({"a": 90 ** 0.5 / z, "b": 10 ** 0.5 / z})
+    z = 90**0.5 + 10**0.5
+    assert t.probs == pytest.approx({"a": 90**0.5 / z, "b": 10**0.5 / z})
     assert len(t) == math.ceil(90 / t.probs["a"] - 1e-9)
     assert TrainStream(_loaders(sizes), "temperature", temperature=1.0).probs == pytest.approx(p.probs)
     # draws follow the probabilities (2,000 draws: within 4 standard deviations)
@@ -184,8 +193,13 @@ def test_a_batch_of_one_dataset_trains_only_its_tasks():
 
 
 def test_two_inputs_trains_with_missing_labels_and_logs_per_dataset(tmp_path):
-    overrides = [*TWO, "trainer.max_epochs=1", "trainer.batch_size=16", "logger.log_every=1",
-                 "+datasets.outlines.missing_labels.shape=0.5"]
+    overrides = [
+        *TWO,
+        "trainer.max_epochs=1",
+        "trainer.batch_size=16",
+        "logger.log_every=1",
+        "+datasets.outlines.missing_labels.shape=0.5",
+    ]
     summary = train(compose(overrides), tmp_path / "run")
     # round robin, largest: data has 6 batches of 16, drawn every other step
     assert summary["steps"] == 12
@@ -204,8 +218,14 @@ def test_two_inputs_trains_with_missing_labels_and_logs_per_dataset(tmp_path):
 
 
 def test_sampling_all_gives_every_task_a_loss_each_step(tmp_path):
-    overrides = [*TWO, "trainer.max_epochs=1", "trainer.batch_size=16", "logger.log_every=1",
-                 "trainer.sampling=all", "trainer.epoch_length=smallest"]
+    overrides = [
+        *TWO,
+        "trainer.max_epochs=1",
+        "trainer.batch_size=16",
+        "logger.log_every=1",
+        "trainer.sampling=all",
+        "trainer.epoch_length=smallest",
+    ]
     summary = train(compose(overrides), tmp_path / "run")
     assert summary["steps"] == 2  # outlines: 2 batches of 16
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

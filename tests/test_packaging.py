@@ -21,6 +21,7 @@ CONF = ROOT / "conf"
 
 pytestmark = pytest.mark.slow
 
+
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, **kw)
     assert r.returncode == 0, f"{args} exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"

@@ -28,10 +28,20 @@ from mtl_cli.report import Stat, discover, fmt_stat, mean_curve, mean_std, paret
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TASKS = {
-    "shape": {"kind": "classification", "role": "primary", "weight": 1.0, "primary_metric": "accuracy",
-              "directions": {"accuracy": "higher", "f1": "higher"}},
-    "size": {"kind": "regression", "role": "primary", "weight": 1.0, "primary_metric": "mae",
-             "directions": {"mae": "lower", "r2": "higher"}},
+    "shape": {
+        "kind": "classification",
+        "role": "primary",
+        "weight": 1.0,
+        "primary_metric": "accuracy",
+        "directions": {"accuracy": "higher", "f1": "higher"},
+    },
+    "size": {
+        "kind": "regression",
+        "role": "primary",
+        "weight": 1.0,
+        "primary_metric": "mae",
+        "directions": {"mae": "lower", "r2": "higher"},
+    },
 }
 
 
@@ -41,33 +51,77 @@ def _plain_env(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-def write_run(d: Path, *, seed: int, weighting: str, test: dict, delta_m=None, tps=0.1, train_time=10.0,
-              epochs=2, peak=100.0, objective=0.5, lr=1e-3, extra: list[str] = (), tasks=TASKS,
-              weights=(1.0, 1.0)) -> None:
+def write_run(
+    d: Path,
+    *,
+    seed: int,
+    weighting: str,
+    test: dict,
+    delta_m=None,
+    tps=0.1,
+    train_time=10.0,
+    epochs=2,
+    peak=100.0,
+    objective=0.5,
+    lr=1e-3,
+    extra: list[str] = (),
+    tasks=TASKS,
+    weights=(1.0, 1.0),
+) -> None:
     """A finished run directory as mtl-train writes it (the files mtl-report reads)."""
     d.mkdir(parents=True)
-    summary = {"run_dir": str(d), "objective": {"monitor": "mean_rel", "value": objective, "direction": "maximize"},
-               "epochs": epochs, "steps": 4 * epochs, "tasks": tasks,
-               "test": {t: {**m, "loss": 9.0} for t, m in test.items()},
-               "time_per_step_s": tps, "train_time_s": train_time, "peak_memory_mb": peak,
-               "peak_memory_kind": "process_max_rss"}
+    summary = {
+        "run_dir": str(d),
+        "objective": {"monitor": "mean_rel", "value": objective, "direction": "maximize"},
+        "epochs": epochs,
+        "steps": 4 * epochs,
+        "tasks": tasks,
+        "test": {t: {**m, "loss": 9.0} for t, m in test.items()},
+        "time_per_step_s": tps,
+        "train_time_s": train_time,
+        "peak_memory_mb": peak,
+        "peak_memory_kind": "process_max_rss",
+    }
     if delta_m is not False:  # False: no delta_m key at all (a run without baseline_dir)
         summary["delta_m"] = {"test": delta_m, "val": delta_m, "per_task": {}, "baseline_dir": "/b"}
     (d / "summary.json").write_text(json.dumps(summary))
-    overrides = [f"seed={seed}", f"weighting={weighting}", "trainer.max_epochs=2", f"run_dir={d}",
-                 "hydra.job.chdir=false", *extra]
+    overrides = [
+        f"seed={seed}",
+        f"weighting={weighting}",
+        "trainer.max_epochs=2",
+        f"run_dir={d}",
+        "hydra.job.chdir=false",
+        *extra,
+    ]
     (d / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"seed": seed, "weighting": {"name": weighting}, "optimizer": {"lr": lr}, "run_dir": str(d),
-              "trainer": {"max_epochs": epochs}}
+    config = {
+        "seed": seed,
+        "weighting": {"name": weighting},
+        "optimizer": {"lr": lr},
+        "run_dir": str(d),
+        "trainer": {"max_epochs": epochs},
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(config))
     recs = []
     for step in range(1, 4 * epochs + 1):
-        recs.append({"split": "train", "epoch": (step - 1) // 4 + 1, "step": step,
-                     **{f"loss/{t}": 1.0 / step + seed for t in tasks},
-                     **{f"weight/{t}": w * step for t, w in zip(tasks, weights)}})
+        recs.append(
+            {
+                "split": "train",
+                "epoch": (step - 1) // 4 + 1,
+                "step": step,
+                **{f"loss/{t}": 1.0 / step + seed for t in tasks},
+                **{f"weight/{t}": w * step for t, w in zip(tasks, weights)},
+            }
+        )
         if step % 4 == 0:
-            recs.append({"split": "val", "epoch": step // 4, "step": step,
-                         **{f"{t}/{i['primary_metric']}": 0.1 * step for t, i in tasks.items()}})
+            recs.append(
+                {
+                    "split": "val",
+                    "epoch": step // 4,
+                    "step": step,
+                    **{f"{t}/{i['primary_metric']}": 0.1 * step for t, i in tasks.items()},
+                }
+            )
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"split": "tra')  # a cut line
 
 
@@ -75,34 +129,88 @@ def write_stl(d: Path, *, seed: int, test: dict, tps: dict, train_time: dict, pe
     """A baseline=stl run: baselines.json and one single-task run per task in <d>/<task>/."""
     d.mkdir(parents=True)
     (d / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}", "baseline=stl", "trainer.max_epochs=2"]))
-    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "baseline": "stl", "weighting": {"name": "ew"},
-                                                   "optimizer": {"lr": 1e-3}}))
+    (d / "config.yaml").write_text(
+        yaml.safe_dump({"seed": seed, "baseline": "stl", "weighting": {"name": "ew"}, "optimizer": {"lr": 1e-3}})
+    )
     for t in TASKS:
-        write_run(d / t, seed=seed, weighting="ew", test={t: test[t]}, delta_m=False, tps=tps[t],
-                  train_time=train_time[t], peak=peak[t], tasks={t: TASKS[t]})
-    (d / "baselines.json").write_text(json.dumps({
-        "tasks": {t: {"test": test[t], "val": test[t], "directions": TASKS[t]["directions"],
-                      "primary_metric": TASKS[t]["primary_metric"], "run_dir": str(d / t)} for t in TASKS},
-        "config": {"seed": seed}}))
+        write_run(
+            d / t,
+            seed=seed,
+            weighting="ew",
+            test={t: test[t]},
+            delta_m=False,
+            tps=tps[t],
+            train_time=train_time[t],
+            peak=peak[t],
+            tasks={t: TASKS[t]},
+        )
+    (d / "baselines.json").write_text(
+        json.dumps(
+            {
+                "tasks": {
+                    t: {
+                        "test": test[t],
+                        "val": test[t],
+                        "directions": TASKS[t]["directions"],
+                        "primary_metric": TASKS[t]["primary_metric"],
+                        "run_dir": str(d / t),
+                    }
+                    for t in TASKS
+                },
+                "config": {"seed": seed},
+            }
+        )
+    )
 
 
 NAN = float("nan")
 # weighting=ew: seeds 0, 1, 2 (size/mae of seed 2 is NaN, written as null); uw: seeds 0, 1 (no Δm for
 # seed 1); dwa: one run without delta_m; job 5 failed, job 6 is still running
-EW = [dict(test={"shape": {"accuracy": 0.5, "f1": 0.25}, "size": {"mae": 0.125, "r2": 0.5}}, delta_m=2.0,
-           tps=0.1, train_time=10.0, peak=100.0, objective=0.25),
-      dict(test={"shape": {"accuracy": 0.75, "f1": 0.5}, "size": {"mae": 0.25, "r2": 0.5}}, delta_m=4.0,
-           tps=0.2, train_time=20.0, peak=200.0, objective=0.5),
-      dict(test={"shape": {"accuracy": 0.625, "f1": 0.375}, "size": {"mae": None, "r2": 0.5}}, delta_m=3.0,
-           tps=0.3, train_time=30.0, peak=300.0, objective=0.75)]
-UW = [dict(test={"shape": {"accuracy": 0.875, "f1": 0.5}, "size": {"mae": 0.0625, "r2": 0.25}}, delta_m=5.0,
-           weights=(0.5, 2.0)),
-      dict(test={"shape": {"accuracy": 0.625, "f1": 0.5}, "size": {"mae": 0.125, "r2": 0.75}}, delta_m=None,
-           weights=(1.5, 1.0))]
+EW = [
+    dict(
+        test={"shape": {"accuracy": 0.5, "f1": 0.25}, "size": {"mae": 0.125, "r2": 0.5}},
+        delta_m=2.0,
+        tps=0.1,
+        train_time=10.0,
+        peak=100.0,
+        objective=0.25,
+    ),
+    dict(
+        test={"shape": {"accuracy": 0.75, "f1": 0.5}, "size": {"mae": 0.25, "r2": 0.5}},
+        delta_m=4.0,
+        tps=0.2,
+        train_time=20.0,
+        peak=200.0,
+        objective=0.5,
+    ),
+    dict(
+        test={"shape": {"accuracy": 0.625, "f1": 0.375}, "size": {"mae": None, "r2": 0.5}},
+        delta_m=3.0,
+        tps=0.3,
+        train_time=30.0,
+        peak=300.0,
+        objective=0.75,
+    ),
+]
+UW = [
+    dict(
+        test={"shape": {"accuracy": 0.875, "f1": 0.5}, "size": {"mae": 0.0625, "r2": 0.25}},
+        delta_m=5.0,
+        weights=(0.5, 2.0),
+    ),
+    dict(
+        test={"shape": {"accuracy": 0.625, "f1": 0.5}, "size": {"mae": 0.125, "r2": 0.75}},
+        delta_m=None,
+        weights=(1.5, 1.0),
+    ),
+]
 DWA = dict(test={"shape": {"accuracy": 0.5, "f1": 0.5}, "size": {"mae": 0.5, "r2": 0.0}}, delta_m=False)
-STL = dict(test={"shape": {"accuracy": 0.9375, "f1": 0.875}, "size": {"mae": 0.03125, "r2": 0.875}},
-           tps={"shape": 0.05, "size": 0.07}, train_time={"shape": 4.0, "size": 6.0},
-           peak={"shape": 150.0, "size": 120.0})
+STL = dict(
+    test={"shape": {"accuracy": 0.9375, "f1": 0.875}, "size": {"mae": 0.03125, "r2": 0.875}},
+    tps={"shape": 0.05, "size": 0.07},
+    train_time={"shape": 4.0, "size": 6.0},
+    peak={"shape": 150.0, "size": 120.0},
+)
 FAILURE = "Training stopped: 1 problem found\n  - size: non-finite loss at step 7 (epoch 2)"
 
 
@@ -143,7 +251,7 @@ def table_rows(text: str) -> dict[str, str]:
     lines = text.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("#  group"))
     rows = {}
-    for ln in lines[start + 1:]:
+    for ln in lines[start + 1 :]:
         if not ln.strip():
             break
         rows[ln.split("  ")[1].strip()] = ln
@@ -161,14 +269,16 @@ def num(cell: str) -> float | None:
 # ----------------------------------------------------------------------------- pure functions
 def test_pareto_front_on_hand_made_points():
     # x: higher is better, y: lower is better
-    pts = [(0.9, 0.30),   # 0: front (best x)
-           (0.8, 0.10),   # 1: front
-           (0.8, 0.10),   # 2: tie with 1: neither dominates the other, both on the front
-           (0.7, 0.20),   # 3: dominated by 1 (lower x, higher y)
-           (0.9, 0.40),   # 4: dominated by 0 (same x, worse y)
-           (0.5, 0.05),   # 5: front (best y)
-           (NAN, 0.01),   # 6: a NaN never counts, and dominates nothing
-           (0.95, None)]  # 7: a missing value likewise
+    pts = [
+        (0.9, 0.30),  # 0: front (best x)
+        (0.8, 0.10),  # 1: front
+        (0.8, 0.10),  # 2: tie with 1: neither dominates the other, both on the front
+        (0.7, 0.20),  # 3: dominated by 1 (lower x, higher y)
+        (0.9, 0.40),  # 4: dominated by 0 (same x, worse y)
+        (0.5, 0.05),  # 5: front (best y)
+        (NAN, 0.01),  # 6: a NaN never counts, and dominates nothing
+        (0.95, None),
+    ]  # 7: a missing value likewise
     assert pareto_front(pts, ["higher", "lower"]) == [0, 1, 2, 5]
     # the other directions give another front: x lower and y higher is better
     assert pareto_front(pts, ["lower", "higher"]) == [3, 4, 5]  # 5 has the lowest x; 4: highest y; 3 beats 0,1,2
@@ -210,7 +320,8 @@ def test_discover_finds_jobs_in_order_and_lists_failed_ones(sweep):
     assert [r.kind for r in runs] == ["mtl"] * 6 + ["stl"]
     assert [(s.path.name, s.reason) for s in skipped] == [
         ("5", "failed: TrainingError: Training stopped: 1 problem found - size: non-finite loss at step 7 (epoch 2)"),
-        ("6", "no summary.json: still running, stopped (resume it with mtl-train resume=<dir>) or killed")]
+        ("6", "no summary.json: still running, stopped (resume it with mtl-train resume=<dir>) or killed"),
+    ]
     stl = runs[-1]  # the single-task runs together: both tasks' metrics, summed times, the largest peak
     assert stl.test == STL["test"] and stl.seed == 0
     assert stl.time_per_step_s == pytest.approx(0.05 + 0.07) and stl.time_per_epoch_s == 4.0 / 2 + 6.0 / 2
@@ -229,10 +340,16 @@ def test_report_numbers_csv_and_markdown(sweep, tmp_path, capsys):
     rows = read_csv(out / "report.csv")
     assert list(rows) == ["weighting=uw", "weighting=ew", "weighting=dwa", "stl"]  # Δm 5 > 3 > none; stl last
     ew, uw, dwa, stl = rows["weighting=ew"], rows["weighting=uw"], rows["weighting=dwa"], rows["stl"]
-    assert (ew["n"], ew["seeds"], ew["weighting"], ew["kind"], stl["kind"], stl["weighting"]) == \
-        ("3", "0,1,2", "ew", "mtl", "stl", "")
+    assert (ew["n"], ew["seeds"], ew["weighting"], ew["kind"], stl["kind"], stl["weighting"]) == (
+        "3",
+        "0,1,2",
+        "ew",
+        "mtl",
+        "stl",
+        "",
+    )
     assert num(ew["shape/accuracy_mean"]) == (0.5 + 0.75 + 0.625) / 3 == 0.625
-    assert num(ew["shape/accuracy_std"]) == pytest.approx(math.sqrt((0.125 ** 2 + 0.125 ** 2 + 0.0) / (3 - 1)))
+    assert num(ew["shape/accuracy_std"]) == pytest.approx(math.sqrt((0.125**2 + 0.125**2 + 0.0) / (3 - 1)))
     assert num(ew["shape/f1_mean"]) == (0.25 + 0.5 + 0.375) / 3
     # seed 2's size/mae is NaN (null): the mean and std are over the two others
     assert num(ew["size/mae_mean"]) == (0.125 + 0.25) / 2 and ew["size/mae_n"] == "2"
@@ -244,7 +361,8 @@ def test_report_numbers_csv_and_markdown(sweep, tmp_path, capsys):
     assert num(ew["time_per_epoch_s_std"]) == 5.0  # 5, 10, 15
     assert (num(ew["peak_memory_mb_mean"]), num(ew["peak_memory_mb_std"])) == (200.0, 100.0)
     assert ew["peak_memory_kind"] == "process_max_rss" and ew["run_dirs"].split(";") == [
-        str((sweep / j).resolve()) for j in ("0", "1", "2")]
+        str((sweep / j).resolve()) for j in ("0", "1", "2")
+    ]
     assert num(uw["shape/accuracy_mean"]) == (0.875 + 0.625) / 2
     assert num(uw["shape/accuracy_std"]) == pytest.approx(0.25 / math.sqrt(2))
     # Δm of one of the two uw runs is null: its mean is the other's value, and no std (not NaN)
@@ -262,8 +380,16 @@ def test_report_numbers_csv_and_markdown(sweep, tmp_path, capsys):
     md = (out / "report.md").read_text()
     md_rows = {ln.split(" | ")[1]: ln for ln in md.splitlines() if ln.startswith("| ") and ln[2].isdigit()}
     for label, row in rows.items():
-        for key in ("delta_m", "shape/accuracy", "shape/f1", "size/mae", "size/r2", "time_per_step_s",
-                    "time_per_epoch_s", "peak_memory_mb"):
+        for key in (
+            "delta_m",
+            "shape/accuracy",
+            "shape/f1",
+            "size/mae",
+            "size/r2",
+            "time_per_step_s",
+            "time_per_epoch_s",
+            "peak_memory_mb",
+        ):
             cell = fmt_stat(Stat(num(row[f"{key}_mean"]), num(row[f"{key}_std"]), int(row[f"{key}_n"])))
             assert cell in printed[label] and f"| {cell} |" in md_rows[label], (label, key, cell)
     assert "0.62 ± 0.12" in printed["weighting=ew"]  # 0.625 ± 0.125 to two significant digits of the std
@@ -278,8 +404,9 @@ def test_report_numbers_csv_and_markdown(sweep, tmp_path, capsys):
 
 def test_plots_are_png_files(sweep, tmp_path, capsys):
     # the uw group and the stl baseline: two primary tasks, so a Pareto front too
-    code, text, err = report([str(sweep / "3"), str(sweep / "4"), str(sweep.parent / "stl"), "--out", str(tmp_path)],
-                             capsys)
+    code, text, err = report(
+        [str(sweep / "3"), str(sweep / "4"), str(sweep.parent / "stl"), "--out", str(tmp_path)], capsys
+    )
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
     # curves and weights per group; no weights for the baseline (it balances nothing)
@@ -296,8 +423,9 @@ def test_group_by_config_values(tmp_path, capsys):
     write_run(d / "a", seed=0, weighting="ew", lr=0.01, **EW[0])
     write_run(d / "b", seed=1, weighting="ew", lr=0.01, extra=["trainer.max_epochs=3"], **EW[1])
     write_run(d / "c", seed=0, weighting="uw", lr=0.01, **UW[0])
-    code, text, err = report([str(d), "--group-by", "weighting.name,optimizer.lr", "--no-plots",
-                              "--metrics", "primary"], capsys)
+    code, text, err = report(
+        [str(d), "--group-by", "weighting.name,optimizer.lr", "--no-plots", "--metrics", "primary"], capsys
+    )
     assert code == 0, err
     rows = read_csv(d / "report.csv")
     assert list(rows) == ["weighting.name=uw optimizer.lr=0.01", "weighting.name=ew optimizer.lr=0.01"]
@@ -309,7 +437,10 @@ def test_group_by_config_values(tmp_path, capsys):
     # by default the differing overrides split a and b
     code, text, _ = report([str(d), "--no-plots"], capsys)
     assert code == 0 and list(read_csv(d / "report.csv")) == [  # by Δm: 5, (4), (2)
-        "weighting=uw trainer.max_epochs=2", "weighting=ew trainer.max_epochs=3", "weighting=ew trainer.max_epochs=2"]
+        "weighting=uw trainer.max_epochs=2",
+        "weighting=ew trainer.max_epochs=3",
+        "weighting=ew trainer.max_epochs=2",
+    ]
 
 
 def test_bad_arguments_exit_2_naming_the_problem(sweep, tmp_path, capsys):
@@ -366,8 +497,17 @@ def test_report_on_a_real_run(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def real_sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("real") / "sweep"
-    cmd = [sys.executable, "-m", "mtl_cli.cli.train", "-m", "seed=0,1", "weighting=ew,uw",
-           f"hydra.sweep.dir={root}", *BASE, "trainer.max_epochs=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mtl_cli.cli.train",
+        "-m",
+        "seed=0,1",
+        "weighting=ew,uw",
+        f"hydra.sweep.dir={root}",
+        *BASE,
+        "trainer.max_epochs=1",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
@@ -403,8 +543,9 @@ def test_report_on_a_real_multirun(real_sweep, tmp_path, capsys):
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert len(pngs) == 4 and all((tmp_path / "plots" / p).read_bytes()[:8] == PNG for p in pngs)  # 3 tasks: no Pareto
     # grouped by config values instead: the same two groups
-    code, _, _ = report([str(real_sweep), "--out", str(tmp_path / "by"), "--group-by", "weighting.name", "--no-plots"],
-                        capsys)
+    code, _, _ = report(
+        [str(real_sweep), "--out", str(tmp_path / "by"), "--group-by", "weighting.name", "--no-plots"], capsys
+    )
     by = read_csv(tmp_path / "by" / "report.csv")
     assert code == 0 and sorted(by) == ["weighting.name=ew", "weighting.name=uw"]
     assert by["weighting.name=ew"]["shape/accuracy_mean"] == rows["weighting=ew"]["shape/accuracy_mean"]
@@ -416,10 +557,22 @@ def test_default_groups_ignore_seed_paths_and_spelling():
     def run(name, overrides):
         return Run(path=Path(name), kind="mtl", tasks={}, test={}, overrides=overrides)
 
-    runs = [run("a", ["seed=0", "optimizer.lr=1e-3", "tasks.x.enabled=false", "run_dir=/a", "hydra.job.chdir=true",
-                      "baseline_dir=/stl0", "resume=auto"]),
-            run("b", ["seed=1", "optimizer.lr=0.001", "tasks.x.enabled=False", "run_dir=/b", "baseline_dir=/stl1"]),
-            run("c", ["seed=0", "optimizer.lr=0.01", "tasks.x.enabled=false", "run_dir=/c"])]
+    runs = [
+        run(
+            "a",
+            [
+                "seed=0",
+                "optimizer.lr=1e-3",
+                "tasks.x.enabled=false",
+                "run_dir=/a",
+                "hydra.job.chdir=true",
+                "baseline_dir=/stl0",
+                "resume=auto",
+            ],
+        ),
+        run("b", ["seed=1", "optimizer.lr=0.001", "tasks.x.enabled=False", "run_dir=/b", "baseline_dir=/stl1"]),
+        run("c", ["seed=0", "optimizer.lr=0.01", "tasks.x.enabled=false", "run_dir=/c"]),
+    ]
     groups = group_runs(runs)
     assert [[r.path.name for r in g.runs] for g in groups] == [["a", "b"], ["c"]]
     assert [g.label for g in groups] == ["optimizer.lr=0.001", "optimizer.lr=0.01"]

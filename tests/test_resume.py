@@ -18,10 +18,21 @@ from mtl_cli.config.compose import compose
 from mtl_cli.train.api import train
 
 # 3 tasks, an MLP on 128 training images in batches of 32: 4 steps per epoch, 12 in 3 epochs
-BASE = ["backbone=mlp", "data.train_size=128", "data.val_size=32", "data.test_size=32", "data.image_size=16",
-        "tasks.segmentation.enabled=false", "trainer.batch_size=32", "trainer.max_epochs=3",
-        "trainer.progress=false", "logger.log_every=1", "trainer.checkpoint_every=2", "device=cpu",
-        "logger.console_summary=false"]
+BASE = [
+    "backbone=mlp",
+    "data.train_size=128",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.image_size=16",
+    "tasks.segmentation.enabled=false",
+    "trainer.batch_size=32",
+    "trainer.max_epochs=3",
+    "trainer.progress=false",
+    "logger.log_every=1",
+    "trainer.checkpoint_every=2",
+    "device=cpu",
+    "logger.console_summary=false",
+]
 TIMING = ("samples_per_s",)
 
 
@@ -90,8 +101,15 @@ def famo_reference(tmp_path_factory):
 
 # 3: mid-epoch, one step after a checkpoint; 4: last step of epoch 1 (before its validation);
 # 6: on a checkpoint; 11: in the last epoch
-@pytest.mark.parametrize("step", [3, pytest.param(4, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow),
-                                  pytest.param(11, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "step",
+    [
+        3,
+        pytest.param(4, marks=pytest.mark.slow),
+        pytest.param(6, marks=pytest.mark.slow),
+        pytest.param(11, marks=pytest.mark.slow),
+    ],
+)
 def test_famo_resumes_bitwise_at_any_step(monkeypatch, tmp_path, famo_reference, step):
     interrupted_then_resumed(monkeypatch, BASE + ["weighting=famo"], tmp_path / "run", step)
     assert_same_run(famo_reference, tmp_path / "run")
@@ -106,8 +124,16 @@ def test_cnn_with_segmentation_resumes_bitwise(monkeypatch, tmp_path):
 
 # methods with state of their own: loss histories (dwa), an RNG (rlw), EMAs of gradient
 # similarities (gradvac), tracked gradients (moco), cached weights (every=3)
-@pytest.mark.parametrize("weighting", ["dwa", "rlw", pytest.param("gradvac", marks=pytest.mark.slow),
-                                       "moco", pytest.param("nash_mtl", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "weighting",
+    [
+        "dwa",
+        "rlw",
+        pytest.param("gradvac", marks=pytest.mark.slow),
+        "moco",
+        pytest.param("nash_mtl", marks=pytest.mark.slow),
+    ],
+)
 def test_stateful_weightings_resume_bitwise(monkeypatch, tmp_path, weighting):
     ov = BASE + [f"weighting={weighting}"] + (["weighting.every=3"] if weighting == "nash_mtl" else [])
     run(ov, tmp_path / "ref")
@@ -116,8 +142,13 @@ def test_stateful_weightings_resume_bitwise(monkeypatch, tmp_path, weighting):
 
 
 def test_accumulation_and_scheduler_resume_bitwise(monkeypatch, tmp_path):
-    ov = BASE + ["trainer.accumulate_grad_batches=2", "trainer.max_epochs=4", "scheduler.warmup_steps=2",
-                 "trainer.checkpoint_every=1", "trainer.gradient_clip_val=1.0"]
+    ov = BASE + [
+        "trainer.accumulate_grad_batches=2",
+        "trainer.max_epochs=4",
+        "scheduler.warmup_steps=2",
+        "trainer.checkpoint_every=1",
+        "trainer.gradient_clip_val=1.0",
+    ]
     run(ov, tmp_path / "ref")
     interrupted_then_resumed(monkeypatch, ov, tmp_path / "run", 3)
     assert_same_run(tmp_path / "ref", tmp_path / "run")
@@ -126,12 +157,26 @@ def test_accumulation_and_scheduler_resume_bitwise(monkeypatch, tmp_path):
 def test_several_datasets_with_random_sampling_resume_bitwise(monkeypatch, tmp_path):
     """Two datasets drawn at random: the sampling generator and each dataset's pass and position
     are part of the checkpoint."""
-    ov = ["experiment=two_inputs", "data.train_size=96", "data.val_size=32", "data.test_size=32",
-          "datasets.outlines.train_size=64", "datasets.outlines.val_size=32", "datasets.outlines.test_size=32",
-          "data.image_size=16", "datasets.outlines.image_size=16", "trainer.batch_size=16",
-          "trainer.max_epochs=2", "trainer.epoch_length=5", "trainer.sampling=temperature",
-          "trainer.progress=false", "logger.log_every=1", "trainer.checkpoint_every=3", "device=cpu",
-          "logger.console_summary=false"]
+    ov = [
+        "experiment=two_inputs",
+        "data.train_size=96",
+        "data.val_size=32",
+        "data.test_size=32",
+        "datasets.outlines.train_size=64",
+        "datasets.outlines.val_size=32",
+        "datasets.outlines.test_size=32",
+        "data.image_size=16",
+        "datasets.outlines.image_size=16",
+        "trainer.batch_size=16",
+        "trainer.max_epochs=2",
+        "trainer.epoch_length=5",
+        "trainer.sampling=temperature",
+        "trainer.progress=false",
+        "logger.log_every=1",
+        "trainer.checkpoint_every=3",
+        "device=cpu",
+        "logger.console_summary=false",
+    ]
     run(ov, tmp_path / "ref")
     interrupted_then_resumed(monkeypatch, ov, tmp_path / "run", 5)
     assert_same_run(tmp_path / "ref", tmp_path / "run")

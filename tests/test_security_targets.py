@@ -45,7 +45,8 @@ def modules(tmp_path, monkeypatch):
     mod_dir = tmp_path / "mods"
     mod_dir.mkdir()
     marker = tmp_path / "evil_was_imported"
-    (mod_dir / f"{EVIL}.py").write_text(textwrap.dedent(f"""\
+    (mod_dir / f"{EVIL}.py").write_text(
+        textwrap.dedent(f"""\
         import pathlib
         pathlib.Path({str(marker)!r}).write_text("imported")
 
@@ -53,8 +54,10 @@ def modules(tmp_path, monkeypatch):
         class Opt:
             def __init__(self, params, lr=0.1):
                 pass
-        """))
-    (mod_dir / f"{GOOD}.py").write_text(textwrap.dedent("""\
+        """)
+    )
+    (mod_dir / f"{GOOD}.py").write_text(
+        textwrap.dedent("""\
         import os
 
         import torch
@@ -64,7 +67,8 @@ def modules(tmp_path, monkeypatch):
 
         class SGD(torch.optim.SGD):
             pass
-        """))
+        """)
+    )
     monkeypatch.syspath_prepend(str(mod_dir))
     yield marker
     for name in (EVIL, GOOD):
@@ -82,37 +86,70 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
 # --- is_allowed -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["torch.optim", "torch.optim.AdamW", "torch.optim.lr_scheduler.StepLR",
-                                  "torchvision", "torchvision.models.resnet18", "mtl_cli", "mtl_cli.build.x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "torch.optim",
+        "torch.optim.AdamW",
+        "torch.optim.lr_scheduler.StepLR",
+        "torchvision",
+        "torchvision.models.resnet18",
+        "mtl_cli",
+        "mtl_cli.build.x",
+    ],
+)
 def test_default_prefixes_allow(path):
     assert is_allowed(path)
 
 
-@pytest.mark.parametrize("path", [
-    "torch.optimx.Adam",  # a prefix matches at a dot only
-    "torch.optimx",
-    "mtl_clix.Thing",
-    "torchvisionx.models",
-    "torch",  # narrower than all of torch, on purpose
-    "torch.load",
-    "torch.hub.load",
-    "torch.utils.cpp_extension.load",
-    "os.system",
-    "subprocess.call",
-    "builtins.eval",
-    "eval",
-    "optim.torch",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "torch.optimx.Adam",  # a prefix matches at a dot only
+        "torch.optimx",
+        "mtl_clix.Thing",
+        "torchvisionx.models",
+        "torch",  # narrower than all of torch, on purpose
+        "torch.load",
+        "torch.hub.load",
+        "torch.utils.cpp_extension.load",
+        "os.system",
+        "subprocess.call",
+        "builtins.eval",
+        "eval",
+        "optim.torch",
+    ],
+)
 def test_default_prefixes_refuse(path):
     assert not is_allowed(path)
 
 
-@pytest.mark.parametrize("path", [
-    "", ".", "..", "torch.optim..AdamW", ".torch.optim.AdamW", "torch.optim.AdamW.", "torch..optim",
-    "torch.optim. AdamW", "torch.optim.Adam W", " torch.optim.AdamW", "torch.optim.AdamW\n",
-    "torch.optim.1Adam", "torch.optim.class", "torch/optim.AdamW", "torch.optim.AdamW()",
-    "torch.optim.Adam;import os", "torch.optim:AdamW", "torch.optim.*", None, 5, ["torch.optim.AdamW"],
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        ".",
+        "..",
+        "torch.optim..AdamW",
+        ".torch.optim.AdamW",
+        "torch.optim.AdamW.",
+        "torch..optim",
+        "torch.optim. AdamW",
+        "torch.optim.Adam W",
+        " torch.optim.AdamW",
+        "torch.optim.AdamW\n",
+        "torch.optim.1Adam",
+        "torch.optim.class",
+        "torch/optim.AdamW",
+        "torch.optim.AdamW()",
+        "torch.optim.Adam;import os",
+        "torch.optim:AdamW",
+        "torch.optim.*",
+        None,
+        5,
+        ["torch.optim.AdamW"],
+    ],
+)
 def test_malformed_paths_are_refused(path):
     assert not is_allowed(path)
     assert not is_allowed(path, extra=["torch", "os", "a"])
@@ -183,22 +220,30 @@ def test_import_target_refuses_a_reexport_from_outside(modules):
 # --- the command line -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv,key,path", [
-    (["optimizer._target_=os.system"], "optimizer._target_", "os.system"),
-    (["scheduler._target_=subprocess.call"], "scheduler._target_", "subprocess.call"),
-    (["optimizer._target_=torch.hub.load"], "optimizer._target_", "torch.hub.load"),
-    (["optimizer._target_=torch.load"], "optimizer._target_", "torch.load"),
-    (["optimizer._target_=builtins.eval"], "optimizer._target_", "builtins.eval"),
-    (["optimizer._target_=torch.optimx.Adam"], "optimizer._target_", "torch.optimx.Adam"),
-    (["scheduler=step", "scheduler._target_=torch.hub.load"], "scheduler._target_", "torch.hub.load"),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "argv,key,path",
+    [
+        (["optimizer._target_=os.system"], "optimizer._target_", "os.system"),
+        (["scheduler._target_=subprocess.call"], "scheduler._target_", "subprocess.call"),
+        (["optimizer._target_=torch.hub.load"], "optimizer._target_", "torch.hub.load"),
+        (["optimizer._target_=torch.load"], "optimizer._target_", "torch.load"),
+        (["optimizer._target_=builtins.eval"], "optimizer._target_", "builtins.eval"),
+        (["optimizer._target_=torch.optimx.Adam"], "optimizer._target_", "torch.optimx.Adam"),
+        (["scheduler=step", "scheduler._target_=torch.hub.load"], "scheduler._target_", "torch.hub.load"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_cli_refuses_forbidden_target(argv, key, path, capsys):
     code, err = _run(argv, capsys)
     assert code == 2, err
     assert err.startswith("Config error: 1 problem found"), err
     assert "Traceback" not in err
-    for w in (f"{key}: not an allowed target", repr(path), "allowed: torch.optim, torchvision, mtl_cli",
-              "+allowed_targets=["):
+    for w in (
+        f"{key}: not an allowed target",
+        repr(path),
+        "allowed: torch.optim, torchvision, mtl_cli",
+        "+allowed_targets=[",
+    ):
         assert w in err, f"{w!r} not in:\n{err}"
 
 
@@ -255,8 +300,10 @@ def test_allowed_target_that_does_not_exist_still_cannot_import(capsys):
     assert "optimizer._target_: cannot import" in err and "'mypkg_nope_xyz.Opt'" in err
 
 
-@pytest.mark.parametrize("entry,shown", [("os..path", "'os..path'"), (".mypkg", "'.mypkg'"),
-                                         ("'my pkg'", "'my pkg'"), ("mypkg.", "'mypkg.'")])
+@pytest.mark.parametrize(
+    "entry,shown",
+    [("os..path", "'os..path'"), (".mypkg", "'.mypkg'"), ("'my pkg'", "'my pkg'"), ("mypkg.", "'mypkg.'")],
+)
 def test_malformed_allowed_targets_entry(entry, shown, capsys):
     code, err = _run([f"+allowed_targets=[torch.optim,{entry}]"], capsys)
     assert code == 2, err
@@ -306,5 +353,6 @@ def test_build_optimizer_and_scheduler_refuse_forbidden_targets(modules):
         build.build_scheduler(_plan(scheduler={"_target_": "subprocess.call"}), opt, 10)
     assert err.value.problems[0].key == "scheduler._target_"
     sched, interval = build.build_scheduler(
-        _plan(scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1}), opt, 10)
+        _plan(scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1}), opt, 10
+    )
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR) and interval == "step"

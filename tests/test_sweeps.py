@@ -27,8 +27,9 @@ from mtl_cli.errors import ConfigError
 
 
 def _needs(module: str, extra: str):
-    return pytest.mark.skipif(not cli.installed(module),
-                              reason=f"{module} is not installed: pip install \"mtl-cli[{extra}]\"")
+    return pytest.mark.skipif(
+        not cli.installed(module), reason=f'{module} is not installed: pip install "mtl-cli[{extra}]"'
+    )
 
 
 needs_optuna = _needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
@@ -118,8 +119,9 @@ SEARCHED = ("optimizer.lr", "optimizer.weight_decay", "weighting")
 @needs_optuna
 def test_optuna_sweep_reports_the_best_job(tmp_path, capsys, told):
     sweep = tmp_path / "sweep"
-    code, err = _main(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
-                       *FAST], capsys)
+    code, err = _main(
+        ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *FAST], capsys
+    )
     assert code == 0, err
     jobs = _jobs(sweep)
     assert [j.name for j in jobs] == ["0", "1", "2"]
@@ -149,8 +151,9 @@ def test_optuna_sweep_reports_the_best_job(tmp_path, capsys, told):
 def test_failed_and_nan_trials_rank_worst_and_the_study_goes_on(tmp_path, capsys, monkeypatch, told):
     _fail_calls(monkeypatch, raise_at={1}, nan_at={2})
     sweep = tmp_path / "sweep"
-    code, err = _main(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
-                       *FAST], capsys)
+    code, err = _main(
+        ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *FAST], capsys
+    )
     assert code == 1  # a job failed: the sweep ran to its end, then says so
     assert "1 job(s) of the sweep failed" in err and f"{sweep / '1'}: RuntimeError: simulated crash in trial 1" in err
     good = _summary(sweep / "0")["objective"]["value"]
@@ -169,6 +172,7 @@ def test_failed_and_nan_trials_rank_worst_and_the_study_goes_on(tmp_path, capsys
 
 def _pareto(points: list[tuple[float, float]]) -> set[tuple[float, float]]:
     """Non-dominated points of (maximize, minimize) pairs."""
+
     def dominates(a, b):
         return a[0] >= b[0] and a[1] <= b[1] and a != b
 
@@ -180,9 +184,18 @@ def _pareto(points: list[tuple[float, float]]) -> set[tuple[float, float]]:
 def test_multi_objective_returns_each_tasks_val_metric(tmp_path, capsys, monkeypatch, told):
     _fail_calls(monkeypatch, raise_at={1})
     sweep = tmp_path / "sweep"
-    code, err = _main(["-m", "hparams_search=optuna_multi", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
-                       "objectives=[shape/accuracy,size/mae]", "hydra.sweeper.direction=[maximize,minimize]",
-                       *FAST], capsys)
+    code, err = _main(
+        [
+            "-m",
+            "hparams_search=optuna_multi",
+            "hydra.sweeper.n_trials=3",
+            f"hydra.sweep.dir={sweep}",
+            "objectives=[shape/accuracy,size/mae]",
+            "hydra.sweeper.direction=[maximize,minimize]",
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 1 and f"{sweep / '1'}: RuntimeError: simulated crash in trial 1" in err
     jobs = _jobs(sweep)
     points = {}
@@ -248,8 +261,10 @@ def test_failed_jobs_are_found_by_their_error_json(tmp_path):
     import os
 
     old, new = tmp_path / "0", tmp_path / "1"
-    for d, err in ((old, {"type": "RuntimeError", "message": "from an earlier sweep"}),
-                   (new, {"type": "TrainingError", "message": "Training stopped: 1 problem found\n  - step 2"})):
+    for d, err in (
+        (old, {"type": "RuntimeError", "message": "from an earlier sweep"}),
+        (new, {"type": "TrainingError", "message": "Training stopped: 1 problem found\n  - step 2"}),
+    ):
         d.mkdir()
         (d / "error.json").write_text(json.dumps(err))
     os.utime(old / "error.json", (1000.0, 1000.0))
@@ -275,8 +290,10 @@ def test_the_end_of_a_sweep_finds_failed_jobs_on_disk(tmp_path, capsys, monkeypa
     code, err = _main(["-m", "seed=0,1", *FAST], capsys)
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert code == 1 and cli.SWEEP["dir"] == str(sweep.relative_to(tmp_path))
-    assert err.endswith(f"1 job(s) of the sweep failed (error.json and train.log in each):\n"
-                        f"  - {sweep / '1'}: RuntimeError: simulated crash in trial 1\n")
+    assert err.endswith(
+        f"1 job(s) of the sweep failed (error.json and train.log in each):\n"
+        f"  - {sweep / '1'}: RuntimeError: simulated crash in trial 1\n"
+    )
     assert (sweep / "0" / "summary.json").is_file()
 
 
@@ -289,8 +306,18 @@ DIVERGING_LR = "1e30"
 @needs_joblib
 def test_joblib_runs_jobs_in_parallel_and_reports_a_failed_one(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    code, err = _main(["-m", "launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
-                       f"optimizer.lr=0.003,0.001,{DIVERGING_LR}", "trainer.on_nonfinite=stop", *FAST], capsys)
+    code, err = _main(
+        [
+            "-m",
+            "launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={sweep}",
+            f"optimizer.lr=0.003,0.001,{DIVERGING_LR}",
+            "trainer.on_nonfinite=stop",
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 1
     assert cli.FAILED_JOBS == []  # the jobs ran in joblib's worker processes: found by their error.json
     assert "1 job(s) of the sweep failed" in err
@@ -311,8 +338,18 @@ def test_joblib_runs_jobs_in_parallel_and_reports_a_failed_one(tmp_path, capsys)
 @needs_submitit
 def test_submitit_local_runs_the_jobs_and_reports_a_failed_one(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    code, err = _main(["-m", "launcher=submitit_local", f"hydra.sweep.dir={sweep}", "hydra.launcher.timeout_min=10",
-                       f"optimizer.lr=0.003,{DIVERGING_LR}", "trainer.on_nonfinite=stop", *FAST], capsys)
+    code, err = _main(
+        [
+            "-m",
+            "launcher=submitit_local",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.launcher.timeout_min=10",
+            f"optimizer.lr=0.003,{DIVERGING_LR}",
+            "trainer.on_nonfinite=stop",
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 1 and cli.FAILED_JOBS == []
     assert f"{sweep / '1'}: Training stopped: step 2 (epoch 1): non-finite loss" in err
     assert _summary(sweep / "0")["steps"] == 4
@@ -332,16 +369,33 @@ def test_slurm_config_gives_a_valid_sbatch_script(monkeypatch, tmp_path):
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were there
     executors = []
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", lambda self, fn, *a: executors.append(self) or [])
-    cfg = compose(["launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=proj7",
-                   "hydra.launcher.setup=[module load cuda]", f"hydra.sweep.dir={tmp_path}"],
-                  return_hydra_config=True)
+    cfg = compose(
+        [
+            "launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.account=proj7",
+            "hydra.launcher.setup=[module load cuda]",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        return_hydra_config=True,
+    )
     launcher = SlurmLauncher(**{k: v for k, v in cfg.hydra.launcher.items() if k != "_target_"})
     launcher.config = cfg
     assert launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0) == []
     (ex,) = executors
     text = ex._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
-    for line in ("--partition=gpu", "--account=proj7", "--time=240", "--gpus-per-node=1", "--cpus-per-task=8",
-                 "--mem=32GB", "--nodes=1", "--ntasks-per-node=1", "--job-name=train", "--signal=USR2@120"):
+    for line in (
+        "--partition=gpu",
+        "--account=proj7",
+        "--time=240",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        "--nodes=1",
+        "--ntasks-per-node=1",
+        "--job-name=train",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {line}\n" in text, line
     assert "\nmodule load cuda\n" in text
     assert f"{tmp_path}/.submitit/%j/%j_0_log.out" in text

@@ -14,13 +14,28 @@ from mtl_cli.train.evaluate import Selector
 
 def make_task(kind, spec, name="t", **kw):
     k = TASK_KINDS.get(kind)()
-    return Task(name=name, kind=k, input="x", target=name, spec=spec, loss_name=kw.pop("loss", k.default_loss),
-                metric_names=list(kw.pop("metrics", k.default_metrics)), primary_metric=k.default_primary, **kw)
+    return Task(
+        name=name,
+        kind=k,
+        input="x",
+        target=name,
+        spec=spec,
+        loss_name=kw.pop("loss", k.default_loss),
+        metric_names=list(kw.pop("metrics", k.default_metrics)),
+        primary_metric=k.default_primary,
+        **kw,
+    )
 
 
 def test_registry_has_every_kind():
     assert TASK_KINDS.names() == [
-        "binary", "classification", "dense_regression", "multilabel", "regression", "segmentation"]
+        "binary",
+        "classification",
+        "dense_regression",
+        "multilabel",
+        "regression",
+        "segmentation",
+    ]
 
 
 def test_classification_loss_ignores_unlabelled_samples():
@@ -67,8 +82,9 @@ def test_binary_pos_weight_changes_positive_term():
 
 
 def test_segmentation_ignores_ignore_index_and_unlabelled_samples():
-    t = make_task("segmentation", TargetSpec("t", "segmentation", (2, 2), 3, ignore_index=255), num_classes=3,
-                  ignore_index=255)
+    t = make_task(
+        "segmentation", TargetSpec("t", "segmentation", (2, 2), 3, ignore_index=255), num_classes=3, ignore_index=255
+    )
     torch.manual_seed(1)
     pred = torch.randn(2, 3, 2, 2)
     target = torch.tensor([[[0, 1], [255, 2]], [[1, 1], [1, 1]]])
@@ -164,8 +180,10 @@ def test_fused_losses_equal_per_task_losses():
 
     torch.manual_seed(0)
     b = 16
-    tasks = [make_task("binary", TargetSpec(f"b{i}", "binary", ()), name=f"b{i}", pos_weight=2.0 if i == 1 else None)
-             for i in range(3)]
+    tasks = [
+        make_task("binary", TargetSpec(f"b{i}", "binary", ()), name=f"b{i}", pos_weight=2.0 if i == 1 else None)
+        for i in range(3)
+    ]
     tasks.insert(1, make_task("classification", TargetSpec("c0", "classification", (), 3), name="c0", num_classes=3))
     tasks.append(make_task("classification", TargetSpec("c1", "classification", (), 3), name="c1", num_classes=3))
     tasks.append(make_task("regression", TargetSpec("r0", "regression", ()), name="r0", loss="l1"))

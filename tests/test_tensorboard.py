@@ -17,8 +17,10 @@ import mtl_cli.cli.train as cli
 from mtl_cli.config.locate import ENV
 from mtl_cli.train.rundir import TensorBoardSink
 
-needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
-                                       reason='tensorboard is not installed: pip install "mtl-cli[tensorboard]"')
+needs_tensorboard = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None,
+    reason='tensorboard is not installed: pip install "mtl-cli[tensorboard]"',
+)
 TB = [*BASE, "logger.tensorboard=true"]
 FIELDS = ("split", "epoch", "step")
 

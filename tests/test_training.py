@@ -24,8 +24,17 @@ def run(tmp_path, overrides, name="run"):
 
 
 def test_loss_goes_down_and_beats_chance(tmp_path):
-    summary, rd = run(tmp_path, ["data.train_size=1024", "data.val_size=64", "data.test_size=256",
-                                 "trainer.max_epochs=4", "logger.log_every=4", "trainer.progress=false"])
+    summary, rd = run(
+        tmp_path,
+        [
+            "data.train_size=1024",
+            "data.val_size=64",
+            "data.test_size=256",
+            "trainer.max_epochs=4",
+            "logger.log_every=4",
+            "trainer.progress=false",
+        ],
+    )
     recs = records(rd, "train")
     assert len(recs) == 16  # 4 epochs x 16 steps, one record every 4 steps
 
@@ -51,8 +60,11 @@ def test_same_seed_same_result(tmp_path, small_overrides):
 
 
 def test_static_weights_are_logged_and_used(tmp_path, small_overrides):
-    _, rd = run(tmp_path, small_overrides + ["trainer.max_steps=2", "logger.log_every=1", "tasks.shape.weight=0.5",
-                                             "tasks.size.weight=2"])
+    _, rd = run(
+        tmp_path,
+        small_overrides
+        + ["trainer.max_steps=2", "logger.log_every=1", "tasks.shape.weight=0.5", "tasks.size.weight=2"],
+    )
     r = records(rd, "train")[0]
     assert (r["weight/shape"], r["weight/size"], r["weight/present"]) == (0.5, 2.0, 1.0)
     expected = 0.5 * r["loss/shape"] + 2 * r["loss/size"] + r["loss/present"] + r["loss/segmentation"]
@@ -60,14 +72,17 @@ def test_static_weights_are_logged_and_used(tmp_path, small_overrides):
 
 
 def test_ew_ignores_task_weights(tmp_path, small_overrides):
-    _, rd = run(tmp_path, small_overrides + ["weighting=ew", "trainer.max_steps=1", "logger.log_every=1",
-                                             "tasks.shape.weight=0.5"])
+    _, rd = run(
+        tmp_path,
+        small_overrides + ["weighting=ew", "trainer.max_steps=1", "logger.log_every=1", "tasks.shape.weight=0.5"],
+    )
     assert records(rd, "train")[0]["weight/shape"] == 1.0
 
 
 def test_task_without_any_label_still_trains_the_others(tmp_path, small_overrides):
-    summary, rd = run(tmp_path, small_overrides + ["trainer.max_steps=4", "logger.log_every=1",
-                                                   "+data.missing_labels.size=1.0"])
+    summary, rd = run(
+        tmp_path, small_overrides + ["trainer.max_steps=4", "logger.log_every=1", "+data.missing_labels.size=1.0"]
+    )
     assert all(r["loss/size"] == 0.0 for r in records(rd, "train"))
     assert math.isnan(summary["test"]["size"]["mae"]) or summary["test"]["size"]["mae"] is None
     assert summary["test"]["shape"]["accuracy"] > 0
@@ -96,8 +111,15 @@ def test_partial_labels_metrics_count_labelled_only(tmp_path, small_overrides):
 
 def test_gradient_accumulation_matches_big_batch(tmp_path, small_overrides):
     # no batch norm (MLP backbone, vector tasks) so that 2 x 16 accumulated == 1 x 32
-    base = small_overrides + ["backbone=mlp", "tasks.segmentation.enabled=false", "trainer.max_steps=3",
-                              "scheduler=constant", "optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=false"]
+    base = small_overrides + [
+        "backbone=mlp",
+        "tasks.segmentation.enabled=false",
+        "trainer.max_steps=3",
+        "scheduler=constant",
+        "optimizer=sgd",
+        "optimizer.momentum=0",
+        "optimizer.nesterov=false",
+    ]
     _, big = run(tmp_path, base + ["trainer.batch_size=32"], "big")
     _, acc = run(tmp_path, base + ["trainer.batch_size=16", "trainer.accumulate_grad_batches=2"], "acc")
     wa = torch.load(big / "checkpoints/last.pt", weights_only=True)["model"]
@@ -110,8 +132,11 @@ def test_gradient_accumulation_matches_big_batch(tmp_path, small_overrides):
 
 
 def test_warmup_then_cosine_lr(tmp_path, small_overrides):
-    _, rd = run(tmp_path, small_overrides + ["trainer.max_steps=8", "logger.log_every=1", "scheduler.warmup_steps=4",
-                                             "optimizer.lr=0.01"])
+    _, rd = run(
+        tmp_path,
+        small_overrides
+        + ["trainer.max_steps=8", "logger.log_every=1", "scheduler.warmup_steps=4", "optimizer.lr=0.01"],
+    )
     lrs = [r["lr"] for r in records(rd, "train")]
     assert lrs[:3] == sorted(lrs[:3]) and lrs[3] == pytest.approx(0.01)  # rising, then the peak
     assert lrs[4:] == sorted(lrs[4:], reverse=True) and lrs[-1] < 0.01
@@ -136,7 +161,13 @@ def test_monitor_selects_best_epoch_of_that_metric(tmp_path, small_overrides):
 def test_eight_tasks_six_kinds(tmp_path, small_overrides):
     summary, _ = run(tmp_path, small_overrides + ["tasks=shapes_all", "trainer.max_steps=3"])
     assert {t["kind"] for t in summary["tasks"].values()} == {
-        "classification", "binary", "multilabel", "regression", "segmentation", "dense_regression"}
+        "classification",
+        "binary",
+        "multilabel",
+        "regression",
+        "segmentation",
+        "dense_regression",
+    }
     assert set(summary["test"]["depth"]) == {"abs_err", "rel_err", "loss"}
 
 
@@ -147,7 +178,7 @@ def test_hps_parameter_partition(small_overrides):
     per_task = [{id(p) for p in model.task_parameters(t)} for t in model.task_names]
     everything = {id(p) for p in model.parameters()}
     assert shared.isdisjoint(set().union(*per_task))
-    assert all(a.isdisjoint(b) for i, a in enumerate(per_task) for b in per_task[i + 1:])
+    assert all(a.isdisjoint(b) for i, a in enumerate(per_task) for b in per_task[i + 1 :])
     assert shared | set().union(*per_task) == everything
     rep = model.encode(plan.source.load()["val"].__getitems__([0, 1])["inputs"])
     assert rep.shape == (2, 128, 4, 4)  # 16x16 images, stride 4
@@ -173,16 +204,27 @@ def test_fused_linear_heads_match_separate_heads(small_overrides):
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path, small_overrides):
-    base = small_overrides + ["trainer.max_steps=1", "scheduler=constant", "optimizer=sgd", "optimizer.lr=1.0",
-                              "optimizer.momentum=0", "optimizer.nesterov=false", "optimizer.weight_decay=0",
-                              "trainer.gradient_clip_val=0.001", "trainer.eval_every=5"]
+    base = small_overrides + [
+        "trainer.max_steps=1",
+        "scheduler=constant",
+        "optimizer=sgd",
+        "optimizer.lr=1.0",
+        "optimizer.momentum=0",
+        "optimizer.nesterov=false",
+        "optimizer.weight_decay=0",
+        "trainer.gradient_clip_val=0.001",
+        "trainer.eval_every=5",
+    ]
     plan = validate(compose(base))
     torch.manual_seed(0)
     start = build_model(plan, build_tasks(plan)).state_dict()
     _, rd = run(tmp_path, base)
     end = torch.load(rd / "checkpoints/last.pt", weights_only=True)["model"]
-    delta = torch.sqrt(sum(((end[k] - start[k]).float() ** 2).sum() for k in start if end[k].is_floating_point()
-                           and "running" not in k))
+    delta = torch.sqrt(
+        sum(
+            ((end[k] - start[k]).float() ** 2).sum() for k in start if end[k].is_floating_point() and "running" not in k
+        )
+    )
     assert 0 < delta.item() <= 0.001 * 1.0001  # lr x clip norm
 
 
@@ -195,9 +237,19 @@ def test_tabular_experiment_on_a_csv(tmp_path):
         x1, x2, x3 = (rnd.uniform(-1, 1) for _ in range(3))
         rows.append(f"{x1:.4f},{x2:.4f},{x3:.4f},{2 * x1 - x2 + 0.05 * rnd.gauss(0, 1):.4f},{'a' if x3 > 0 else 'b'}")
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
-    cfg = compose(["experiment=tabular", f"data.path={tmp_path / 'd.csv'}", "data.targets={price: price, kind: kind}",
-                   "+tasks.price.kind=regression", "+tasks.kind.kind=classification", "trainer.max_epochs=15",
-                   "trainer.batch_size=32", "trainer.progress=false", "optimizer.lr=0.01"])
+    cfg = compose(
+        [
+            "experiment=tabular",
+            f"data.path={tmp_path / 'd.csv'}",
+            "data.targets={price: price, kind: kind}",
+            "+tasks.price.kind=regression",
+            "+tasks.kind.kind=classification",
+            "trainer.max_epochs=15",
+            "trainer.batch_size=32",
+            "trainer.progress=false",
+            "optimizer.lr=0.01",
+        ]
+    )
     summary = train(cfg, run_dir=tmp_path / "run")
     assert summary["test"]["kind"]["accuracy"] > 0.85
     assert summary["test"]["price"]["r2"] > 0.8

@@ -221,8 +221,9 @@ class Net(nn.Module):
 
     def losses(self, x, y):
         z = self.enc(x)
-        return z, torch.stack([((self.heads[t](z).squeeze(1) - y[:, i]) ** 2).mean()
-                               for i, t in enumerate(self.task_names)])
+        return z, torch.stack(
+            [((self.heads[t](z).squeeze(1) - y[:, i]) ** 2).mean() for i, t in enumerate(self.task_names)]
+        )
 
 
 def _step(model, method, step, present=None, seed=0):
@@ -232,8 +233,7 @@ def _step(model, method, step, present=None, seed=0):
     z, losses = model.losses(x, y)
     if present is not None:
         losses = losses * present
-    ctx = BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0,
-                          None)
+    ctx = BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0, None)
     return method.backward(losses, ctx)
 
 

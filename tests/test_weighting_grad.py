@@ -127,8 +127,7 @@ class TwoHeads(nn.Module):
 
 
 def _ctx(model, z, step=0, present=None, skip=None):
-    return BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0,
-                           skip)
+    return BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0, skip)
 
 
 def _data():
@@ -229,9 +228,19 @@ def test_every_weighting_method_trains_the_default_experiment(name, tmp_path):
     from mtl_cli.config.compose import compose
     from mtl_cli.train.api import train
 
-    overrides = [f"weighting={name}", "data.train_size=320", "data.val_size=32", "data.test_size=32",
-                 "data.image_size=16", "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_epochs=2",
-                 "trainer.batch_size=32", "logger.log_every=5", "scheduler=constant"]
+    overrides = [
+        f"weighting={name}",
+        "data.train_size=320",
+        "data.val_size=32",
+        "data.test_size=32",
+        "data.image_size=16",
+        "backbone.channels=[8,16,16]",
+        "trainer.progress=false",
+        "trainer.max_epochs=2",
+        "trainer.batch_size=32",
+        "logger.log_every=5",
+        "scheduler=constant",
+    ]
     summary = train(compose(overrides), tmp_path / "run")
     assert summary["steps"] == 20
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -251,8 +260,7 @@ def test_composed_log_transform_then_mgda_equals_mgda_on_log_loss_gradients():
     G = jacobian(losses, shared, [0, 1])
     G_log = G / losses.detach()[:, None]  # the gradient of log L_t is g_t / L_t
     expected = min_norm_weights(G_log @ G_log.T) @ G_log
-    method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="log", aggregator={"name": "mgda"},
-                                        eps=0.0)
+    method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="log", aggregator={"name": "mgda"}, eps=0.0)
     method.backward(losses, _ctx(model, z))
     got = torch.cat([p.grad.reshape(-1) for p in shared])
     assert torch.allclose(got, expected, atol=1e-5)
@@ -285,9 +293,17 @@ def test_gradient_conflict_diagnostics_are_logged(tmp_path):
     from mtl_cli.config.compose import compose
     from mtl_cli.train.api import train
 
-    overrides = ["data.train_size=64", "data.val_size=32", "data.test_size=32", "data.image_size=16",
-                 "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_steps=4",
-                 "trainer.batch_size=16", "logger.grad_diagnostics_every=2"]
+    overrides = [
+        "data.train_size=64",
+        "data.val_size=32",
+        "data.test_size=32",
+        "data.image_size=16",
+        "backbone.channels=[8,16,16]",
+        "trainer.progress=false",
+        "trainer.max_steps=4",
+        "trainer.batch_size=16",
+        "logger.grad_diagnostics_every=2",
+    ]
     train(compose(overrides), tmp_path / "run")
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     grads = [r for r in recs if r["split"] == "grad"]

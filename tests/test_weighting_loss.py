@@ -32,8 +32,9 @@ def leaf(values):
 
 
 def close(a, b, tol=1e-5):
-    return torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32),
-                          atol=tol, rtol=tol)
+    return torch.allclose(
+        torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol, rtol=tol
+    )
 
 
 # ---------------------------------------------------------------- hand-computed values
@@ -107,8 +108,9 @@ def test_rlw_softmax_of_seeded_normal_and_resume():
     other.load_state_dict(state)
     assert all(torch.equal(a, other.weights(torch.ones(3))) for a in cont)
     again = make("rlw", n=3, seed=7)
-    assert torch.equal(again.weights(torch.ones(3)), torch.softmax(torch.randn(3, generator=torch.Generator()
-                                                                                 .manual_seed(7)), 0))
+    assert torch.equal(
+        again.weights(torch.ones(3)), torch.softmax(torch.randn(3, generator=torch.Generator().manual_seed(7)), 0)
+    )
     assert not torch.equal(make("rlw", n=3, seed=8).weights(torch.ones(3)), make("rlw", n=3).weights(torch.ones(3)))
 
 
@@ -141,9 +143,9 @@ def test_famo_value_and_logit_update():
 
 def test_stch_softmax_weights():
     w = make("stch", n=3, warmup_epochs=0, mu=1.0)
-    losses = torch.tensor([1.0, math.e, math.e ** 2])
+    losses = torch.tensor([1.0, math.e, math.e**2])
     total, wt = w.combine(losses)
-    assert close(total, math.log(1 + math.e + math.e ** 2))
+    assert close(total, math.log(1 + math.e + math.e**2))
     assert close(wt, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0))
     raw = make("stch", n=2, warmup_epochs=0, mu=0.5, log_losses=False)
     total, wt = raw.combine(torch.tensor([1.0, 2.0]))
@@ -184,8 +186,11 @@ def drive(w, present=None, steps=3, epochs=3, seed=0):
 def task_state(w, i):
     """Every per-task entry of the method's state (buffers/parameters whose last dim is T)."""
     n = len(w.task_names)
-    return {k: v[..., i].clone() for k, v in w.state_dict().items()
-            if v.dim() >= 1 and v.shape[-1] == n and k != "task_weights" and v.dtype != torch.uint8}
+    return {
+        k: v[..., i].clone()
+        for k, v in w.state_dict().items()
+        if v.dim() >= 1 and v.shape[-1] == n and k != "task_weights" and v.dtype != torch.uint8
+    }
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -235,9 +240,17 @@ def test_state_dict_round_trip_restores_behaviour(name):
 
 
 # ---------------------------------------------------------------- the trainer
-TRAIN = ["data.train_size=64", "data.val_size=32", "data.test_size=32", "data.image_size=16",
-         "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_epochs=3",
-         "trainer.batch_size=16", "logger.log_every=1"]
+TRAIN = [
+    "data.train_size=64",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.image_size=16",
+    "backbone.channels=[8,16,16]",
+    "trainer.progress=false",
+    "trainer.max_epochs=3",
+    "trainer.batch_size=16",
+    "logger.log_every=1",
+]
 
 
 def _finite(tree):
@@ -253,7 +266,7 @@ def test_trainer_runs_each_method(tmp_path, name):
     assert summary["test"] and _finite(summary["test"])
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in recs if r["split"] == "train"]
-    tasks = sorted(k[len("weight/"):] for k in train_recs[0] if k.startswith("weight/"))
+    tasks = sorted(k[len("weight/") :] for k in train_recs[0] if k.startswith("weight/"))
     W = torch.tensor([[r[f"weight/{t}"] for t in tasks] for r in train_recs])
     L = torch.tensor([[r[f"loss/{t}"] for t in tasks] for r in train_recs])
     epoch = torch.tensor([r["epoch"] for r in train_recs])

@@ -96,8 +96,9 @@ def test_aligned_mtl_components_are_orthogonal_with_equal_norms():
 # ---------------------------------------------------------------- agreement with torchjd
 # UPGrad / DualProj / Aligned-MTL: the same exact problems (torchjd: quadprog in float64, eigh) solved
 # exactly here too: agreement to 1e-9 relative in float64.
-@pytest.mark.parametrize("ours,ref", [(upgrad_weights, A.UPGrad), (dualproj_weights, A.DualProj),
-                                      (aligned_mtl_weights, A.AlignedMTL)])
+@pytest.mark.parametrize(
+    "ours,ref", [(upgrad_weights, A.UPGrad), (dualproj_weights, A.DualProj), (aligned_mtl_weights, A.AlignedMTL)]
+)
 def test_agrees_with_torchjd(ours, ref):
     agg = ref()
     for G in random_matrices(16):
@@ -125,6 +126,6 @@ def test_cagrad_agrees_with_torchjd():
         s = 0.4 * M.mean().sqrt()
         F = lambda v: v @ M.mean(1) + s * (v @ M @ v).sqrt()  # noqa: E731, B023
         n = len(M)
-        theirs_w = (agg.gramian_weighting(G @ G.T) - 1 / n)  # = sqrt(phi)/||g_w|| w*: rescale to the simplex
+        theirs_w = agg.gramian_weighting(G @ G.T) - 1 / n  # = sqrt(phi)/||g_w|| w*: rescale to the simplex
         theirs_w = theirs_w / theirs_w.sum()
         assert float(F(w)) <= float(F(theirs_w)) + 1e-9

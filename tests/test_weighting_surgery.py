@@ -201,8 +201,7 @@ def test_config_agrees_with_torchjd():
         w = config_weights(G @ G.T)
         assert torch.allclose(w @ G, A.ConFIG()(G), rtol=1e-8, atol=1e-10)
         pref = torch.rand(G.shape[0], generator=torch.Generator().manual_seed(2), dtype=D) + 0.5
-        assert torch.allclose(config_weights(G @ G.T, pref) @ G, A.ConFIG(pref_vector=pref)(G), rtol=1e-8,
-                              atol=1e-10)
+        assert torch.allclose(config_weights(G @ G.T, pref) @ G, A.ConFIG(pref_vector=pref)(G), rtol=1e-8, atol=1e-10)
 
 
 def test_config_equal_cosines_zero_rows_and_duplicates():
@@ -320,9 +319,19 @@ def test_gradnorm_trains_the_default_experiment(tmp_path):
     from mtl_cli.config.compose import compose
     from mtl_cli.train.api import train
 
-    overrides = ["weighting=gradnorm", "data.train_size=320", "data.val_size=16", "data.test_size=16",
-                 "data.image_size=16", "backbone.channels=[8,16,16]", "trainer.progress=false", "trainer.max_epochs=1",
-                 "trainer.batch_size=32", "logger.log_every=5", "scheduler=constant"]
+    overrides = [
+        "weighting=gradnorm",
+        "data.train_size=320",
+        "data.val_size=16",
+        "data.test_size=16",
+        "data.image_size=16",
+        "backbone.channels=[8,16,16]",
+        "trainer.progress=false",
+        "trainer.max_epochs=1",
+        "trainer.batch_size=32",
+        "logger.log_every=5",
+        "scheduler=constant",
+    ]
     summary = train(compose(overrides), tmp_path / "run")
     assert summary["steps"] == 10
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

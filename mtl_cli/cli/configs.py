@@ -125,25 +125,46 @@ def copy_configs(dest: str, names: list[str], force: bool, out=None) -> list[Pat
         raise _unknown_groups(bad, known, "copy")
     target = Path(dest).expanduser()
     if target.exists() and not target.is_dir():
-        raise _output_error([Problem("dest", f"{target} is a file, not a folder", dest,
-                                     fix="choose a folder (it is created if it does not exist)")])
+        raise _output_error(
+            [
+                Problem(
+                    "dest",
+                    f"{target} is a file, not a folder",
+                    dest,
+                    fix="choose a folder (it is created if it does not exist)",
+                )
+            ]
+        )
     roots = [conf / g for g in names] if names else [conf]
     files = sorted(f for r in roots for f in r.rglob("*.yaml"))
     pairs = [(f, target / f.relative_to(conf)) for f in files]
     existing = [t for _, t in pairs if t.exists()]
     if existing and not force:
         shown = ", ".join(str(t.relative_to(target)) for t in existing[:8]) + (" ..." if len(existing) > 8 else "")
-        raise _output_error([Problem(str(target), f"{len(existing)} of the {len(pairs)} files exist already and "
-                                     "would be overwritten", shown,
-                                     fix="copy into an empty folder, name fewer groups, or add --force to overwrite "
-                                         "them")])
+        raise _output_error(
+            [
+                Problem(
+                    str(target),
+                    f"{len(existing)} of the {len(pairs)} files exist already and would be overwritten",
+                    shown,
+                    fix="copy into an empty folder, name fewer groups, or add --force to overwrite them",
+                )
+            ]
+        )
     try:
         for src, dst in pairs:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
     except OSError as e:
-        raise _output_error([Problem(str(target), f"cannot write {e.filename or target}: {e.strerror or e}",
-                                     fix="choose a folder you may write to")]) from e
+        raise _output_error(
+            [
+                Problem(
+                    str(target),
+                    f"cannot write {e.filename or target}: {e.strerror or e}",
+                    fix="choose a folder you may write to",
+                )
+            ]
+        ) from e
     what = ", ".join(names) if names else "all groups and train.yaml"
     shown = dest
     overwritten = f", {len(existing)} of them overwritten" if existing else ""
@@ -159,13 +180,21 @@ def copy_configs(dest: str, names: list[str], force: bool, out=None) -> list[Pat
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtl-configs", description="See mtl-train's config groups and options, or "
-                                "copy the built-in configs to start your own config directory.")
+    p = argparse.ArgumentParser(
+        prog="mtl-configs",
+        description="See mtl-train's config groups and options, or "
+        "copy the built-in configs to start your own config directory.",
+    )
     sub = p.add_subparsers(dest="command", metavar="{list,copy}")
     ls = sub.add_parser("list", help="config groups, their options and descriptions")
     ls.add_argument("groups", nargs="*", help="only these groups (default: all)")
-    ls.add_argument("--config-dir", "-cd", action="append", default=[],
-                    help="also list your own config directory (searched first, like mtl-train --config-dir)")
+    ls.add_argument(
+        "--config-dir",
+        "-cd",
+        action="append",
+        default=[],
+        help="also list your own config directory (searched first, like mtl-train --config-dir)",
+    )
     cp = sub.add_parser("copy", help="copy the built-in configs to a folder")
     cp.add_argument("dest", help="the folder to copy into (created if missing)")
     cp.add_argument("groups", nargs="*", help="only these groups (default: every file, train.yaml included)")
@@ -179,8 +208,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "list":
             missing = [d for d in args.config_dir if not os.path.isdir(d)]
             if missing:
-                raise ConfigError([Problem("--config-dir", "directory not found", d,
-                                           fix="give an existing folder") for d in missing])
+                raise ConfigError(
+                    [Problem("--config-dir", "directory not found", d, fix="give an existing folder") for d in missing]
+                )
             before = os.environ.get(ENV)
             if args.config_dir:  # searched first, as with mtl-train --config-dir (for this listing only)
                 prev = [p for p in (before or "").split(os.pathsep) if p]

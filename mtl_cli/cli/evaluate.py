@@ -66,10 +66,16 @@ def split_arguments(argv: list[str], options: dict, usage: str, tool: str, repea
             elif run_dir is None:
                 run_dir = a
             else:
-                problems.append(Problem(a, "a second argument without key=: only the run directory is given so", a,
-                                        fix="give one run directory, then key=value arguments"
-                                        + (f" (inputs as input={a})" if "input" in repeated else "")
-                                        + f"; see {tool} --help"))
+                problems.append(
+                    Problem(
+                        a,
+                        "a second argument without key=: only the run directory is given so",
+                        a,
+                        fix="give one run directory, then key=value arguments"
+                        + (f" (inputs as input={a})" if "input" in repeated else "")
+                        + f"; see {tool} --help",
+                    )
+                )
         elif key in repeated:
             opts[key].append(a.split("=", 1)[1])
         elif key in options:
@@ -77,15 +83,25 @@ def split_arguments(argv: list[str], options: dict, usage: str, tool: str, repea
         elif "." not in key and not overridable(key.lstrip("+")):  # dotted keys: config overrides
             names = [*repeated, *options]
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-            problems.append(Problem(key, f"unknown argument of {tool}", a,
-                                    allowed=", ".join(names) + ", or config overrides of "
-                                    + ", ".join(k + "*" if k.endswith(".") else k for k in OVERRIDABLE),
-                                    fix=f"did you mean {close[0]}=...?" if close else f"see {tool} --help"))
+            problems.append(
+                Problem(
+                    key,
+                    f"unknown argument of {tool}",
+                    a,
+                    allowed=", ".join(names)
+                    + ", or config overrides of "
+                    + ", ".join(k + "*" if k.endswith(".") else k for k in OVERRIDABLE),
+                    fix=f"did you mean {close[0]}=...?" if close else f"see {tool} --help",
+                )
+            )
         else:
             overrides.append(a)
     if run_dir is None:
-        problems.append(Problem("<run dir>", "missing",
-                                fix=f"name the run's folder first: {usage.splitlines()[0][len('usage: '):]}"))
+        problems.append(
+            Problem(
+                "<run dir>", "missing", fix=f"name the run's folder first: {usage.splitlines()[0][len('usage: ') :]}"
+            )
+        )
     if problems:
         raise ConfigError(problems)
     return Path(run_dir), opts, overrides
@@ -100,8 +116,9 @@ def positive_int(key: str, text: str | None) -> int | None:
     except ValueError:
         n = 0
     if n < 1:
-        raise ConfigError([Problem(key, "expected an integer >= 1", text, allowed="an integer >= 1",
-                                   fix=f"e.g. {key}=10")])
+        raise ConfigError(
+            [Problem(key, "expected an integer >= 1", text, allowed="an integer >= 1", fix=f"e.g. {key}=10")]
+        )
     return n
 
 
@@ -143,10 +160,12 @@ def run_eval(argv: list[str]) -> Path:
     from ..train.rundir import write_json, writing
 
     run_dir, opts, overrides = split_arguments(
-        argv, {"checkpoint": "best", "split": "test", "limit": None, "batch_size": None}, USAGE, "mtl-eval")
+        argv, {"checkpoint": "best", "split": "test", "limit": None, "batch_size": None}, USAGE, "mtl-eval"
+    )
     if opts["split"] not in SPLITS:
-        raise ConfigError([Problem("split", "unknown split", opts["split"], allowed=", ".join(SPLITS),
-                                   fix="e.g. split=val")])
+        raise ConfigError(
+            [Problem("split", "unknown split", opts["split"], allowed=", ".join(SPLITS), fix="e.g. split=val")]
+        )
     limit = positive_int("limit", opts["limit"])
     batch_size = positive_int("batch_size", opts["batch_size"])
     run = load_run(run_dir, opts["checkpoint"], overrides)
@@ -156,14 +175,31 @@ def run_eval(argv: list[str]) -> Path:
     out = run.run_dir / "eval" / f"{name}.json"
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, {"run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
-                     "epoch": run.epoch, "split": opts["split"], "overrides": run.overrides, "limit": limit,
-                     "samples": result["samples"], "metrics": result["metrics"]})
-    n = ", ".join(f"{d} {k}" for d, k in result["samples"].items()) if len(result["samples"]) > 1 else \
-        str(next(iter(result["samples"].values())))
-    print(f"Run directory: {run.run_dir}\nCheckpoint {run.checkpoint_name} (epoch {run.epoch}, step {run.step}), split "
-          f"{opts['split']} ({n} samples{f', first {limit} batches' if limit else ''})"
-          + (f", overrides: {' '.join(run.overrides)}" if run.overrides else "") + "\n")
+    write_json(
+        out,
+        {
+            "run_dir": str(run.run_dir),
+            "checkpoint": str(run.checkpoint),
+            "step": run.step,
+            "epoch": run.epoch,
+            "split": opts["split"],
+            "overrides": run.overrides,
+            "limit": limit,
+            "samples": result["samples"],
+            "metrics": result["metrics"],
+        },
+    )
+    n = (
+        ", ".join(f"{d} {k}" for d, k in result["samples"].items())
+        if len(result["samples"]) > 1
+        else str(next(iter(result["samples"].values())))
+    )
+    print(
+        f"Run directory: {run.run_dir}\nCheckpoint {run.checkpoint_name} (epoch {run.epoch}, step {run.step}), split "
+        f"{opts['split']} ({n} samples{f', first {limit} batches' if limit else ''})"
+        + (f", overrides: {' '.join(run.overrides)}" if run.overrides else "")
+        + "\n"
+    )
     print(format_table(run, result["metrics"], opts["split"]))
     print(f"\n* primary metric   written to {out}", flush=True)
     return out

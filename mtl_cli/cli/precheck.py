@@ -55,8 +55,11 @@ def _yaml_problem(e: yaml.YAMLError) -> Problem:
     mark = getattr(e, "problem_mark", None)
     where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
     what = getattr(e, "problem", None) or _one_line(e)
-    fix = "give each key once (task names, like all keys of a mapping, must be unique)" \
-        if "duplicate key" in str(what) else "fix the YAML syntax at that line"
+    fix = (
+        "give each key once (task names, like all keys of a mapping, must be unique)"
+        if "duplicate key" in str(what)
+        else "fix the YAML syntax at that line"
+    )
     return Problem(where, f"invalid YAML: {what}", fix=fix)
 
 
@@ -86,9 +89,15 @@ def _diagnose_keys(parsed, group_overrides: list[str], problems: list[Problem], 
             continue
         if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
             close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
-            problems.append(Problem(key, "no such key in the config", o.input_line,
-                                    allowed=("did you mean " + ", ".join(close)) if close else None,
-                                    fix=f"check the spelling, or add a new key with +{o.input_line}"))
+            problems.append(
+                Problem(
+                    key,
+                    "no such key in the config",
+                    o.input_line,
+                    allowed=("did you mean " + ", ".join(close)) if close else None,
+                    fix=f"check the spelling, or add a new key with +{o.input_line}",
+                )
+            )
 
 
 def validate(cfg):
@@ -134,12 +143,25 @@ def _group_values(o, key: str, problems: list[Problem]) -> list:
         try:
             values = list(o.sweep_string_iterator())
         except HydraException as e:
-            problems.append(Problem(key, f"cannot expand this sweep: {_one_line(e)}", o.input_line,
-                                    fix="sweep over options as a,b or choice(a,b) or glob(pattern)"))
+            problems.append(
+                Problem(
+                    key,
+                    f"cannot expand this sweep: {_one_line(e)}",
+                    o.input_line,
+                    fix="sweep over options as a,b or choice(a,b) or glob(pattern)",
+                )
+            )
             return []
         if not values:
-            problems.append(Problem(key, "the sweep selects no option", o.input_line,
-                                    allowed=", ".join(group_options(key)), fix="check the glob pattern"))
+            problems.append(
+                Problem(
+                    key,
+                    "the sweep selects no option",
+                    o.input_line,
+                    allowed=", ".join(group_options(key)),
+                    fix="check the glob pattern",
+                )
+            )
         return values
     v = o.value()
     return list(v) if isinstance(v, list) else [v]
@@ -177,8 +199,14 @@ def precheck(argv: list[str]) -> None:
                 parser.parse_overrides([a])
             except HydraException as e1:
                 key = a.split("=", 1)[0].lstrip("+~") or "command line"
-                bad.append(Problem(key, f"cannot parse this override: {_one_line(e1)}", a,
-                                   fix="write overrides as key=value; quote values with spaces or brackets"))
+                bad.append(
+                    Problem(
+                        key,
+                        f"cannot parse this override: {_one_line(e1)}",
+                        a,
+                        fix="write overrides as key=value; quote values with spaces or brackets",
+                    )
+                )
         raise ConfigError(bad or [Problem("command line", _one_line(e), fix="write overrides as key=value")]) from e
     loader = _GroupOptions()
     for o in parsed:
@@ -191,8 +219,14 @@ def precheck(argv: list[str]) -> None:
         if o.is_delete() or key.startswith("hydra"):
             continue
         if not args.multirun and o.is_sweep_override():
-            problems.append(Problem(key, "several values (a sweep) need --multirun", o.input_line,
-                                    fix="add -m (--multirun) for one job per value, or give one value"))
+            problems.append(
+                Problem(
+                    key,
+                    "several values (a sweep) need --multirun",
+                    o.input_line,
+                    fix="add -m (--multirun) for one job per value, or give one value",
+                )
+            )
             if is_group(key):
                 bad_groups.append(key)
             continue
@@ -202,11 +236,25 @@ def precheck(argv: list[str]) -> None:
             n0 = len(problems)
             for v in values:
                 if v is None:
-                    problems.append(Problem(key, f"config group '{key}' needs an option", "null",
-                                            allowed=", ".join(options), fix=f"use {key}=<one of the allowed options>"))
+                    problems.append(
+                        Problem(
+                            key,
+                            f"config group '{key}' needs an option",
+                            "null",
+                            allowed=", ".join(options),
+                            fix=f"use {key}=<one of the allowed options>",
+                        )
+                    )
                 elif str(v) not in options:
-                    problems.append(Problem(key, f"unknown option of config group '{key}'", v,
-                                            allowed=", ".join(options), fix=f"use {key}=<one of the allowed options>"))
+                    problems.append(
+                        Problem(
+                            key,
+                            f"unknown option of config group '{key}'",
+                            v,
+                            allowed=", ".join(options),
+                            fix=f"use {key}=<one of the allowed options>",
+                        )
+                    )
             if values and len(problems) == n0:
                 group_overrides.append(f"{o.get_key_element()}={values[0]}")
             elif len(problems) > n0:
@@ -214,8 +262,9 @@ def precheck(argv: list[str]) -> None:
     if problems:  # name the bad keys too (against the valid group choices), then stop
         _diagnose_keys(parsed, group_overrides, problems, skip=tuple(bad_groups))
         if not args.multirun and not args.cfg:  # and what is wrong with the rest of the command line
-            rest = [o for o in _rest(parsed, problems)
-                    if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in bad_groups]
+            rest = [
+                o for o in _rest(parsed, problems) if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in bad_groups
+            ]
             _validate_into(rest, "", problems)
         raise ConfigError(problems)
     if not args.multirun:
@@ -244,8 +293,9 @@ def precheck(argv: list[str]) -> None:
     try:
         jobs = BasicSweeper.split_arguments(parsed, None)[0]
     except HydraException as e:
-        raise ConfigError([Problem("command line", _one_line(e),
-                                   fix="sweep over lists (a,b), choice(...), range(...) or glob(...)")]) from e
+        raise ConfigError(
+            [Problem("command line", _one_line(e), fix="sweep over lists (a,b), choice(...), range(...) or glob(...)")]
+        ) from e
     found: list[tuple[int, list[str], Problem]] = []
     for n, job in enumerate(jobs[:MAX_JOBS_CHECKED]):
         job_problems: list[Problem] = []

@@ -79,8 +79,16 @@ def input_paths(values: list[str]) -> list[Path]:
     """The user's input= values as paths: globs expanded (sorted), comma-separated lists split
     (unless the whole value names an existing file); existence is checked later."""
     if not values:
-        raise ConfigError([Problem("input", "missing", fix="set input=<image file, folder, CSV of image paths or "
-                                   "table of features>; see mtl-predict --help")])
+        raise ConfigError(
+            [
+                Problem(
+                    "input",
+                    "missing",
+                    fix="set input=<image file, folder, CSV of image paths or "
+                    "table of features>; see mtl-predict --help",
+                )
+            ]
+        )
     out: list[Path] = []
     for v in values:
         parts = [v] if os.path.exists(v) or "," not in v else [p for p in v.split(",") if p]
@@ -89,9 +97,17 @@ def input_paths(values: list[str]) -> list[Path]:
             out += [Path(m) for m in matches] if matches else [Path(p).expanduser()]
     missing = [p for p in out if not p.exists()]
     if missing:
-        raise DataError([Problem("input", f"no such file or folder: {p}", str(p),
-                                 fix=f"check the path (relative paths resolve against {Path.cwd()})")
-                         for p in missing[:10]])
+        raise DataError(
+            [
+                Problem(
+                    "input",
+                    f"no such file or folder: {p}",
+                    str(p),
+                    fix=f"check the path (relative paths resolve against {Path.cwd()})",
+                )
+                for p in missing[:10]
+            ]
+        )
     return out
 
 
@@ -152,8 +168,9 @@ def decode(task, pred, artifacts: dict, stems: list[str], sizes, masks: MaskWrit
     if kind == "multilabel":
         names = class_names(task, artifacts)
         probs = torch.sigmoid(pred.reshape(b, -1)).tolist()
-        return [{"labels": {n: int(v >= THRESHOLD) for n, v in zip(names, p)}, "probs": dict(zip(names, p))}
-                for p in probs]
+        return [
+            {"labels": {n: int(v >= THRESHOLD) for n, v in zip(names, p)}, "probs": dict(zip(names, p))} for p in probs
+        ]
     if kind == "regression":
         values = pred.reshape(b, -1)
         scaling = (artifacts.get("target_scaling") or {}).get(_own_name(task))
@@ -165,8 +182,9 @@ def decode(task, pred, artifacts: dict, stems: list[str], sizes, masks: MaskWrit
     if kind == "segmentation":
         classes = pred.argmax(dim=1).numpy()  # [B, H, W]
         mode = "L" if (task.num_classes or 0) <= 256 else "I;16"
-        return [{"mask": masks.write(classes[i], stems[i], task.name, sizes[i] if sizes else None, mode)}
-                for i in range(b)]
+        return [
+            {"mask": masks.write(classes[i], stems[i], task.name, sizes[i] if sizes else None, mode)} for i in range(b)
+        ]
     if kind == "dense_regression":
         out = []
         maps = pred.reshape(b, -1, *pred.shape[-2:])
@@ -197,8 +215,14 @@ def flatten(record: dict, prefix: str = "") -> dict:
     return out
 
 
-def predict_run(run, paths: list[Path], batch_size: int = 64, resize: bool | None = None,
-                dataset: str | None = None, masks_dir: Path | None = None) -> list[dict]:
+def predict_run(
+    run,
+    paths: list[Path],
+    batch_size: int = 64,
+    resize: bool | None = None,
+    dataset: str | None = None,
+    masks_dir: Path | None = None,
+) -> list[dict]:
     """One record {"input": name, <task>: {...}} per input, for the tasks of ``dataset``."""
     import torch
 
@@ -207,8 +231,17 @@ def predict_run(run, paths: list[Path], batch_size: int = 64, resize: bool | Non
     used = run.plan.used_datasets()
     d = dataset or (PRIMARY if PRIMARY in used else used[0])
     if d not in used:
-        raise ConfigError([Problem("dataset", "no task of the run reads this dataset", d, allowed=", ".join(used),
-                                   fix="choose one of the allowed datasets")])
+        raise ConfigError(
+            [
+                Problem(
+                    "dataset",
+                    "no task of the run reads this dataset",
+                    d,
+                    allowed=", ".join(used),
+                    fix="choose one of the allowed datasets",
+                )
+            ]
+        )
     source = run.plan.sources[d]
     artifacts = run.artifacts(d)
     tasks = [t for t in run.tasks if t.dataset == d]
@@ -217,7 +250,7 @@ def predict_run(run, paths: list[Path], batch_size: int = 64, resize: bool | Non
     records: list[dict] = []
     with torch.no_grad():
         for start in range(0, len(files), batch_size):
-            prepared = source.prepare_inputs(files[start:start + batch_size], artifacts, resize)
+            prepared = source.prepare_inputs(files[start : start + batch_size], artifacts, resize)
             for lo in range(0, len(prepared), batch_size):
                 hi = min(lo + batch_size, len(prepared))
                 inputs = {qualify(d, k): v[lo:hi].to(run.device) for k, v in prepared.inputs.items()}
@@ -292,16 +325,34 @@ def run_predict(argv: list[str]) -> Path:
     from ..runs import load_run
 
     run_dir, opts, overrides = split_arguments(
-        argv, {"output": None, "checkpoint": "best", "batch_size": "64", "resize": "auto", "dataset": None},
-        USAGE, "mtl-predict", repeated=("input",))
+        argv,
+        {"output": None, "checkpoint": "best", "batch_size": "64", "resize": "auto", "dataset": None},
+        USAGE,
+        "mtl-predict",
+        repeated=("input",),
+    )
     problems = []
     output = Path(opts["output"]).expanduser() if opts["output"] else None
     if output is not None and output.suffix.lower() not in FORMATS:
-        problems.append(Problem("output", "unknown output format", opts["output"], allowed=".csv, .jsonl",
-                                fix="name a .csv or .jsonl file, e.g. output=predictions.csv"))
+        problems.append(
+            Problem(
+                "output",
+                "unknown output format",
+                opts["output"],
+                allowed=".csv, .jsonl",
+                fix="name a .csv or .jsonl file, e.g. output=predictions.csv",
+            )
+        )
     if str(opts["resize"]).lower() not in RESIZE:
-        problems.append(Problem("resize", "unknown resize policy", opts["resize"], allowed="auto, true, false",
-                                fix="resize=auto does what the run's data source did in training"))
+        problems.append(
+            Problem(
+                "resize",
+                "unknown resize policy",
+                opts["resize"],
+                allowed="auto, true, false",
+                fix="resize=auto does what the run's data source did in training",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     batch_size = positive_int("batch_size", opts["batch_size"])
@@ -309,12 +360,20 @@ def run_predict(argv: list[str]) -> Path:
     run = load_run(run_dir, opts["checkpoint"], overrides)
     if output is None:
         output = run.run_dir / "predictions" / f"predictions-{run.checkpoint_name}.csv"
-    records = predict_run(run, paths, batch_size, RESIZE[str(opts["resize"]).lower()], opts["dataset"],
-                          output.parent / f"{output.stem}_masks")
+    records = predict_run(
+        run,
+        paths,
+        batch_size,
+        RESIZE[str(opts["resize"]).lower()],
+        opts["dataset"],
+        output.parent / f"{output.stem}_masks",
+    )
     write_records(records, output)
     tasks = [t.name for t in run.tasks if any(t.name in r for r in records[:1])]
-    print(f"Run directory: {run.run_dir}\nCheckpoint {run.checkpoint_name} (epoch {run.epoch}, step {run.step}): "
-          f"{len(records)} input(s), tasks {', '.join(tasks)}\n")
+    print(
+        f"Run directory: {run.run_dir}\nCheckpoint {run.checkpoint_name} (epoch {run.epoch}, step {run.step}): "
+        f"{len(records)} input(s), tasks {', '.join(tasks)}\n"
+    )
     print(preview(records, tasks))
     print(f"\nwritten to {output.resolve()}", flush=True)
     return output

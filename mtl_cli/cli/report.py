@@ -20,35 +20,60 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mtl-report",
         description="Leaderboard and plots over mtl-train runs: runs that differ only by seed are grouped, "
-                    "and every test metric is given as mean ± std over them.",
+        "and every test metric is given as mean ± std over them.",
         epilog="Writes report.csv, report.md and plots/*.png into --out. Exit codes: 0 done (skipped runs are "
-               "listed), 2 bad arguments, no finished run, or outputs that cannot be written.")
-    p.add_argument("paths", nargs="+", metavar="DIR",
-                   help="run directories, sweep directories (mtl-train -m), or folders above them")
+        "listed), 2 bad arguments, no finished run, or outputs that cannot be written.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="DIR",
+        help="run directories, sweep directories (mtl-train -m), or folders above them",
+    )
     p.add_argument("--out", metavar="DIR", help="where report.csv, report.md and plots/ go (default: the first DIR)")
-    p.add_argument("--group-by", metavar="KEYS",
-                   help="comma-separated config.yaml keys to group by, e.g. weighting.name,arch.name "
-                        "(default: the runs' overrides minus seed, run_dir, resume, baseline* and hydra.*)")
-    p.add_argument("--metrics", choices=("all", "primary"), default="all",
-                   help="all test metrics of every task (default), or each task's primary metric")
+    p.add_argument(
+        "--group-by",
+        metavar="KEYS",
+        help="comma-separated config.yaml keys to group by, e.g. weighting.name,arch.name "
+        "(default: the runs' overrides minus seed, run_dir, resume, baseline* and hydra.*)",
+    )
+    p.add_argument(
+        "--metrics",
+        choices=("all", "primary"),
+        default="all",
+        help="all test metrics of every task (default), or each task's primary metric",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--plots", dest="plots", action="store_true", default=None,
-                   help=f"require the plots (exit 2 when matplotlib is missing: {INSTALL})")
+    g.add_argument(
+        "--plots",
+        dest="plots",
+        action="store_true",
+        default=None,
+        help=f"require the plots (exit 2 when matplotlib is missing: {INSTALL})",
+    )
     g.add_argument("--no-plots", dest="plots", action="store_false", help="write no plots")
     return p
 
 
 def _debugging() -> bool:
     """MTL_DEBUG=1 (or HYDRA_FULL_ERROR=1) shows tracebacks, as for mtl-train."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("MTL_DEBUG", "HYDRA_FULL_ERROR"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("MTL_DEBUG", "HYDRA_FULL_ERROR")
+    )
 
 
 def _output_error(path: Path, e: OSError) -> UserError:
     from ..train.rundir import OutputError  # imports torch: only when it is needed
 
-    return OutputError([Problem(str(path), f"cannot write {e.filename or path}: {e.strerror or e}",
-                                fix="choose a folder you may write to with --out DIR")])
+    return OutputError(
+        [
+            Problem(
+                str(path),
+                f"cannot write {e.filename or path}: {e.strerror or e}",
+                fix="choose a folder you may write to with --out DIR",
+            )
+        ]
+    )
 
 
 def _write(path: Path, text: str) -> None:
@@ -62,20 +87,43 @@ def _write(path: Path, text: str) -> None:
 def report(args: argparse.Namespace) -> None:
     plots_ok = args.plots is not False and _matplotlib()
     if args.plots and not plots_ok:
-        raise ConfigError([Problem("--plots", "matplotlib is not installed", "--plots",
-                                   allowed="--no-plots, or leave both out to skip plots with a note",
-                                   fix=INSTALL)])
+        raise ConfigError(
+            [
+                Problem(
+                    "--plots",
+                    "matplotlib is not installed",
+                    "--plots",
+                    allowed="--no-plots, or leave both out to skip plots with a note",
+                    fix=INSTALL,
+                )
+            ]
+        )
     by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
     if args.group_by is not None and not by:
-        raise ConfigError([Problem("--group-by", "no key given", args.group_by,
-                                   fix="name config keys, e.g. --group-by weighting.name,arch.name")])
+        raise ConfigError(
+            [
+                Problem(
+                    "--group-by",
+                    "no key given",
+                    args.group_by,
+                    fix="name config keys, e.g. --group-by weighting.name,arch.name",
+                )
+            ]
+        )
     runs, skipped = rp.discover(args.paths)
     if not runs:
         where = ", ".join(args.paths)
-        raise DataError([Problem(where, f"no finished run found ({len(skipped)} without summary.json)",
-                                 allowed="run directories holding summary.json, or folders above them",
-                                 fix="wait for the runs to finish, or give the sweep or run directory"
-                                 + "".join(f"\n        skipped {s.path}: {s.reason}" for s in skipped))])
+        raise DataError(
+            [
+                Problem(
+                    where,
+                    f"no finished run found ({len(skipped)} without summary.json)",
+                    allowed="run directories holding summary.json, or folders above them",
+                    fix="wait for the runs to finish, or give the sweep or run directory"
+                    + "".join(f"\n        skipped {s.path}: {s.reason}" for s in skipped),
+                )
+            ]
+        )
     groups = rp.group_runs(runs, by)
     columns = rp.metric_columns(runs, args.metrics)
     rows = rp.aggregate(groups, columns)
@@ -87,8 +135,10 @@ def report(args: argparse.Namespace) -> None:
     monitors = sorted({m for r in rows for m in r.monitors})
     order = "Δm (test)" if has_dm else f"objective ({', '.join(monitors) or 'not recorded'})"
     kinds = sorted({k for r in rows for k in r.memory_kinds})
-    head = (f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {len(rows)} group{'s' if len(rows) != 1 else ''}"
-            f", {len(skipped)} skipped; test split, mean ± std over seeds; sorted by {order}")
+    head = (
+        f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {len(rows)} group{'s' if len(rows) != 1 else ''}"
+        f", {len(skipped)} skipped; test split, mean ± std over seeds; sorted by {order}"
+    )
     common = rp.common_items(groups) if by is None else []
     notes = [f"shared by all runs: {' '.join(common)}"] if common else []
     if kinds:
@@ -121,8 +171,10 @@ def report(args: argparse.Namespace) -> None:
             raise _output_error(out / "plots", e) from e
     elif args.plots is None:
         print(f"\nplots skipped: matplotlib is not installed ({INSTALL})")
-    print(f"\nwrote {len(written)} file{'s' if len(written) != 1 else ''} to {out}: "
-          + ", ".join(str(p.relative_to(out)) for p in written))
+    print(
+        f"\nwrote {len(written)} file{'s' if len(written) != 1 else ''} to {out}: "
+        + ", ".join(str(p.relative_to(out)) for p in written)
+    )
 
 
 def _matplotlib() -> bool:

@@ -120,8 +120,9 @@ def _note(run_dir: str, message: str) -> None:
         pass
 
 
-def sweep_return(summary: dict | None, cfg: DictConfig, directions: list[str] | None, run_dir: str,
-                 failure: str | None = None) -> float | list[float]:
+def sweep_return(
+    summary: dict | None, cfg: DictConfig, directions: list[str] | None, run_dir: str, failure: str | None = None
+) -> float | list[float]:
     """The job's return value: one float, or a list for several objectives. For a sweeper with
     directions (Optuna), a NaN would crash the study: it becomes the worst value of its direction
     (-inf when maximizing, +inf when minimizing), so the trial ranks last, and the log says why."""
@@ -130,8 +131,11 @@ def sweep_return(summary: dict | None, cfg: DictConfig, directions: list[str] | 
         why = [f"the run failed ({failure})"]
     if directions is not None and len(directions) == len(values) and any(math.isnan(v) for v in values):
         values = [WORST.get(d, -math.inf) if math.isnan(v) else v for v, d in zip(values, directions)]
-        _note(run_dir, f"objective of {run_dir}: {'; '.join(why) or 'NaN'}; the sweeper is told {values} "
-                       f"(the worst value for direction {directions if len(directions) > 1 else directions[0]})")
+        _note(
+            run_dir,
+            f"objective of {run_dir}: {'; '.join(why) or 'NaN'}; the sweeper is told {values} "
+            f"(the worst value for direction {directions if len(directions) > 1 else directions[0]})",
+        )
     return values[0] if len(values) == 1 else values
 
 
@@ -215,24 +219,44 @@ def replay_resume(argv: list[str]) -> list[str]:
     if resume in (None, "", "null", "auto"):
         return argv
     if "-m" in argv or "--multirun" in argv:
-        raise CheckpointError([Problem("resume", "resume=<path> continues one run, not a sweep", resume,
-                                       fix="for a sweep set hydra.sweep.dir to the sweep's folder and resume=auto")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "resume",
+                    "resume=<path> continues one run, not a sweep",
+                    resume,
+                    fix="for a sweep set hydra.sweep.dir to the sweep's folder and resume=auto",
+                )
+            ]
+        )
     ckpt = find_checkpoint(resume, Path.cwd())
     if not ckpt.is_file():
-        raise CheckpointError([Problem("resume", f"no checkpoint at {ckpt}", resume,
-                                       fix="name a run directory holding checkpoints/last.pt, or a .pt file")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "resume",
+                    f"no checkpoint at {ckpt}",
+                    resume,
+                    fix="name a run directory holding checkpoints/last.pt, or a .pt file",
+                )
+            ]
+        )
     run = run_dir_of(ckpt)
     saved: list[str] = []
     if (run / "overrides.yaml").is_file():
         try:
             loaded = yaml.safe_load((run / "overrides.yaml").read_text()) or []
         except yaml.YAMLError as e:
-            raise CheckpointError([Problem(str(run / "overrides.yaml"), f"cannot parse: {e}",
-                                           fix="repair or delete the file")]) from None
+            raise CheckpointError(
+                [Problem(str(run / "overrides.yaml"), f"cannot parse: {e}", fix="repair or delete the file")]
+            ) from None
         # hydra.* overrides are not replayed either: hydra.searchpath could bring configs (and an
         # allowed_targets) from anywhere into the run
-        saved = [str(o) for o in loaded if str(o).lstrip("+~").split("=", 1)[0] not in NOT_REPLAYED
-                 and not str(o).lstrip("+~").startswith("hydra")]
+        saved = [
+            str(o)
+            for o in loaded
+            if str(o).lstrip("+~").split("=", 1)[0] not in NOT_REPLAYED and not str(o).lstrip("+~").startswith("hydra")
+        ]
     rest = [a for a in argv if not a.lstrip("+~").startswith("run_dir=")]
     return saved + rest + [f"run_dir={run}"]
 
@@ -241,10 +265,16 @@ def replay_resume(argv: list[str]) -> list[str]:
 PLUGINS = {
     "optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna", "the Optuna sweeper (hydra-optuna-sweeper)"),
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib", "the joblib launcher (hydra-joblib-launcher)"),
-    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm",
-                       "the submitit launcher (hydra-submitit-launcher)"),
-    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm",
-                       "the submitit launcher (hydra-submitit-launcher)"),
+    "submitit_local": (
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+        "the submitit launcher (hydra-submitit-launcher)",
+    ),
+    "submitit_slurm": (
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+        "the submitit launcher (hydra-submitit-launcher)",
+    ),
 }
 PLUGIN_USE = re.compile(r"^\s*-\s*override\s+/?hydra/(?:sweeper|launcher)\s*:\s*(\w+)", re.MULTILINE)
 
@@ -282,8 +312,11 @@ def check_plugins(argv: list[str]) -> None:
         for name in names:
             if name in PLUGINS and not installed(PLUGINS[name][0]):
                 module, extra, what = PLUGINS[name]
-                problems.append(Problem(key, f"{a} needs {what}, which is not installed", value,
-                                        fix=f'pip install "mtl-cli[{extra}]"'))
+                problems.append(
+                    Problem(
+                        key, f"{a} needs {what}, which is not installed", value, fix=f'pip install "mtl-cli[{extra}]"'
+                    )
+                )
     if problems:
         raise ConfigError(problems)
 
@@ -314,8 +347,16 @@ def check_sweeper(argv: list[str]) -> None:
     args = get_args_parser().parse_args(argv)
     search = _value_of(args.overrides, "hparams_search") or _value_of(args.overrides, "+hparams_search")
     if search not in (None, "null") and not args.multirun and not (args.cfg or args.help or args.info):
-        raise ConfigError([Problem("hparams_search", "a hyperparameter search is a sweep: it needs --multirun",
-                                   search, fix=f"run mtl-train -m hparams_search={search} ...")])
+        raise ConfigError(
+            [
+                Problem(
+                    "hparams_search",
+                    "a hyperparameter search is a sweep: it needs --multirun",
+                    search,
+                    fix=f"run mtl-train -m hparams_search={search} ...",
+                )
+            ]
+        )
     job = _first_job(argv)
     if job is None:
         return
@@ -327,11 +368,19 @@ def check_sweeper(argv: list[str]) -> None:
         return
     objectives = cfg.get("objectives")
     if not objectives and cfg.trainer.monitor == "mean_rel":
-        raise ConfigError([Problem("trainer.monitor", "mean_rel measures each run against its own first "
-                                   "evaluation, so a sweeper cannot compare runs by it", "mean_rel",
-                                   allowed="<task>/<metric> (e.g. shape/accuracy), or delta_m with baseline_dir",
-                                   fix="set trainer.monitor=<task>/<metric>, or optimize val metrics with "
-                                       "objectives=[<task>/<metric>, ...] (hparams_search=optuna_multi)")])
+        raise ConfigError(
+            [
+                Problem(
+                    "trainer.monitor",
+                    "mean_rel measures each run against its own first "
+                    "evaluation, so a sweeper cannot compare runs by it",
+                    "mean_rel",
+                    allowed="<task>/<metric> (e.g. shape/accuracy), or delta_m with baseline_dir",
+                    fix="set trainer.monitor=<task>/<metric>, or optimize val metrics with "
+                    "objectives=[<task>/<metric>, ...] (hparams_search=optuna_multi)",
+                )
+            ]
+        )
     if not objectives:
         expected, what = ["maximize"], "the selection score (higher is better)"
     else:
@@ -339,15 +388,25 @@ def check_sweeper(argv: list[str]) -> None:
 
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         tasks = validate(job_cfg).tasks
-        expected = ["maximize" if tasks[t]["directions"][m] == "higher" else "minimize"
-                    for t, m in (o.split("/", 1) for o in objectives)]
+        expected = [
+            "maximize" if tasks[t]["directions"][m] == "higher" else "minimize"
+            for t, m in (o.split("/", 1) for o in objectives)
+        ]
         what = f"objectives {list(objectives)}"
     if directions != expected:
         shown = expected[0] if len(expected) == 1 else "[" + ",".join(expected) + "]"
-        raise ConfigError([Problem("hydra.sweeper.direction", f"does not match what the jobs return: {what}",
-                                   directions[0] if len(directions) == 1 else directions, allowed=shown,
-                                   fix=f"set hydra.sweeper.direction={shown} (one direction per objective, "
-                                       "in the order of objectives)")])
+        raise ConfigError(
+            [
+                Problem(
+                    "hydra.sweeper.direction",
+                    f"does not match what the jobs return: {what}",
+                    directions[0] if len(directions) == 1 else directions,
+                    allowed=shown,
+                    fix=f"set hydra.sweeper.direction={shown} (one direction per objective, "
+                    "in the order of objectives)",
+                )
+            ]
+        )
 
 
 def failed_jobs(sweep_dir: str | Path, since: float) -> list[tuple[str, str]]:
@@ -390,8 +449,7 @@ def _is_sweep_run(argv: list[str]) -> bool:
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(argv)
-    return bool(args.multirun and not (args.cfg or args.help or args.hydra_help or args.info
-                                       or args.shell_completion))
+    return bool(args.multirun and not (args.cfg or args.help or args.hydra_help or args.info or args.shell_completion))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,14 +37,20 @@ class TrainerConfig:
     limit_train_batches: int | None = _f(None, _pos, "null or an integer >= 1")
     limit_val_batches: int | None = _f(None, _pos, "null or an integer >= 1")
     limit_test_batches: int | None = _f(None, _pos, "null or an integer >= 1")
-    monitor: str = _f("mean_rel", None, "mean_rel, delta_m (Δm against baseline_dir's single-task "
-                    "baselines; needs baseline_dir), or <task>/<metric> (e.g. shape/accuracy)")
+    monitor: str = _f(
+        "mean_rel",
+        None,
+        "mean_rel, delta_m (Δm against baseline_dir's single-task "
+        "baselines; needs baseline_dir), or <task>/<metric> (e.g. shape/accuracy)",
+    )
     # several datasets: which one feeds each training step, and how long an epoch is
     sampling: str = _f("round_robin", lambda v: v in SAMPLING, ", ".join(SAMPLING))
     temperature: float = _f(2.0, lambda v: v > 0, "a number > 0 (1: proportional to size; large: uniform)")
     epoch_length: int | str = _f(
-        "largest", lambda v: v in ("largest", "smallest") or (isinstance(v, int) and v >= 1),
-        "largest, smallest, or a number of steps >= 1")
+        "largest",
+        lambda v: v in ("largest", "smallest") or (isinstance(v, int) and v >= 1),
+        "largest, smallest, or a number of steps >= 1",
+    )
     deterministic: bool = _f(False)
     progress: bool = _f(True)
     # checkpoints (last.pt at every epoch end; best.pt at every improvement)
@@ -52,8 +58,9 @@ class TrainerConfig:
     save_top_k: int = _f(0, lambda v: v >= 0, "an integer >= 0 (0: only last.pt and best.pt)")
     # non-finite losses or gradients
     on_nonfinite: str = _f("skip", lambda v: v in NONFINITE, ", ".join(NONFINITE))
-    max_skipped_steps: int | None = _f(10, lambda v: v is None or v >= 0,
-                                       "null (no limit) or an integer >= 0 (skipped steps before the run stops)")
+    max_skipped_steps: int | None = _f(
+        10, lambda v: v is None or v >= 0, "null (no limit) or an integer >= 0 (skipped steps before the run stops)"
+    )
 
 
 @dataclass
@@ -89,17 +96,29 @@ class RootConfig:
     seed: int = _f(0, lambda v: v >= 0, "an integer >= 0")
     device: str = _f("auto", None, "auto, cpu, cuda, cuda:<i> or mps")
     run_dir: str | None = _f(None)
-    resume: str | None = _f(None, None, "null (a new run), auto (continue run_dir if it has a checkpoint), "
-                            "or a run directory or checkpoint file")
+    resume: str | None = _f(
+        None,
+        None,
+        "null (a new run), auto (continue run_dir if it has a checkpoint), or a run directory or checkpoint file",
+    )
     resume_strict: bool = _f(True)
-    baseline: str | None = _f(None, lambda v: v in (None, "stl"),
-                              "null (train the configured model) or stl (one single-task run per task)")
+    baseline: str | None = _f(
+        None, lambda v: v in (None, "stl"), "null (train the configured model) or stl (one single-task run per task)"
+    )
     baseline_dir: str | None = _f(None, None, "null, or the run directory of a baseline=stl run (adds delta_m)")
-    allowed_targets: list[str] | None = _f(None, None, "module prefixes (e.g. [mypkg.optim]) whose callables "
-                                    "a config's _target_ may name, besides torch.optim, torchvision and mtl_cli")
-    objectives: list[str] | None = _f(None, None, "null (a sweep gets the selection score) or a list of "
-                                      "<task>/<metric> (those val metrics at the selected epoch, e.g. "
-                                      "[shape/accuracy, size/mae])")
+    allowed_targets: list[str] | None = _f(
+        None,
+        None,
+        "module prefixes (e.g. [mypkg.optim]) whose callables "
+        "a config's _target_ may name, besides torch.optim, torchvision and mtl_cli",
+    )
+    objectives: list[str] | None = _f(
+        None,
+        None,
+        "null (a sweep gets the selection score) or a list of "
+        "<task>/<metric> (those val metrics at the selected epoch, e.g. "
+        "[shape/accuracy, size/mae])",
+    )
 
 
 #: top-level keys that hold an optional section (checked on their own)
@@ -107,5 +126,4 @@ OPTIONAL_SECTIONS = ("datasets",)
 
 
 #: top-level keys that hold a section; everything else is a RootConfig field
-SECTIONS = ("data", "tasks", "backbone", "arch", "head", "weighting", "optimizer", "scheduler",
-            "trainer", "logger")
+SECTIONS = ("data", "tasks", "backbone", "arch", "head", "weighting", "optimizer", "scheduler", "trainer", "logger")

@@ -74,20 +74,34 @@ def import_target(path: Any, extra: Iterable[str] | str | None = (), key: str = 
     """
     allowed = prefixes(extra)
     if not is_dotted_path(path):
-        raise _refuse(key, path, "not a dotted path of Python names", allowed,
-                      "write the path as module.Name, e.g. torch.optim.AdamW")
+        raise _refuse(
+            key,
+            path,
+            "not a dotted path of Python names",
+            allowed,
+            "write the path as module.Name, e.g. torch.optim.AdamW",
+        )
     if not is_allowed(path, allowed):
         module = _module_of(path)
-        raise _refuse(key, path, "not an allowed target: a config may only name callables of the allowed "
-                      "modules", allowed,
-                      f"if you trust that code, allow its module with +allowed_targets=[{module}] on the command "
-                      f"line (or allowed_targets: [{module}] in the config)")
+        raise _refuse(
+            key,
+            path,
+            "not an allowed target: a config may only name callables of the allowed modules",
+            allowed,
+            f"if you trust that code, allow its module with +allowed_targets=[{module}] on the command "
+            f"line (or allowed_targets: [{module}] in the config)",
+        )
     module, _, attr = path.rpartition(".")
     obj = getattr(importlib.import_module(module), attr)
     defined_in = getattr(obj, "__module__", None)
     if isinstance(defined_in, str) and not is_allowed(defined_in, allowed):
         real = f"{defined_in}.{getattr(obj, '__qualname__', attr)}"
-        raise _refuse(key, path, f"not an allowed target: it is {real}, defined outside the allowed modules",
-                      allowed, f"name it by its own path ({real}) and, if you trust that code, allow its module "
-                      f"with +allowed_targets=[{defined_in}] (or allowed_targets: [{defined_in}] in the config)")
+        raise _refuse(
+            key,
+            path,
+            f"not an allowed target: it is {real}, defined outside the allowed modules",
+            allowed,
+            f"name it by its own path ({real}) and, if you trust that code, allow its module "
+            f"with +allowed_targets=[{defined_in}] (or allowed_targets: [{defined_in}] in the config)",
+        )
     return obj

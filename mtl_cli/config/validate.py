@@ -86,13 +86,21 @@ def _check_keys(p: Problems, where: str, node: dict, params: dict[str, tuple[Any
         if k in skip:
             continue
         if k not in params:
-            p.add(f"{where}.{k}", "unknown key", allowed=", ".join(sorted(params)) or "(no keys)",
-                  fix=f"remove {where}.{k} or use one of the allowed keys")
+            p.add(
+                f"{where}.{k}",
+                "unknown key",
+                allowed=", ".join(sorted(params)) or "(no keys)",
+                fix=f"remove {where}.{k} or use one of the allowed keys",
+            )
             continue
         tp, _ = params[k]
         if not matches(v, tp):
-            p.add(f"{where}.{k}", f"wrong type: expected {type_name(tp)}", v,
-                  fix=f"set {where}.{k} to {_a(type_name(tp))}")
+            p.add(
+                f"{where}.{k}",
+                f"wrong type: expected {type_name(tp)}",
+                v,
+                fix=f"set {where}.{k} to {_a(type_name(tp))}",
+            )
     for k, (tp, default) in params.items():
         if default is inspect.Parameter.empty:
             if k not in node:
@@ -123,14 +131,24 @@ def _check_schema(p: Problems, where: str, node: Any, schema: type) -> dict:
         v = node.get(name, f.default)
         out[name] = v
         if not matches(v, hints[name]):
-            p.add(key, f"wrong type: expected {type_name(hints[name])}", v,
-                  allowed=f.metadata.get("allowed"), fix=f"set {key} to {_a(type_name(hints[name]))}")
+            p.add(
+                key,
+                f"wrong type: expected {type_name(hints[name])}",
+                v,
+                allowed=f.metadata.get("allowed"),
+                fix=f"set {key} to {_a(type_name(hints[name]))}",
+            )
             out[name] = f.default
             continue
         check = f.metadata.get("check")
         if check is not None and v is not None and not check(v):
-            p.add(key, "value out of range", v, allowed=f.metadata.get("allowed"),
-                  fix=f"set {key} to {f.metadata.get('allowed')}")
+            p.add(
+                key,
+                "value out of range",
+                v,
+                allowed=f.metadata.get("allowed"),
+                fix=f"set {key} to {f.metadata.get('allowed')}",
+            )
             out[name] = f.default
     return out
 
@@ -138,13 +156,23 @@ def _check_schema(p: Problems, where: str, node: Any, schema: type) -> dict:
 def _check_component(p: Problems, where: str, node: Any, registry: Registry):
     """Check a ``{name: ..., <keys>}`` node against the registered class; return the class."""
     if not isinstance(node, dict) or "name" not in node:
-        p.add(where, f"expected a mapping with a 'name' key naming a {registry.kind}", node,
-              allowed=", ".join(registry.names()), fix=f"choose one with {where.split('.')[0]}=<option>")
+        p.add(
+            where,
+            f"expected a mapping with a 'name' key naming a {registry.kind}",
+            node,
+            allowed=", ".join(registry.names()),
+            fix=f"choose one with {where.split('.')[0]}=<option>",
+        )
         return None
     name = node["name"]
     if name not in registry:
-        p.add(f"{where}.name", f"unknown {registry.kind}", name, allowed=", ".join(registry.names()),
-              fix=f"set {where}.name to one of the allowed names")
+        p.add(
+            f"{where}.name",
+            f"unknown {registry.kind}",
+            name,
+            allowed=", ".join(registry.names()),
+            fix=f"set {where}.name to one of the allowed names",
+        )
         return None
     cls = registry.get(name)
     _check_keys(p, where, node, config_params(cls.__init__))
@@ -158,15 +186,24 @@ def _check_allowed_targets(p: Problems, value: Any) -> tuple[str, ...]:
         return ()
     for i, v in enumerate(value):
         if not is_dotted_path(v):
-            p.add(f"allowed_targets[{i}]", "not a dotted module path", v,
-                  allowed="module paths of Python names, such as mypkg.optim",
-                  fix="write the module prefix whose callables a _target_ may name, "
-                  "e.g. +allowed_targets=[mypkg.optim]")
+            p.add(
+                f"allowed_targets[{i}]",
+                "not a dotted module path",
+                v,
+                allowed="module paths of Python names, such as mypkg.optim",
+                fix="write the module prefix whose callables a _target_ may name, e.g. +allowed_targets=[mypkg.optim]",
+            )
     return tuple(v for v in value if is_dotted_path(v))
 
 
-def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], extra: tuple[str, ...] = (),
-                  allowed: tuple[str, ...] = ()):
+def _check_target(
+    p: Problems,
+    where: str,
+    node: Any,
+    skip: tuple[str, ...],
+    extra: tuple[str, ...] = (),
+    allowed: tuple[str, ...] = (),
+):
     """Import ``node._target_`` (only from an allowed module prefix: the defaults and ``allowed``)
     and check the node's keys against its signature; return it, or None after a problem."""
     if not isinstance(node, dict):
@@ -181,16 +218,25 @@ def _check_target(p: Problems, where: str, node: Any, skip: tuple[str, ...], ext
         p.items.extend(e.problems)
         return None
     except (ImportError, AttributeError, ValueError):
-        p.add(f"{where}._target_", "cannot import", target, allowed="a dotted path such as torch.optim.AdamW",
-              fix="fix the spelling of the class path")
+        p.add(
+            f"{where}._target_",
+            "cannot import",
+            target,
+            allowed="a dotted path such as torch.optim.AdamW",
+            fix="fix the spelling of the class path",
+        )
         return None
     params = all_params(fn, skip=skip)
     if params is not None:
         keys = {k: v for k, v in node.items() if not k.startswith("_") and k not in extra}
         for k in keys:
             if k not in params:
-                p.add(f"{where}.{k}", f"unknown argument of {target}", allowed=", ".join(sorted(params)),
-                      fix=f"remove {where}.{k}")
+                p.add(
+                    f"{where}.{k}",
+                    f"unknown argument of {target}",
+                    allowed=", ".join(sorted(params)),
+                    fix=f"remove {where}.{k}",
+                )
     return fn
 
 
@@ -204,8 +250,13 @@ def _check_optimizer(p: Problems, node: dict, allowed: tuple[str, ...] = ()):
         return None
     lr = node.get("lr")
     if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
-        p.add("optimizer.lr", "learning rate must be a number > 0", lr, allowed="a number > 0",
-              fix="e.g. optimizer.lr=1e-3")
+        p.add(
+            "optimizer.lr",
+            "learning rate must be a number > 0",
+            lr,
+            allowed="a number > 0",
+            fix="e.g. optimizer.lr=1e-3",
+        )
         return None
     if len(p.items) > n0:  # unknown arguments: already reported, torch would only repeat them
         return None
@@ -226,16 +277,31 @@ def _check_scheduler(p: Problems, node: dict, optimizer=None, allowed: tuple[str
         return
     w = node.get("warmup_steps", 0)
     if not isinstance(w, int) or isinstance(w, bool) or w < 0:
-        p.add("scheduler.warmup_steps", "expected an integer >= 0", w, allowed="an integer >= 0",
-              fix="e.g. scheduler.warmup_steps=100 (0: no warmup)")
+        p.add(
+            "scheduler.warmup_steps",
+            "expected an integer >= 0",
+            w,
+            allowed="an integer >= 0",
+            fix="e.g. scheduler.warmup_steps=100 (0: no warmup)",
+        )
     elif w > 0:
         f = node.get("warmup_start_factor", 0.01)
         if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1:
-            p.add("scheduler.warmup_start_factor", "expected a number in (0, 1]", f, allowed="0 < factor <= 1",
-                  fix="e.g. scheduler.warmup_start_factor=0.01 (the warmup starts at factor x lr)")
+            p.add(
+                "scheduler.warmup_start_factor",
+                "expected a number in (0, 1]",
+                f,
+                allowed="0 < factor <= 1",
+                fix="e.g. scheduler.warmup_start_factor=0.01 (the warmup starts at factor x lr)",
+            )
     if node.get("interval", "step") not in ("step", "epoch"):
-        p.add("scheduler.interval", "unknown interval", node.get("interval"), allowed="step, epoch",
-              fix="set scheduler.interval=step (per optimizer step) or epoch")
+        p.add(
+            "scheduler.interval",
+            "unknown interval",
+            node.get("interval"),
+            allowed="step, epoch",
+            fix="set scheduler.interval=step (per optimizer step) or epoch",
+        )
     if fn is None or len(p.items) > n0:
         return
     _dry_run_scheduler(p, node, fn, optimizer)
@@ -260,13 +326,19 @@ def _dry_run_scheduler(p: Problems, node: dict, fn, optimizer) -> None:
                 sched.step()
                 lrs += [g["lr"] for g in optimizer.param_groups]
     except Exception as e:  # noqa: BLE001 - any refusal of the arguments is a config problem
-        p.add("scheduler", f"{target} refuses these arguments: {type(e).__name__}: {e}", kwargs,
-              fix="fix the named value")
+        p.add(
+            "scheduler", f"{target} refuses these arguments: {type(e).__name__}: {e}", kwargs, fix="fix the named value"
+        )
         return
     bad = [lr for lr in lrs if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0)]
     if bad:
-        p.add("scheduler", f"{target} gives an invalid learning rate", bad[0], allowed="finite learning rates >= 0",
-              fix="check the scheduler's values (e.g. max_lr, eta_min)")
+        p.add(
+            "scheduler",
+            f"{target} gives an invalid learning rate",
+            bad[0],
+            allowed="finite learning rates >= 0",
+            fix="check the scheduler's values (e.g. max_lr, eta_min)",
+        )
 
 
 def validate(cfg: DictConfig | dict) -> Plan:
@@ -275,8 +347,9 @@ def validate(cfg: DictConfig | dict) -> Plan:
         try:
             plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
         except Exception as e:  # noqa: BLE001 - interpolation errors from OmegaConf
-            raise ConfigError([Problem("config", f"cannot resolve the config: {e}",
-                                       fix="fix the interpolation")]) from e
+            raise ConfigError(
+                [Problem("config", f"cannot resolve the config: {e}", fix="fix the interpolation")]
+            ) from e
     else:
         plain = dict(cfg)
     plain.pop("hydra", None)
@@ -331,10 +404,13 @@ def _check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec
     input_keys = list(dict.fromkeys(t["input_key"] for t in tasks.values()))
     if arch_cls.single_input and len(input_keys) > 1:
         where = sorted({f"{t['dataset']}:{t['input']}" for t in tasks.values()})
-        p.add("tasks.*.input", f"arch={arch} feeds every task from one shared input, but the tasks read several "
-              "inputs (dataset:input)", where,
-              allowed=", ".join(n for n in ARCHS.names() if not ARCHS.get(n).single_input),
-              fix="give every task the same dataset and input, or choose a multi-input architecture (arch=multi_input)")
+        p.add(
+            "tasks.*.input",
+            f"arch={arch} feeds every task from one shared input, but the tasks read several inputs (dataset:input)",
+            where,
+            allowed=", ".join(n for n in ARCHS.names() if not ARCHS.get(n).single_input),
+            fix="give every task the same dataset and input, or choose a multi-input architecture (arch=multi_input)",
+        )
         return
     bb = plain.get("backbone") or {}
     bb_cls = BACKBONES.get(bb["name"]) if bb.get("name") in BACKBONES else None
@@ -343,23 +419,32 @@ def _check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec
     if arch_cls.single_input:
         modality = spec.inputs[input_keys[0]].modality
         if modality not in bb_cls.modalities:
-            p.add("backbone.name", f"backbone {bb['name']} reads {', '.join(bb_cls.modalities)} inputs, but the tasks "
-                  f"read {input_keys[0]!r}, a {modality} input", bb["name"],
-                  allowed=", ".join(n for n in BACKBONES.names() if modality in BACKBONES.get(n).modalities),
-                  fix="choose one of the allowed backbones")
+            p.add(
+                "backbone.name",
+                f"backbone {bb['name']} reads {', '.join(bb_cls.modalities)} inputs, but the tasks "
+                f"read {input_keys[0]!r}, a {modality} input",
+                bb["name"],
+                allowed=", ".join(n for n in BACKBONES.names() if modality in BACKBONES.get(n).modalities),
+                fix="choose one of the allowed backbones",
+            )
             return
     stages = None
     if arch_cls.needs_stages:
         if not bb_cls.has_stages:
-            p.add("backbone.name", f"arch={arch} works stage by stage, but backbone {bb['name']} cannot be cut into "
-                  "stages", bb["name"], allowed=", ".join(n for n in BACKBONES.names() if BACKBONES.get(n).has_stages),
-                  fix="choose one of the allowed backbones, or arch=hps")
+            p.add(
+                "backbone.name",
+                f"arch={arch} works stage by stage, but backbone {bb['name']} cannot be cut into stages",
+                bb["name"],
+                allowed=", ".join(n for n in BACKBONES.names() if BACKBONES.get(n).has_stages),
+                fix="choose one of the allowed backbones, or arch=hps",
+            )
             return
         stages = _stage_names(p, bb_cls, bb, spec.inputs[input_keys[0]])
         if stages is None:
             return
-    info = ArchInfo(task_names=list(tasks), backbone=bb["name"], stages=stages,
-                    inputs={k: spec.inputs[k] for k in input_keys})
+    info = ArchInfo(
+        task_names=list(tasks), backbone=bb["name"], stages=stages, inputs={k: spec.inputs[k] for k in input_keys}
+    )
     p.items.extend(arch_cls.check(plain["arch"], info))
 
 
@@ -370,8 +455,12 @@ def _stage_names(p: Problems, bb_cls, node: dict, input_spec) -> list[str] | Non
     except UserError as e:
         p.items.extend(e.problems)
     except Exception as e:  # noqa: BLE001 - any failure to build is a config problem here
-        p.add("backbone", f"backbone {node['name']} cannot be built on input {input_spec.name!r} "
-              f"of shape {tuple(input_spec.shape)}: {type(e).__name__}: {e}", fix="fix the backbone's keys")
+        p.add(
+            "backbone",
+            f"backbone {node['name']} cannot be built on input {input_spec.name!r} "
+            f"of shape {tuple(input_spec.shape)}: {type(e).__name__}: {e}",
+            fix="fix the backbone's keys",
+        )
     return None
 
 
@@ -381,13 +470,22 @@ def _check_datasets(p: Problems, plain: dict) -> tuple[dict[str, DataSource], di
     nodes = {PRIMARY: plain.get("data")}
     extra = plain.get("datasets") or {}
     if not isinstance(extra, dict):
-        p.add("datasets", "expected a mapping of dataset names to data sources", extra,
-              fix="e.g. in an experiment's defaults: `- /data@datasets.audio: tones`")
+        p.add(
+            "datasets",
+            "expected a mapping of dataset names to data sources",
+            extra,
+            fix="e.g. in an experiment's defaults: `- /data@datasets.audio: tones`",
+        )
         extra = {}
     for name, node in extra.items():
         if name == PRIMARY or "/" in str(name):
-            p.add(f"datasets.{name}", "reserved or invalid dataset name", name,
-                  allowed="a name other than 'data', without '/'", fix="rename the dataset")
+            p.add(
+                f"datasets.{name}",
+                "reserved or invalid dataset name",
+                name,
+                allowed="a name other than 'data', without '/'",
+                fix="rename the dataset",
+            )
             continue
         nodes[str(name)] = node
     plain["datasets"] = extra
@@ -432,21 +530,36 @@ def _check_device(p: Problems, plain: dict) -> None:
         return
     ok = dev == "auto" or dev == "cpu" or dev == "mps" or dev == "cuda" or dev.startswith("cuda:")
     if ok and dev.startswith("cuda:"):
-        ok = dev[len("cuda:"):].isdigit()
+        ok = dev[len("cuda:") :].isdigit()
     if not ok:
-        p.add("device", "unknown device", dev, allowed="auto, cpu, cuda, cuda:<i>, mps",
-              fix="set device to one of the allowed values (auto picks cuda > mps > cpu)")
+        p.add(
+            "device",
+            "unknown device",
+            dev,
+            allowed="auto, cpu, cuda, cuda:<i>, mps",
+            fix="set device to one of the allowed values (auto picks cuda > mps > cpu)",
+        )
         return
     if dev.startswith("cuda") and not torch.cuda.is_available():
         p.add("device", "CUDA is not available on this machine", dev, fix="use device=auto or device=cpu")
-    elif dev.startswith("cuda:") and int(dev[len("cuda:"):]) >= torch.cuda.device_count():
+    elif dev.startswith("cuda:") and int(dev[len("cuda:") :]) >= torch.cuda.device_count():
         n = torch.cuda.device_count()
-        p.add("device", f"this machine has {n} CUDA device{'s' if n != 1 else ''}", dev,
-              allowed=", ".join(["cuda"] + [f"cuda:{i}" for i in range(n)]), fix="choose an existing device")
+        p.add(
+            "device",
+            f"this machine has {n} CUDA device{'s' if n != 1 else ''}",
+            dev,
+            allowed=", ".join(["cuda"] + [f"cuda:{i}" for i in range(n)]),
+            fix="choose an existing device",
+        )
     cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
     if plain["trainer"].get("precision") == "fp16" and not cuda:
-        p.add("trainer.precision", "fp16 mixed precision needs a CUDA device", "fp16",
-              allowed="32 or bf16 on this device", fix="use trainer.precision=bf16 or 32")
+        p.add(
+            "trainer.precision",
+            "fp16 mixed precision needs a CUDA device",
+            "fp16",
+            allowed="32 or bf16 on this device",
+            fix="use trainer.precision=bf16 or 32",
+        )
 
 
 def _check_data(p: Problems, where: str, node: Any) -> tuple[DataSource | None, DataSpec | None]:
@@ -458,7 +571,7 @@ def _check_data(p: Problems, where: str, node: Any) -> tuple[DataSource | None, 
     def rekey(key: str | None) -> str:  # sources name their keys data.<key>
         if not key:
             return where
-        return where + key[len("data"):] if key == "data" or key.startswith("data.") else key
+        return where + key[len("data") :] if key == "data" or key.startswith("data.") else key
 
     def retext(text):  # ... and their fixes say "set data.<key>=..."
         return re.sub(r"(?<![\w.])data\.", f"{where}.", text) if isinstance(text, str) else text
@@ -467,8 +580,9 @@ def _check_data(p: Problems, where: str, node: Any) -> tuple[DataSource | None, 
         source = cls(**{k: v for k, v in node.items() if k != "name"})
         return source, source.describe()
     except UserError as e:
-        p.items.extend(Problem(rekey(q.key), retext(q.message), q.value, retext(q.allowed), retext(q.fix))
-                       for q in e.problems)
+        p.items.extend(
+            Problem(rekey(q.key), retext(q.message), q.value, retext(q.allowed), retext(q.fix)) for q in e.problems
+        )
     except (ValueError, TypeError) as e:
         p.add(where, f"the {node['name']} source refuses its arguments: {e}", fix="fix the named value")
     return None, None
@@ -482,10 +596,13 @@ def _check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict
     for name, tnode in node.items():
         n0 = len(p.items)
         if not _usable_task_name(str(name)):
-            p.add(f"tasks.{name}", "this task name cannot be used: it is empty, contains '.' or '/', or "
-                  "is the name of an attribute of torch modules (heads are kept in a ModuleDict by task name)",
-                  str(name), fix=f"rename the task, e.g. tasks.{name}_task (keep tasks.<name>.target pointing at "
-                  "the data's target)")
+            p.add(
+                f"tasks.{name}",
+                "this task name cannot be used: it is empty, contains '.' or '/', or "
+                "is the name of an attribute of torch modules (heads are kept in a ModuleDict by task name)",
+                str(name),
+                fix=f"rename the task, e.g. tasks.{name}_task (keep tasks.<name>.target pointing at the data's target)",
+            )
             continue
         t = _check_schema(p, f"tasks.{name}", tnode, TaskConfig)
         if not isinstance(tnode, dict) or t.get("enabled") is False:
@@ -497,8 +614,9 @@ def _check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict
             out[str(name)] = resolved
     enabled = [n for n, t in node.items() if not (isinstance(t, dict) and t.get("enabled") is False)]
     if not enabled:
-        p.add("tasks", "every task is disabled", sorted(node),
-              fix="set tasks.<name>.enabled=true for at least one task")
+        p.add(
+            "tasks", "every task is disabled", sorted(node), fix="set tasks.<name>.enabled=true for at least one task"
+        )
     elif out and all(t["role"] == "auxiliary" for t in out.values()):
         p.add("tasks.*.role", "every enabled task is auxiliary", fix="make at least one task role=primary")
     return out
@@ -515,20 +633,34 @@ def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], p
     key = f"tasks.{name}"
     n0 = len(p.items)
     if t["kind"] is None:
-        p.add(f"{key}.kind", "required key is missing", allowed=", ".join(TASK_KINDS.names()),
-              fix=f"set {key}.kind=<kind> (or +{key}.kind=<kind> for a new task)")
+        p.add(
+            f"{key}.kind",
+            "required key is missing",
+            allowed=", ".join(TASK_KINDS.names()),
+            fix=f"set {key}.kind=<kind> (or +{key}.kind=<kind> for a new task)",
+        )
         return None
     if t["kind"] not in TASK_KINDS:
-        p.add(f"{key}.kind", "unknown task kind", t["kind"], allowed=", ".join(TASK_KINDS.names()),
-              fix=f"set {key}.kind to one of the allowed kinds")
+        p.add(
+            f"{key}.kind",
+            "unknown task kind",
+            t["kind"],
+            allowed=", ".join(TASK_KINDS.names()),
+            fix=f"set {key}.kind to one of the allowed kinds",
+        )
         return None
     kind = TASK_KINDS.get(t["kind"])()
     t["target"] = t["target"] if t["target"] is not None else name
     t["dataset"] = t["dataset"] if t["dataset"] is not None else PRIMARY
     known = [PRIMARY, *(plain.get("datasets") or {})]
     if t["dataset"] not in known:
-        p.add(f"{key}.dataset", "no such dataset", t["dataset"], allowed=", ".join(known),
-              fix=f"set {key}.dataset to null (the `data` source) or declare datasets.{t['dataset']}")
+        p.add(
+            f"{key}.dataset",
+            "no such dataset",
+            t["dataset"],
+            allowed=", ".join(known),
+            fix=f"set {key}.dataset to null (the `data` source) or declare datasets.{t['dataset']}",
+        )
     spec = specs.get(t["dataset"])
     if spec is not None:
         _resolve_io(p, key, t, kind, spec)
@@ -536,22 +668,42 @@ def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], p
         t["target_key"] = qualify(t["dataset"], t["target"])
     t["loss"] = t["loss"] if t["loss"] is not None else kind.default_loss
     if t["loss"] not in kind.losses:
-        p.add(f"{key}.loss", f"not a loss of a {kind.name} task", t["loss"], allowed=", ".join(kind.losses),
-              fix=f"set {key}.loss to an allowed loss (or null for {kind.default_loss})")
+        p.add(
+            f"{key}.loss",
+            f"not a loss of a {kind.name} task",
+            t["loss"],
+            allowed=", ".join(kind.losses),
+            fix=f"set {key}.loss to an allowed loss (or null for {kind.default_loss})",
+        )
     t["metrics"] = list(t["metrics"]) if t["metrics"] is not None else list(kind.default_metrics)
     if not t["metrics"]:
-        p.add(f"{key}.metrics", "empty list: a task needs at least one metric", [], allowed=", ".join(kind.metrics),
-              fix=f"list some metrics, or set {key}.metrics=null for the defaults ({', '.join(kind.default_metrics)})")
+        p.add(
+            f"{key}.metrics",
+            "empty list: a task needs at least one metric",
+            [],
+            allowed=", ".join(kind.metrics),
+            fix=f"list some metrics, or set {key}.metrics=null for the defaults ({', '.join(kind.default_metrics)})",
+        )
         t["metrics"] = list(kind.default_metrics)
     for m in t["metrics"]:
         if m not in kind.metrics:
-            p.add(f"{key}.metrics", f"not a metric of a {kind.name} task", m, allowed=", ".join(kind.metrics),
-                  fix=f"remove {m!r} from {key}.metrics")
+            p.add(
+                f"{key}.metrics",
+                f"not a metric of a {kind.name} task",
+                m,
+                allowed=", ".join(kind.metrics),
+                fix=f"remove {m!r} from {key}.metrics",
+            )
     if t["primary_metric"] is None:
         t["primary_metric"] = kind.default_primary if kind.default_primary in t["metrics"] else t["metrics"][0]
     if t["primary_metric"] not in t["metrics"]:
-        p.add(f"{key}.primary_metric", "must be one of the task's metrics", t["primary_metric"],
-              allowed=", ".join(t["metrics"]), fix=f"add it to {key}.metrics or choose another")
+        p.add(
+            f"{key}.primary_metric",
+            "must be one of the task's metrics",
+            t["primary_metric"],
+            allowed=", ".join(t["metrics"]),
+            fix=f"add it to {key}.metrics or choose another",
+        )
     t["directions"] = {m: kind.metrics[m].direction for m in t["metrics"] if m in kind.metrics}
     _resolve_head(p, key, t, kind, plain)
     return t if len(p.items) == n0 else None
@@ -559,27 +711,50 @@ def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], p
 
 def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
     if t["target"] not in spec.targets:
-        p.add(f"{key}.target", "the data has no such target", t["target"], allowed=", ".join(spec.targets),
-              fix=f"set {key}.target to one of the data's targets, or choose other data")
+        p.add(
+            f"{key}.target",
+            "the data has no such target",
+            t["target"],
+            allowed=", ".join(spec.targets),
+            fix=f"set {key}.target to one of the data's targets, or choose other data",
+        )
         return
     ts = spec.targets[t["target"]]
     if ts.kind not in kind.accepts:
-        p.add(f"{key}.kind", f"a {kind.name} task cannot learn target {ts.name!r}, which is {ts.kind}", kind.name,
-              allowed=", ".join(k for k in TASK_KINDS.names() if ts.kind in TASK_KINDS.get(k).accepts),
-              fix=f"set {key}.kind to an allowed kind")
+        p.add(
+            f"{key}.kind",
+            f"a {kind.name} task cannot learn target {ts.name!r}, which is {ts.kind}",
+            kind.name,
+            allowed=", ".join(k for k in TASK_KINDS.names() if ts.kind in TASK_KINDS.get(k).accepts),
+            fix=f"set {key}.kind to an allowed kind",
+        )
     if t["input"] is None:
         if len(spec.inputs) == 1:
             t["input"] = next(iter(spec.inputs))
         else:
-            p.add(f"{key}.input", "the data has several inputs; say which one this task reads", None,
-                  allowed=", ".join(spec.inputs), fix=f"set {key}.input")
+            p.add(
+                f"{key}.input",
+                "the data has several inputs; say which one this task reads",
+                None,
+                allowed=", ".join(spec.inputs),
+                fix=f"set {key}.input",
+            )
     elif t["input"] not in spec.inputs:
-        p.add(f"{key}.input", "the data has no such input", t["input"], allowed=", ".join(spec.inputs),
-              fix=f"set {key}.input to one of the data's inputs")
+        p.add(
+            f"{key}.input",
+            "the data has no such input",
+            t["input"],
+            allowed=", ".join(spec.inputs),
+            fix=f"set {key}.input to one of the data's inputs",
+        )
     if ts.num_classes is not None:
         if t["num_classes"] is not None and t["num_classes"] != ts.num_classes:
-            p.add(f"{key}.num_classes", f"the data's target {ts.name!r} has {ts.num_classes} classes", t["num_classes"],
-                  fix=f"remove {key}.num_classes or set it to {ts.num_classes}")
+            p.add(
+                f"{key}.num_classes",
+                f"the data's target {ts.name!r} has {ts.num_classes} classes",
+                t["num_classes"],
+                fix=f"remove {key}.num_classes or set it to {ts.num_classes}",
+            )
         t["num_classes"] = ts.num_classes
     elif t["num_classes"] is None and kind.name in ("classification", "multilabel", "segmentation"):
         p.add(f"{key}.num_classes", "the data does not say how many classes; set it", fix=f"set {key}.num_classes=<n>")
@@ -589,24 +764,38 @@ def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
 
 def _resolve_head(p: Problems, key: str, t: dict, kind, plain: dict) -> None:
     head = t["head"] if t["head"] is not None else (plain.get("head") or {}).get("dense" if kind.dense else "vector")
-    cls = _check_component(p, f"{key}.head", head, HEADS) if t["head"] is not None else (
-        HEADS.get(head["name"]) if isinstance(head, dict) and head.get("name") in HEADS else None)
+    cls = (
+        _check_component(p, f"{key}.head", head, HEADS)
+        if t["head"] is not None
+        else (HEADS.get(head["name"]) if isinstance(head, dict) and head.get("name") in HEADS else None)
+    )
     t["head"] = head
     if cls is None:
         return
     if kind.dense and not cls.dense_output:
-        p.add(f"{key}.head", f"a {kind.name} task needs a dense (per-pixel) head", head["name"],
-              allowed=", ".join(n for n in HEADS.names() if HEADS.get(n).dense_output),
-              fix=f"set {key}.head.name or head.dense.name to a dense head")
+        p.add(
+            f"{key}.head",
+            f"a {kind.name} task needs a dense (per-pixel) head",
+            head["name"],
+            allowed=", ".join(n for n in HEADS.names() if HEADS.get(n).dense_output),
+            fix=f"set {key}.head.name or head.dense.name to a dense head",
+        )
     if not kind.dense and cls.dense_output:
-        p.add(f"{key}.head", f"a {kind.name} task needs a vector head, not a dense one", head["name"],
-              allowed=", ".join(n for n in HEADS.names() if not HEADS.get(n).dense_output),
-              fix=f"set {key}.head.name or head.vector.name to a vector head")
+        p.add(
+            f"{key}.head",
+            f"a {kind.name} task needs a vector head, not a dense one",
+            head["name"],
+            allowed=", ".join(n for n in HEADS.names() if not HEADS.get(n).dense_output),
+            fix=f"set {key}.head.name or head.vector.name to a vector head",
+        )
     bb = plain.get("backbone") or {}
     if cls.needs_feature_map and bb.get("name") in BACKBONES and not BACKBONES.get(bb["name"]).feature_map:
-        p.add(f"{key}.head",
-              f"head {head['name']} needs a spatial feature map, but backbone {bb['name']} gives vectors",
-              head["name"], fix="choose a convolutional backbone or disable this task")
+        p.add(
+            f"{key}.head",
+            f"head {head['name']} needs a spatial feature map, but backbone {bb['name']} gives vectors",
+            head["name"],
+            fix="choose a convolutional backbone or disable this task",
+        )
 
 
 def _check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
@@ -614,8 +803,13 @@ def _check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
         return  # delta_m: _check_baseline
     allowed = ["mean_rel", "delta_m"] + [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
     if monitor not in allowed:
-        p.add("trainer.monitor", "not a metric of an enabled task", monitor, allowed=", ".join(allowed),
-              fix="set trainer.monitor to mean_rel, delta_m (with baseline_dir) or one of the allowed <task>/<metric>")
+        p.add(
+            "trainer.monitor",
+            "not a metric of an enabled task",
+            monitor,
+            allowed=", ".join(allowed),
+            fix="set trainer.monitor to mean_rel, delta_m (with baseline_dir) or one of the allowed <task>/<metric>",
+        )
 
 
 def _check_tensorboard(p: Problems, logger: dict) -> None:
@@ -623,9 +817,13 @@ def _check_tensorboard(p: Problems, logger: dict) -> None:
     import importlib.util
 
     if logger.get("tensorboard") is True and importlib.util.find_spec("tensorboard") is None:
-        p.add("logger.tensorboard", "TensorBoard event files need the tensorboard package, which is not installed",
-              True, allowed="false, or true with tensorboard installed",
-              fix='pip install "mtl-cli[tensorboard]" (or pip install tensorboard), or set logger.tensorboard=false')
+        p.add(
+            "logger.tensorboard",
+            "TensorBoard event files need the tensorboard package, which is not installed",
+            True,
+            allowed="false, or true with tensorboard installed",
+            fix='pip install "mtl-cli[tensorboard]" (or pip install tensorboard), or set logger.tensorboard=false',
+        )
 
 
 def _check_objectives(p: Problems, objectives: Any, tasks: dict[str, dict]) -> None:
@@ -634,12 +832,22 @@ def _check_objectives(p: Problems, objectives: Any, tasks: dict[str, dict]) -> N
         return  # not a list: the schema check reports it
     allowed = [f"{n}/{m}" for n, t in tasks.items() for m in t["metrics"]]
     if not objectives:
-        p.add("objectives", "an empty list", [], allowed="null (the selection score) or a list of <task>/<metric>",
-              fix="set objectives=null, or list the val metrics to optimize, e.g. objectives=[shape/accuracy]")
+        p.add(
+            "objectives",
+            "an empty list",
+            [],
+            allowed="null (the selection score) or a list of <task>/<metric>",
+            fix="set objectives=null, or list the val metrics to optimize, e.g. objectives=[shape/accuracy]",
+        )
     for i, o in enumerate(objectives):
         if o not in allowed:
-            p.add(f"objectives[{i}]", "not a metric of an enabled task", o, allowed=", ".join(allowed),
-                  fix="name each objective as <task>/<metric> of an enabled task")
+            p.add(
+                f"objectives[{i}]",
+                "not a metric of an enabled task",
+                o,
+                allowed=", ".join(allowed),
+                fix="name each objective as <task>/<metric> of an enabled task",
+            )
         elif objectives.index(o) != i:
             p.add(f"objectives[{i}]", "given twice", o, fix="list each objective once")
 
@@ -654,10 +862,14 @@ def _check_baseline(p: Problems, plain: dict, tasks: dict[str, dict]) -> None:
         return
     bdir = plain.get("baseline_dir")
     if plain["trainer"].get("monitor") == "delta_m" and bdir in (None, ""):
-        p.add("trainer.monitor", "delta_m selects by Δm against single-task baselines, but baseline_dir is not set",
-              "delta_m", allowed="delta_m with baseline_dir=<a baseline=stl run>; mean_rel; <task>/<metric>",
-              fix="train the baselines with mtl-train baseline=stl run_dir=<dir> <the same data/backbone/task "
-              "overrides>, then add baseline_dir=<dir>; or choose another trainer.monitor")
+        p.add(
+            "trainer.monitor",
+            "delta_m selects by Δm against single-task baselines, but baseline_dir is not set",
+            "delta_m",
+            allowed="delta_m with baseline_dir=<a baseline=stl run>; mean_rel; <task>/<metric>",
+            fix="train the baselines with mtl-train baseline=stl run_dir=<dir> <the same data/backbone/task "
+            "overrides>, then add baseline_dir=<dir>; or choose another trainer.monitor",
+        )
     if bdir not in (None, "") and tasks:
         p.items.extend(baseline_problems(bdir, tasks))
 

@@ -109,11 +109,22 @@ def cannot_predict(source: DataSource) -> DataError:
 
     able = [n for n in SOURCES.names() if SOURCES.get(n).predict_suffixes]
     name = next((n for n in SOURCES.names() if isinstance(source, SOURCES.get(n))), type(source).__name__)
-    return DataError([Problem("input", f"the {name} data source cannot prepare inputs for prediction", name,
-                              allowed="runs on the data sources " + ", ".join(able) + " ("
-                              + "; ".join(f"{n}: {SOURCES.get(n).predict_accepts}" for n in able) + ")",
-                              fix="predict with a run trained on one of those sources, or evaluate this run "
-                              "on other data with mtl-eval and data overrides")])
+    return DataError(
+        [
+            Problem(
+                "input",
+                f"the {name} data source cannot prepare inputs for prediction",
+                name,
+                allowed="runs on the data sources "
+                + ", ".join(able)
+                + " ("
+                + "; ".join(f"{n}: {SOURCES.get(n).predict_accepts}" for n in able)
+                + ")",
+                fix="predict with a run trained on one of those sources, or evaluate this run "
+                "on other data with mtl-eval and data overrides",
+            )
+        ]
+    )
 
 
 # --- helpers of prepare_inputs -----------------------------------------------------------------------
@@ -136,12 +147,25 @@ def prediction_files(source: DataSource, paths: Sequence[Path], list_column: str
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
-                problems.append(Problem("input", f"folder {p} holds no {'/'.join(suffixes)} files", str(p),
-                                        allowed=source.predict_accepts, fix="point input= at a folder of such files"))
+                problems.append(
+                    Problem(
+                        "input",
+                        f"folder {p} holds no {'/'.join(suffixes)} files",
+                        str(p),
+                        allowed=source.predict_accepts,
+                        fix="point input= at a folder of such files",
+                    )
+                )
             out += found
         elif not p.is_file():
-            problems.append(Problem("input", f"no such file or folder: {p}", str(p),
-                                    fix=f"check the path (relative paths resolve against {Path.cwd()})"))
+            problems.append(
+                Problem(
+                    "input",
+                    f"no such file or folder: {p}",
+                    str(p),
+                    fix=f"check the path (relative paths resolve against {Path.cwd()})",
+                )
+            )
         elif p.suffix.lower() in suffixes:
             out.append(p)
         elif p.suffix.lower() in TABLE_SUFFIXES and not reads_tables:
@@ -150,13 +174,28 @@ def prediction_files(source: DataSource, paths: Sequence[Path], list_column: str
             except DataError as e:
                 problems += e.problems
         else:
-            problems.append(Problem("input", f"{p} is not a file this run's data source reads", str(p),
-                                    allowed=source.predict_accepts, fix="give files of the allowed kinds"))
+            problems.append(
+                Problem(
+                    "input",
+                    f"{p} is not a file this run's data source reads",
+                    str(p),
+                    allowed=source.predict_accepts,
+                    fix="give files of the allowed kinds",
+                )
+            )
     if problems:
         raise DataError(problems)
     if not out:
-        raise DataError([Problem("input", "no input files given", allowed=source.predict_accepts,
-                                 fix="set input=<file, folder or list>")])
+        raise DataError(
+            [
+                Problem(
+                    "input",
+                    "no input files given",
+                    allowed=source.predict_accepts,
+                    fix="set input=<file, folder or list>",
+                )
+            ]
+        )
     return out
 
 
@@ -179,11 +218,23 @@ def _listed_files(table: Path, column: str | None, suffixes: tuple[str, ...]) ->
             continue
         f = (table.parent / cell).resolve()
         if not f.is_file():
-            problems.append(Problem(str(table), f"row {i}, column {name!r}: no such file {f}", cell,
-                                    fix="correct the path (relative paths resolve against the list's folder)"))
+            problems.append(
+                Problem(
+                    str(table),
+                    f"row {i}, column {name!r}: no such file {f}",
+                    cell,
+                    fix="correct the path (relative paths resolve against the list's folder)",
+                )
+            )
         elif f.suffix.lower() not in suffixes:
-            problems.append(Problem(str(table), f"row {i}, column {name!r}: not a {'/'.join(suffixes)} file", cell,
-                                    fix="list image files only"))
+            problems.append(
+                Problem(
+                    str(table),
+                    f"row {i}, column {name!r}: not a {'/'.join(suffixes)} file",
+                    cell,
+                    fix="list image files only",
+                )
+            )
         else:
             files.append(f)
     if problems:
@@ -210,8 +261,16 @@ def read_image_file(path: Path):
         img = Image.open(path)
         img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError([Problem(str(path), f"cannot decode image: {e}", allowed="a complete PNG/JPEG/... image",
-                                 fix="replace the file or leave it out")]) from e
+        raise DataError(
+            [
+                Problem(
+                    str(path),
+                    f"cannot decode image: {e}",
+                    allowed="a complete PNG/JPEG/... image",
+                    fix="replace the file or leave it out",
+                )
+            ]
+        ) from e
     return img
 
 
@@ -226,10 +285,14 @@ def image_to_tensor(img, channels: int) -> torch.Tensor:
 
 def size_problem(path: Path, got: tuple[int, int], want: tuple[int, int], why: str) -> Problem:
     """An input image of another size than the run's images, under a policy that refuses it."""
-    return Problem(str(path), f"image is {got[0]}x{got[1]} pixels, the run's images are {want[0]}x{want[1]} ({why})",
-                   f"{got[0]}x{got[1]}", allowed=f"{want[0]}x{want[1]} images",
-                   fix=f"resize the image to {want[0]}x{want[1]}, or pass resize=true to have it resized "
-                   "(antialiased), which may lower the quality of the predictions")
+    return Problem(
+        str(path),
+        f"image is {got[0]}x{got[1]} pixels, the run's images are {want[0]}x{want[1]} ({why})",
+        f"{got[0]}x{got[1]}",
+        allowed=f"{want[0]}x{want[1]} images",
+        fix=f"resize the image to {want[0]}x{want[1]}, or pass resize=true to have it resized "
+        "(antialiased), which may lower the quality of the predictions",
+    )
 
 
 class InMemoryDataset(Dataset):
@@ -280,9 +343,7 @@ class InMemoryDataset(Dataset):
         )
 
 
-def split_indices(
-    n: int, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, torch.Tensor]:
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:
     """Seeded random split of ``range(n)`` into train/val/test index tensors."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
@@ -305,8 +366,10 @@ def check_nonempty(splits: dict[str, Dataset], where: str, fix: str | None = Non
                 Problem(
                     key=where,
                     message=f"split(s) {', '.join(empty)} have no samples (samples per split: "
-                    + ", ".join(f"{s} {n}" for s, n in sizes.items()) + ")",
-                    fix=fix or "use more data, or raise data.val_fraction / data.test_fraction so "
+                    + ", ".join(f"{s} {n}" for s, n in sizes.items())
+                    + ")",
+                    fix=fix
+                    or "use more data, or raise data.val_fraction / data.test_fraction so "
                     "that every split gets at least one sample",
                 )
             ]
@@ -338,16 +401,29 @@ def with_prefix(ds: Dataset, prefix: str) -> Dataset:
     if not prefix:
         return ds
     if isinstance(ds, InMemoryDataset):  # shares the tensors; keeps the fast batched path
-        return InMemoryDataset(*(_rename({"inputs": ds.inputs, "targets": ds.targets, "masks": ds.masks},
-                                         prefix)[part] for part in ("inputs", "targets", "masks")))
+        return InMemoryDataset(
+            *(
+                _rename({"inputs": ds.inputs, "targets": ds.targets, "masks": ds.masks}, prefix)[part]
+                for part in ("inputs", "targets", "masks")
+            )
+        )
     return _Prefixed(ds, prefix)
 
 
 # --- helpers of the generated sources (shapes, tones) ----------------------------------------------
 def split_size_problems(sizes: dict[str, int]) -> list[Problem]:
     """``data.<split>_size`` values below 1."""
-    return [Problem(f"data.{s}_size", "a split needs at least one sample", n, "an integer >= 1",
-                    f"set data.{s}_size to 1 or more") for s, n in sizes.items() if n < 1]
+    return [
+        Problem(
+            f"data.{s}_size",
+            "a split needs at least one sample",
+            n,
+            "an integer >= 1",
+            f"set data.{s}_size to 1 or more",
+        )
+        for s, n in sizes.items()
+        if n < 1
+    ]
 
 
 def missing_label_problems(missing: dict[str, float], targets: Sequence[str], source: str) -> list[Problem]:
@@ -356,11 +432,19 @@ def missing_label_problems(missing: dict[str, float], targets: Sequence[str], so
     for target, frac in missing.items():
         key = f"data.missing_labels.{target}"
         if target not in targets:
-            out.append(Problem(key, f"not a target of the {source} source", target, ", ".join(targets),
-                               "name one of the allowed targets"))
+            out.append(
+                Problem(
+                    key,
+                    f"not a target of the {source} source",
+                    target,
+                    ", ".join(targets),
+                    "name one of the allowed targets",
+                )
+            )
         elif not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
-            out.append(Problem(key, "a fraction of samples must be in [0, 1]", frac, "a number in [0, 1]",
-                               f"e.g. {key}=0.5"))
+            out.append(
+                Problem(key, "a fraction of samples must be in [0, 1]", frac, "a number in [0, 1]", f"e.g. {key}=0.5")
+            )
     return out
 
 

@@ -118,8 +118,7 @@ class PerInputBatchNorm(nn.Module):
         for i in range(n):
             self.register_buffer(f"running_mean_{i}", bn.running_mean.clone() if self.track else None)
             self.register_buffer(f"running_var_{i}", bn.running_var.clone() if self.track else None)
-            self.register_buffer(f"num_batches_tracked_{i}",
-                                 torch.zeros((), dtype=torch.long) if self.track else None)
+            self.register_buffer(f"num_batches_tracked_{i}", torch.zeros((), dtype=torch.long) if self.track else None)
 
     def forward(self, x: Tensor) -> Tensor:
         i = self.index
@@ -131,9 +130,16 @@ class PerInputBatchNorm(nn.Module):
             if self.momentum is None:  # cumulative average, as torch's batch norm does
                 factor = 1.0 / float(count)
         use_batch = self.training or not self.track
-        return F.batch_norm(x, mean if not self.training or self.track else None,
-                            var if not self.training or self.track else None, self.weight, self.bias,
-                            use_batch, factor, self.eps)
+        return F.batch_norm(
+            x,
+            mean if not self.training or self.track else None,
+            var if not self.training or self.track else None,
+            self.weight,
+            self.bias,
+            use_batch,
+            factor,
+            self.eps,
+        )
 
 
 def per_input_norms(module: nn.Module, n: int) -> list[PerInputBatchNorm]:

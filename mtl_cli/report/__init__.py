@@ -154,14 +154,21 @@ def load_run(d: Path) -> Run | Skipped:
     config = config if isinstance(config, dict) else None
     overrides = _overrides_of(d)
     return Run(
-        path=d, kind="mtl", tasks=tasks, test=test,
+        path=d,
+        kind="mtl",
+        tasks=tasks,
+        test=test,
         delta_m=_num(dm.get("test")) if isinstance(dm, dict) else None,
-        objective=_num(obj.get("value")), objective_direction=str(obj.get("direction") or "maximize"),
+        objective=_num(obj.get("value")),
+        objective_direction=str(obj.get("direction") or "maximize"),
         objective_monitor=obj.get("monitor"),
         time_per_step_s=_num(s.get("time_per_step_s")),
         time_per_epoch_s=train_time / epochs if train_time is not None and epochs else None,
-        peak_memory_mb=_num(s.get("peak_memory_mb")), peak_memory_kind=s.get("peak_memory_kind"),
-        seed=_seed_of(config, overrides), overrides=overrides, config=config,
+        peak_memory_mb=_num(s.get("peak_memory_mb")),
+        peak_memory_kind=s.get("peak_memory_kind"),
+        seed=_seed_of(config, overrides),
+        overrides=overrides,
+        config=config,
         metrics_files=[d / "metrics.jsonl"] if (d / "metrics.jsonl").is_file() else [],
     )
 
@@ -216,10 +223,18 @@ def load_stl_run(d: Path) -> Run | Skipped:
     if seed is None and isinstance(bj.get("config"), dict):
         seed = bj["config"].get("seed")
     return Run(
-        path=d, kind="stl", tasks=tasks, test=test,
-        time_per_step_s=total(lambda c: _num(c.get("time_per_step_s"))), time_per_epoch_s=total(per_epoch),
-        peak_memory_mb=max(peaks) if peaks else None, peak_memory_kind=",".join(kinds) or None,
-        seed=seed, overrides=overrides, config=config, metrics_files=files,
+        path=d,
+        kind="stl",
+        tasks=tasks,
+        test=test,
+        time_per_step_s=total(lambda c: _num(c.get("time_per_step_s"))),
+        time_per_epoch_s=total(per_epoch),
+        peak_memory_mb=max(peaks) if peaks else None,
+        peak_memory_kind=",".join(kinds) or None,
+        seed=seed,
+        overrides=overrides,
+        config=config,
+        metrics_files=files,
     )
 
 
@@ -245,8 +260,10 @@ def _walk(d: Path, runs: list[Run], skipped: list[Skipped], seen: set[Path]) -> 
         r = Skipped(d, _error_reason(d))
     else:  # a sweep folder (numbered jobs), or any folder above runs
         try:
-            subdirs = sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
-                              and p.name != "checkpoints"), key=_natural)
+            subdirs = sorted(
+                (p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "checkpoints"),
+                key=_natural,
+            )
         except OSError:
             subdirs = []
         for sub in subdirs:
@@ -263,8 +280,16 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
     paths = [Path(p) for p in paths]
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise ConfigError([Problem(str(p), "no such file or folder", fix="give run directories or sweep directories "
-                                   "(folders holding run directories)") for p in missing])
+        raise ConfigError(
+            [
+                Problem(
+                    str(p),
+                    "no such file or folder",
+                    fix="give run directories or sweep directories (folders holding run directories)",
+                )
+                for p in missing
+            ]
+        )
     runs: list[Run] = []
     skipped: list[Skipped] = []
     seen: set[Path] = set()
@@ -370,11 +395,17 @@ def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Gro
             if runs and not any(config_value(r.config, key)[0] for r in runs):
                 keys = sorted({k for r in runs for k in flatten(r.config or {})})
                 close = difflib.get_close_matches(key, keys, n=4, cutoff=0.5)
-                problems.append(Problem("--group-by", "no run's config.yaml has this key", key,
-                                        allowed=("did you mean " + ", ".join(close)) if close else
-                                        "dotted config keys such as weighting.name, arch.name, optimizer.lr",
-                                        fix="name keys of config.yaml (mtl-train --cfg job shows them), "
-                                            "comma-separated"))
+                problems.append(
+                    Problem(
+                        "--group-by",
+                        "no run's config.yaml has this key",
+                        key,
+                        allowed=("did you mean " + ", ".join(close))
+                        if close
+                        else "dotted config keys such as weighting.name, arch.name, optimizer.lr",
+                        fix="name keys of config.yaml (mtl-train --cfg job shows them), comma-separated",
+                    )
+                )
         if problems:
             raise ConfigError(problems)
     groups: dict[tuple, Group] = {}
@@ -462,8 +493,17 @@ def metric_columns(runs: Sequence[Run], which: str = "all") -> list[Column]:
     ``all`` = every metric of summary.json "test" but the loss; ``primary`` = each task's primary
     metric."""
     if which not in ("all", "primary"):
-        raise ConfigError([Problem("--metrics", "unknown choice", which, allowed="all, primary",
-                                   fix="--metrics all (every test metric) or --metrics primary")])
+        raise ConfigError(
+            [
+                Problem(
+                    "--metrics",
+                    "unknown choice",
+                    which,
+                    allowed="all, primary",
+                    fix="--metrics all (every test metric) or --metrics primary",
+                )
+            ]
+        )
     cols: dict[tuple[str, str], Column] = {}
     for r in runs:
         for t in [*r.tasks, *[t for t in r.test if t not in r.tasks]]:
@@ -546,8 +586,7 @@ def pareto_front(points: Sequence[Sequence[Any]], directions: Sequence[str]) -> 
     def dominates(a: list[float], b: list[float]) -> bool:
         return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
-    return [i for i, p in enumerate(pts)
-            if p is not None and not any(q is not None and dominates(q, p) for q in pts)]
+    return [i for i, p in enumerate(pts) if p is not None and not any(q is not None and dominates(q, p) for q in pts)]
 
 
 def primary_pair(runs: Sequence[Run]) -> list[tuple[str, str, str]] | None:
@@ -644,9 +683,17 @@ def table_cells(rows: Sequence[Row], columns: Sequence[Column]) -> tuple[list[st
     head = ["#", "group", "n", "seeds", "Δm % ↑", *[c.title for c in columns], *[t for _, t in EXTRA_COLUMNS]]
     body = []
     for i, row in enumerate(rows, 1):
-        body.append([str(i), row.group.label, str(row.n), _seeds_text(row.group), fmt_stat(row.stats[DELTA_M]),
-                     *[fmt_stat(row.stats[c.key]) for c in columns],
-                     *[fmt_stat(row.stats[k]) for k, _ in EXTRA_COLUMNS]])
+        body.append(
+            [
+                str(i),
+                row.group.label,
+                str(row.n),
+                _seeds_text(row.group),
+                fmt_stat(row.stats[DELTA_M]),
+                *[fmt_stat(row.stats[c.key]) for c in columns],
+                *[fmt_stat(row.stats[k]) for k, _ in EXTRA_COLUMNS],
+            ]
+        )
     return head, body
 
 
@@ -673,16 +720,25 @@ def to_markdown(rows: Sequence[Row], columns: Sequence[Column]) -> str:
 def csv_header(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
     fields = list(dict.fromkeys(k for row in rows for k in row.group.fields))
     stats = [DELTA_M, *[c.key for c in columns], *[k for k, _ in EXTRA_COLUMNS]]
-    return ["rank", "group", "kind", *fields, "n", "seeds",
-            *[f"{k}_{s}" for k in stats for s in ("mean", "std", "n")],
-            "peak_memory_kind", "objective_monitor", "run_dirs"]
+    return [
+        "rank",
+        "group",
+        "kind",
+        *fields,
+        "n",
+        "seeds",
+        *[f"{k}_{s}" for k in stats for s in ("mean", "std", "n")],
+        "peak_memory_kind",
+        "objective_monitor",
+        "run_dirs",
+    ]
 
 
 def to_csv(rows: Sequence[Row], columns: Sequence[Column]) -> str:
     """The leaderboard with one column per statistic (``<key>_mean``, ``_std``, ``_n``) at full
     precision (Python's shortest round-trip float text); empty cells for missing values."""
     header = csv_header(rows, columns)
-    fields = header[3:header.index("n")]
+    fields = header[3 : header.index("n")]
     stats = [DELTA_M, *[c.key for c in columns], *[k for k, _ in EXTRA_COLUMNS]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -37,7 +37,7 @@ def _pyplot():
 
 def slug(text: str, limit: int = 60) -> str:
     s = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
-    return (s[:limit].rstrip("_") or "all")
+    return s[:limit].rstrip("_") or "all"
 
 
 def _band(ax, xs, means, stds, label=None, **kw):
@@ -138,10 +138,16 @@ def plot_pareto(rows: Sequence[Row], path: Path) -> bool:
     i = 0
     for k, row in enumerate(rows, 1):
         n = len(row.group.runs)
-        mine = [p for p in pts[i:i + n] if None not in p]
+        mine = [p for p in pts[i : i + n] if None not in p]
         if mine:
-            ax.scatter([p[0] for p in mine], [p[1] for p in mine], label=f"{k}: {row.group.label}"[:50],
-                       marker="s" if row.group.kind == "stl" else "o", s=30, zorder=3)
+            ax.scatter(
+                [p[0] for p in mine],
+                [p[1] for p in mine],
+                label=f"{k}: {row.group.label}"[:50],
+                marker="s" if row.group.kind == "stl" else "o",
+                s=30,
+                zorder=3,
+            )
         i += n
     fx = sorted((pts[j] for j in front), key=lambda p: p[0])
     ax.plot([p[0] for p in fx], [p[1] for p in fx], color="black", linewidth=1, zorder=2, label="Pareto front")

@@ -150,8 +150,11 @@ class LossComputer:
                 t = ts[0]
                 parts.append(t.loss(preds[t.name], targets[t.target], masks[t.target]).reshape(1))
             else:
-                parts.append(ts[0].kind.fused_loss(ts, [preds[t.name] for t in ts], [targets[t.target] for t in ts],
-                                                   [masks[t.target] for t in ts]))
+                parts.append(
+                    ts[0].kind.fused_loss(
+                        ts, [preds[t.name] for t in ts], [targets[t.target] for t in ts], [masks[t.target] for t in ts]
+                    )
+                )
         if any(x is None for x in parts):
             ref = next(x for x in parts if x is not None)
             parts = [x if x is not None else ref.new_zeros(len(g)) for x, g in zip(parts, self.groups)]

@@ -42,8 +42,17 @@ FILE = "baselines.json"
 FORMAT = 1
 HIGHER, LOWER = "higher", "lower"
 #: the settings a fair Δm needs equal in the baselines and the multi-task run (baselines.json "config")
-SHARED = ("data", "datasets", "backbone", "seed", "trainer.max_epochs", "trainer.max_steps",
-          "trainer.batch_size", "optimizer", "scheduler")
+SHARED = (
+    "data",
+    "datasets",
+    "backbone",
+    "seed",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.batch_size",
+    "optimizer",
+    "scheduler",
+)
 #: overrides that the single-task runs replace (the rest of the command line is replayed as given)
 _REPLACED = ("baseline", "baseline_dir", "run_dir", "resume", "arch", "weighting", "trainer.monitor")
 
@@ -106,8 +115,13 @@ def delta_m_report(test: dict, val: dict, doc: dict, directions: dict, baseline_
     t = delta_m(test, {n: b["test"] for n, b in base.items()}, directions)
     v = delta_m(val, {n: b["val"] for n, b in base.items()}, directions)
     skipped = [{"split": "test", **s} for s in t["skipped"]] + [{"split": "val", **s} for s in v["skipped"]]
-    return {"test": t["delta_m"], "val": v["delta_m"], "per_task": t["per_task"], "skipped": skipped,
-            "baseline_dir": str(Path(str(baseline_dir)).expanduser().resolve())}
+    return {
+        "test": t["delta_m"],
+        "val": v["delta_m"],
+        "per_task": t["per_task"],
+        "skipped": skipped,
+        "baseline_dir": str(Path(str(baseline_dir)).expanduser().resolve()),
+    }
 
 
 # ---------------------------------------------------------------------------------------- baselines.json
@@ -115,8 +129,10 @@ def _fix(bdir: Any, new: bool = False) -> str:
     """How to get usable baselines: train them into ``bdir`` (missing), or into a new directory
     (``new``: ``bdir`` holds baselines of other tasks, which other runs may still point at)."""
     where = "<a new dir>" if new else bdir
-    return (f"train them first: mtl-train baseline=stl run_dir={where} <the same data, backbone and task "
-            "overrides as this run>, then set baseline_dir to that run_dir")
+    return (
+        f"train them first: mtl-train baseline=stl run_dir={where} <the same data, backbone and task "
+        "overrides as this run>, then set baseline_dir to that run_dir"
+    )
 
 
 def read_baselines(baseline_dir: Any) -> tuple[dict | None, list[Problem]]:
@@ -124,15 +140,29 @@ def read_baselines(baseline_dir: Any) -> tuple[dict | None, list[Problem]]:
     d = Path(str(baseline_dir)).expanduser()
     if not d.is_dir():
         what = "is a file, not a directory" if d.exists() else "no such directory"
-        return None, [Problem("baseline_dir", what, str(baseline_dir),
-                              allowed="the run directory of a finished baseline=stl run", fix=_fix(baseline_dir))]
+        return None, [
+            Problem(
+                "baseline_dir",
+                what,
+                str(baseline_dir),
+                allowed="the run directory of a finished baseline=stl run",
+                fix=_fix(baseline_dir),
+            )
+        ]
     path = d / FILE
     if not path.is_file():
         fix = _fix(baseline_dir)
         if (d.parent / FILE).is_file():  # pointed at one single-task run inside a baseline run
             fix = f"use its parent directory: baseline_dir={d.parent}"
-        return None, [Problem("baseline_dir", f"{d} has no {FILE} (it is not a finished baseline=stl run)",
-                              str(baseline_dir), allowed=f"a directory holding {FILE}", fix=fix)]
+        return None, [
+            Problem(
+                "baseline_dir",
+                f"{d} has no {FILE} (it is not a finished baseline=stl run)",
+                str(baseline_dir),
+                allowed=f"a directory holding {FILE}",
+                fix=fix,
+            )
+        ]
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -140,10 +170,17 @@ def read_baselines(baseline_dir: Any) -> tuple[dict | None, list[Problem]]:
     tasks = doc.get("tasks") if isinstance(doc, dict) else None
     ok = isinstance(tasks, dict) and all(
         isinstance(b, dict) and all(isinstance(b.get(k), dict) for k in ("test", "val", "directions"))
-        for b in tasks.values())
+        for b in tasks.values()
+    )
     if not ok:
-        return None, [Problem("baseline_dir", f"{path} is not a baselines file (each task needs test, val and "
-                              "directions)", str(baseline_dir), fix=_fix(baseline_dir))]
+        return None, [
+            Problem(
+                "baseline_dir",
+                f"{path} is not a baselines file (each task needs test, val and directions)",
+                str(baseline_dir),
+                fix=_fix(baseline_dir),
+            )
+        ]
     return doc, []
 
 
@@ -158,9 +195,15 @@ def baseline_problems(baseline_dir: Any, tasks: dict[str, dict]) -> list[Problem
     counted = {n: t for n, t in tasks.items() if t.get("role", "primary") == "primary"}
     missing = [n for n in counted if n not in have]
     if missing:
-        problems.append(Problem(
-            "baseline_dir", f"{Path(str(baseline_dir)) / FILE} has no baseline for task(s) {', '.join(missing)}",
-            missing, allowed="its tasks: " + (", ".join(have) or "(none)"), fix=_fix(baseline_dir, new=True)))
+        problems.append(
+            Problem(
+                "baseline_dir",
+                f"{Path(str(baseline_dir)) / FILE} has no baseline for task(s) {', '.join(missing)}",
+                missing,
+                allowed="its tasks: " + (", ".join(have) or "(none)"),
+                fix=_fix(baseline_dir, new=True),
+            )
+        )
     for n, t in counted.items():
         if n not in have:
             continue
@@ -168,17 +211,27 @@ def baseline_problems(baseline_dir: Any, tasks: dict[str, dict]) -> list[Problem
         known = set(b["directions"]) & set(b["test"]) & set(b["val"])
         lacking = [m for m in t["metrics"] if m not in known]
         if lacking:
-            problems.append(Problem(
-                "baseline_dir", f"the baseline of task {n} lacks metric(s) {', '.join(lacking)} of this run",
-                lacking, allowed=f"its metrics: {', '.join(sorted(known)) or '(none)'}",
-                fix=f"train the baselines with the same tasks.{n}.metrics ({_fix(baseline_dir, new=True)}), "
-                f"or set tasks.{n}.metrics to metrics the baseline has"))
+            problems.append(
+                Problem(
+                    "baseline_dir",
+                    f"the baseline of task {n} lacks metric(s) {', '.join(lacking)} of this run",
+                    lacking,
+                    allowed=f"its metrics: {', '.join(sorted(known)) or '(none)'}",
+                    fix=f"train the baselines with the same tasks.{n}.metrics ({_fix(baseline_dir, new=True)}), "
+                    f"or set tasks.{n}.metrics to metrics the baseline has",
+                )
+            )
         flipped = [m for m in t["metrics"] if m in known and b["directions"][m] != t["directions"].get(m)]
         if flipped:
-            problems.append(Problem(
-                "baseline_dir", f"the baseline of task {n} measures {', '.join(flipped)} in the other direction "
-                "(a task of another kind)", {m: b["directions"][m] for m in flipped},
-                fix=f"train the baselines with the same task kinds ({_fix(baseline_dir, new=True)})"))
+            problems.append(
+                Problem(
+                    "baseline_dir",
+                    f"the baseline of task {n} measures {', '.join(flipped)} in the other direction "
+                    "(a task of another kind)",
+                    {m: b["directions"][m] for m in flipped},
+                    fix=f"train the baselines with the same task kinds ({_fix(baseline_dir, new=True)})",
+                )
+            )
     return problems
 
 
@@ -224,8 +277,12 @@ def warn_if_settings_differ(doc: dict, cfg: dict, baseline_dir: Any) -> list[tup
     if diff:
         shown = "; ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in diff[:12])
         more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
-        log.warning("baseline_dir=%s: the baselines were trained with other settings (%s%s); delta_m compares "
-                    "unlike runs", baseline_dir, shown, more)
+        log.warning(
+            "baseline_dir=%s: the baselines were trained with other settings (%s%s); delta_m compares unlike runs",
+            baseline_dir,
+            shown,
+            more,
+        )
     return diff
 
 
@@ -249,13 +306,23 @@ def single_task_config(plain: dict, task: str, primary_metric: str, run_dir: Pat
 def single_task_overrides(overrides: list[str], task: str, others: list[str], monitor: str) -> list[str]:
     """overrides.yaml of a single-task run: the run's own command line without the keys that
     ``single_task_config`` replaces, then those replacements."""
+
     def key(o: str) -> str:
         return o.lstrip("+~").split("=", 1)[0]
 
     kept = [o for o in overrides if not any(key(o) == k or key(o).startswith(k + ".") for k in _REPLACED)]
     forced = [f"tasks.{n}.enabled=false" for n in others]
-    return kept + forced + [f"tasks.{task}.enabled=true", f"tasks.{task}.role=primary", "arch=hps",
-                            "weighting=ew", f"trainer.monitor={monitor}"]
+    return (
+        kept
+        + forced
+        + [
+            f"tasks.{task}.enabled=true",
+            f"tasks.{task}.role=primary",
+            "arch=hps",
+            "weighting=ew",
+            f"trainer.monitor={monitor}",
+        ]
+    )
 
 
 def _plain(cfg: Any) -> dict:
@@ -281,9 +348,17 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
 
     resume = plan.cfg.get("resume")
     if resume not in (None, "", "null", "auto"):
-        raise ConfigError([Problem("resume", "baseline=stl continues its single-task runs with resume=auto", resume,
-                                   allowed="null or auto", fix="mtl-train baseline=stl run_dir=<the baseline run> "
-                                   "resume=auto <its other overrides>")])
+        raise ConfigError(
+            [
+                Problem(
+                    "resume",
+                    "baseline=stl continues its single-task runs with resume=auto",
+                    resume,
+                    allowed="null or auto",
+                    fix="mtl-train baseline=stl run_dir=<the baseline run> resume=auto <its other overrides>",
+                )
+            ]
+        )
     resume = "auto" if resume == "auto" else None
     plain = _plain(cfg)
     names = list(plan.tasks)
@@ -295,8 +370,18 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
         try:
             validate(copy.deepcopy(c))
         except ConfigError as e:
-            raise ConfigError([Problem(q.key, f"in the single-task baseline of {n} (arch=hps, weighting=ew): "
-                                       f"{q.message}", q.value, q.allowed, q.fix) for q in e.problems]) from None
+            raise ConfigError(
+                [
+                    Problem(
+                        q.key,
+                        f"in the single-task baseline of {n} (arch=hps, weighting=ew): {q.message}",
+                        q.value,
+                        q.allowed,
+                        q.fix,
+                    )
+                    for q in e.problems
+                ]
+            ) from None
         configs[n] = c
 
     t0 = time.perf_counter()
@@ -311,13 +396,20 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
         write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     summaries: dict[str, dict] = {}
     try:
-        log.info("baseline=stl: %d single-task runs (%s) in %s; arch=hps, weighting=ew", len(names),
-                 ", ".join(names), run_dir)
+        log.info(
+            "baseline=stl: %d single-task runs (%s) in %s; arch=hps, weighting=ew",
+            len(names),
+            ", ".join(names),
+            run_dir,
+        )
         for i, n in enumerate(names):
             c = configs[n]
             log.info("baseline %d/%d: task %s, monitor %s", i + 1, len(names), n, c["trainer"]["monitor"])
-            sub_over = None if overrides is None else single_task_overrides(
-                list(overrides), n, [m for m in names if m != n], c["trainer"]["monitor"])
+            sub_over = (
+                None
+                if overrides is None
+                else single_task_overrides(list(overrides), n, [m for m in names if m != n], c["trainer"]["monitor"])
+            )
             log.removeHandler(console)  # the single-task run prints through its own handler
             try:
                 summaries[n] = train(OmegaConf.create(c), run_dir / n, sub_over)
@@ -325,15 +417,18 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
                 log.addHandler(console)
         doc = {
             "format": FORMAT,
-            "tasks": {n: {
-                "kind": s["tasks"][n]["kind"],
-                "test": s["test"][n],
-                "val": s["val_selected"][n],
-                "directions": s["tasks"][n]["directions"],
-                "primary_metric": s["tasks"][n]["primary_metric"],
-                "selected_epoch": s["selected_epoch"],
-                "run_dir": s["run_dir"],
-            } for n, s in summaries.items()},
+            "tasks": {
+                n: {
+                    "kind": s["tasks"][n]["kind"],
+                    "test": s["test"][n],
+                    "val": s["val_selected"][n],
+                    "directions": s["tasks"][n]["directions"],
+                    "primary_metric": s["tasks"][n]["primary_metric"],
+                    "selected_epoch": s["selected_epoch"],
+                    "run_dir": s["run_dir"],
+                }
+                for n, s in summaries.items()
+            },
             "config": shared_settings(plan.cfg),
         }
         write_json(run_dir / FILE, doc)
@@ -341,14 +436,23 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
         write_json(run_dir / "summary.json", summary)
         for n, s in summaries.items():
             pm = s["tasks"][n]["primary_metric"]
-            log.info("baseline %s: %s val %.4g, test %.4g (epoch %s, %s)", n, pm, _num(s["val_selected"][n].get(pm)),
-                     _num(s["test"][n].get(pm)), s["selected_epoch"], s["run_dir"])
-        log.info("baselines written to %s; point multi-task runs at them with baseline_dir=%s",
-                 run_dir / FILE, run_dir)
+            log.info(
+                "baseline %s: %s val %.4g, test %.4g (epoch %s, %s)",
+                n,
+                pm,
+                _num(s["val_selected"][n].get(pm)),
+                _num(s["test"][n].get(pm)),
+                s["selected_epoch"],
+                s["run_dir"],
+            )
+        log.info("baselines written to %s; point multi-task runs at them with baseline_dir=%s", run_dir / FILE, run_dir)
         return summary
     except RunInterrupted:
-        log.warning("baseline=stl interrupted; continue every task with: mtl-train baseline=stl run_dir=%s "
-                    "resume=auto <the same overrides>", run_dir)
+        log.warning(
+            "baseline=stl interrupted; continue every task with: mtl-train baseline=stl run_dir=%s "
+            "resume=auto <the same overrides>",
+            run_dir,
+        )
         raise
     except BaseException as e:
         log.removeHandler(console)
@@ -382,8 +486,11 @@ def stl_summary(summaries: dict[str, dict], run_dir: Path, wall: float) -> dict:
         "baseline": "stl",
         "run_dir": str(run_dir),
         "baselines": str(run_dir / FILE),
-        "objective": {"monitor": f"mean({', '.join(terms)})",
-                      "value": sum(values) / len(values) if values else math.nan, "direction": "maximize"},
+        "objective": {
+            "monitor": f"mean({', '.join(terms)})",
+            "value": sum(values) / len(values) if values else math.nan,
+            "direction": "maximize",
+        },
         "selected_epoch": ", ".join(f"{n} {s['selected_epoch']}" for n, s in summaries.items()),
         "selected_epochs": {n: s["selected_epoch"] for n, s in summaries.items()},
         "epochs": max(s["epochs"] for s in summaries.values()),

@@ -32,7 +32,7 @@ class PassSampler(Sampler[int]):
         return torch.randperm(self.n, generator=g)
 
     def __iter__(self):
-        return iter(self.order(self.pass_no)[self.start:].tolist())
+        return iter(self.order(self.pass_no)[self.start :].tolist())
 
     def __len__(self) -> int:
         return self.n

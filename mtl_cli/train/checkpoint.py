@@ -29,10 +29,25 @@ FORMAT = 1
 #: config keys that may change between a checkpoint and its resume (they do not shape the run's
 #: model, data or optimisation, or they extend it: max_epochs/max_steps)
 RESUMABLE_KEYS = (
-    "run_dir", "resume", "resume_strict", "allowed_targets", "device", "logger", "objectives",
-    "trainer.max_epochs", "trainer.max_steps", "trainer.progress", "trainer.num_workers",
-    "trainer.eval_batch_size", "trainer.eval_every", "trainer.limit_val_batches", "trainer.limit_test_batches",
-    "trainer.checkpoint_every", "trainer.save_top_k", "trainer.on_nonfinite", "trainer.max_skipped_steps",
+    "run_dir",
+    "resume",
+    "resume_strict",
+    "allowed_targets",
+    "device",
+    "logger",
+    "objectives",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.progress",
+    "trainer.num_workers",
+    "trainer.eval_batch_size",
+    "trainer.eval_every",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "trainer.checkpoint_every",
+    "trainer.save_top_k",
+    "trainer.on_nonfinite",
+    "trainer.max_skipped_steps",
 )
 
 
@@ -72,29 +87,55 @@ def load_checkpoint(path: Path | str, map_location: Any = "cpu", key: str = "res
         lines = [ln.strip() for ln in str(e).splitlines()]
         culprit = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
         if culprit is not None:
-            raise CheckpointError([Problem(key, f"refused to load {path}: it holds Python objects other than "
-                                           f"tensors and plain containers, which could run code when read "
-                                           f"({culprit[:200]}); nothing in it was run",
-                                           fix="only load checkpoints written by mtl-train, or convert a file you "
-                                           "trust to a plain state dict first")]) from None
+            raise CheckpointError(
+                [
+                    Problem(
+                        key,
+                        f"refused to load {path}: it holds Python objects other than "
+                        f"tensors and plain containers, which could run code when read "
+                        f"({culprit[:200]}); nothing in it was run",
+                        fix="only load checkpoints written by mtl-train, or convert a file you "
+                        "trust to a plain state dict first",
+                    )
+                ]
+            ) from None
         detail = next((ln for ln in lines if ln.startswith("Unsupported")), "refused by weights-only loading")
-        raise CheckpointError([Problem(key, f"cannot read {path}: truncated or not a torch checkpoint ({detail}); "
-                                       "nothing in it was run",
-                                       fix="resume from another checkpoint of the run (checkpoints/best.pt, "
-                                       "checkpoints/top/) or start a new run")]) from None
+        raise CheckpointError(
+            [
+                Problem(
+                    key,
+                    f"cannot read {path}: truncated or not a torch checkpoint ({detail}); nothing in it was run",
+                    fix="resume from another checkpoint of the run (checkpoints/best.pt, "
+                    "checkpoints/top/) or start a new run",
+                )
+            ]
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         size = path.stat().st_size
-        raise CheckpointError([Problem(key, f"cannot read {path} ({size} bytes): truncated or not a torch "
-                                       f"checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})",
-                                       fix="resume from another checkpoint of the run (checkpoints/best.pt, "
-                                       "checkpoints/top/) or start a new run")]) from None
+        raise CheckpointError(
+            [
+                Problem(
+                    key,
+                    f"cannot read {path} ({size} bytes): truncated or not a torch "
+                    f"checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})",
+                    fix="resume from another checkpoint of the run (checkpoints/best.pt, "
+                    "checkpoints/top/) or start a new run",
+                )
+            ]
+        ) from None
     if not isinstance(state, dict) or state.get(MARKER) is None:
         keys = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError([Problem(key, f"{path} is not an mtl_cli checkpoint (top-level keys: {keys})",
-                                       fix=fix)])
+        raise CheckpointError([Problem(key, f"{path} is not an mtl_cli checkpoint (top-level keys: {keys})", fix=fix)])
     if state[MARKER] > FORMAT:
-        raise CheckpointError([Problem(key, f"{path} has checkpoint format {state[MARKER]}; this mtl_cli reads "
-                                       f"format {FORMAT} and older", fix="upgrade mtl_cli")])
+        raise CheckpointError(
+            [
+                Problem(
+                    key,
+                    f"{path} has checkpoint format {state[MARKER]}; this mtl_cli reads format {FORMAT} and older",
+                    fix="upgrade mtl_cli",
+                )
+            ]
+        )
     return state
 
 
@@ -143,10 +184,17 @@ def check_same_config(saved_yaml: str, cfg: dict, path: Path) -> list[tuple[str,
     if diff and cfg.get("resume_strict", True):
         shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diff[:12])
         more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
-        raise CheckpointError([Problem("resume", f"{path} was written with other settings: {shown}{more}",
-                                       allowed="changes to " + ", ".join(RESUMABLE_KEYS),
-                                       fix="resume with the run's own settings (drop those overrides), start a "
-                                       "new run in another run_dir, or set resume_strict=false to accept them")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "resume",
+                    f"{path} was written with other settings: {shown}{more}",
+                    allowed="changes to " + ", ".join(RESUMABLE_KEYS),
+                    fix="resume with the run's own settings (drop those overrides), start a "
+                    "new run in another run_dir, or set resume_strict=false to accept them",
+                )
+            ]
+        )
     return diff
 
 
@@ -155,15 +203,25 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         for name, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
             if items:
                 parts.append(f"{len(items)} {name} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})")
-        raise CheckpointError([Problem("resume", f"{path} holds another model: parameters " + "; ".join(parts),
-                                       fix="resume with the architecture, backbone and tasks of that run")])
+        raise CheckpointError(
+            [
+                Problem(
+                    "resume",
+                    f"{path} holds another model: parameters " + "; ".join(parts),
+                    fix="resume with the architecture, backbone and tasks of that run",
+                )
+            ]
+        )
     model.load_state_dict(state)
 
 
@@ -183,7 +241,7 @@ class TopK:
         save_checkpoint(state(), self.folder / name)
         self.entries.append([score, epoch, step, name])
         self.entries.sort(key=lambda e: -e[0])  # stable: among equal scores the earlier stays first
-        for _, _, _, old in self.entries[self.k:]:
+        for _, _, _, old in self.entries[self.k :]:
             (self.folder / old).unlink(missing_ok=True)
         self.entries = self.entries[: self.k]
 
@@ -243,6 +301,18 @@ def all_finite(state: dict) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in state.values() if torch.is_tensor(t) and t.is_floating_point())
 
 
-__all__ = ["CheckpointError", "OutputError", "save_checkpoint", "load_checkpoint", "find_checkpoint",
-           "run_dir_of", "config_differences", "check_same_config", "load_model_state", "rng_state",
-           "set_rng_state", "all_finite", "TopK"]
+__all__ = [
+    "CheckpointError",
+    "OutputError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_checkpoint",
+    "run_dir_of",
+    "config_differences",
+    "check_same_config",
+    "load_model_state",
+    "rng_state",
+    "set_rng_state",
+    "all_finite",
+    "TopK",
+]

@@ -113,8 +113,11 @@ class Selector:
         if self.reference is None:
             self.reference = dist
         # tasks without a value (no labelled val sample) are left out of the mean
-        rel = [_relative_gain(self.reference[n], d) for n, d in dist.items()
-               if not (math.isnan(d) or math.isnan(self.reference[n]))]
+        rel = [
+            _relative_gain(self.reference[n], d)
+            for n, d in dist.items()
+            if not (math.isnan(d) or math.isnan(self.reference[n]))
+        ]
         return sum(rel) / len(rel) if rel else math.nan
 
     def update(self, results: dict[str, dict[str, float]], epoch: int) -> tuple[float, bool]:

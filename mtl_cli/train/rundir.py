@@ -75,11 +75,13 @@ def check_writable(path: Path | str, key: str = "run_dir") -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise OutputError([Problem(key, f"cannot create {p}: {probe} is a file, not a folder", str(path),
-                                   fix=_HINTS[errno.ENOTDIR])])
+        raise OutputError(
+            [Problem(key, f"cannot create {p}: {probe} is a file, not a folder", str(path), fix=_HINTS[errno.ENOTDIR])]
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError([Problem(key, f"cannot create {p}: no permission to write in {probe}", str(path),
-                                   fix=_HINTS[errno.EACCES])])
+        raise OutputError(
+            [Problem(key, f"cannot create {p}: no permission to write in {probe}", str(path), fix=_HINTS[errno.EACCES])]
+        )
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -116,8 +118,9 @@ class MetricsWriter:
     (see :class:`TensorBoardSink`); metrics.jsonl stays the source of truth.
     """
 
-    def __init__(self, run_dir: Path, jsonl: bool = True, csv_: bool = True, keep: int | None = None,
-                 tensorboard: bool = False):
+    def __init__(
+        self, run_dir: Path, jsonl: bool = True, csv_: bool = True, keep: int | None = None, tensorboard: bool = False
+    ):
         self.records: list[dict] = []
         self.csv_path = run_dir / "metrics.csv" if csv_ else None
         self.path = run_dir / "metrics.jsonl"
@@ -148,8 +151,12 @@ class MetricsWriter:
                     except json.JSONDecodeError:  # a line cut short by a kill
                         break
         if len(records) < keep:
-            log.warning("%s has %d complete records, the checkpoint expects %d: the missing ones are lost",
-                        self.path, len(records), keep)
+            log.warning(
+                "%s has %d complete records, the checkpoint expects %d: the missing ones are lost",
+                self.path,
+                len(records),
+                keep,
+            )
         return records
 
     def __len__(self) -> int:
@@ -223,8 +230,11 @@ class TensorBoardSink:
         """The TensorBoard tag and value of each number in ``record``."""
         split = record.get("split")
         prefix = f"{split}/" if split in cls.PREFIXED else ""
-        return {prefix + k: float(v) for k, v in record.items()
-                if k not in cls.FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {
+            prefix + k: float(v)
+            for k, v in record.items()
+            if k not in cls.FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
 
     def add(self, record: dict, flush: bool = True) -> None:
         step = int(record.get("step") or 0)
@@ -272,8 +282,12 @@ def environment() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
-            "git_commit": git_commit()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_commit": git_commit(),
+    }
 
 
 def git_commit() -> str | None:

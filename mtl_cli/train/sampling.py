@@ -50,8 +50,15 @@ class TrainStream:
     :class:`~mtl_cli.train.batches.PassSampler`, a function of the seed and the pass number).
     """
 
-    def __init__(self, loaders: dict[str, DataLoader], sampling: str = "round_robin", temperature: float = 2.0,
-                 epoch_length: int | str = "largest", seed: int = 0, limit: int | None = None):
+    def __init__(
+        self,
+        loaders: dict[str, DataLoader],
+        sampling: str = "round_robin",
+        temperature: float = 2.0,
+        epoch_length: int | str = "largest",
+        seed: int = 0,
+        limit: int | None = None,
+    ):
         self.loaders = loaders
         self.names = list(loaders)
         self.seed = seed
@@ -162,8 +169,13 @@ class TrainStream:
             gen, turn = self.g.get_state(), self._turn
         else:
             gen, turn = self._epoch_start
-        return {"pass_no": dict(self.pass_no), "taken": dict(self.taken), "position": self.position,
-                "epoch_generator": gen, "epoch_turn": turn}
+        return {
+            "pass_no": dict(self.pass_no),
+            "taken": dict(self.taken),
+            "position": self.position,
+            "epoch_generator": gen,
+            "epoch_turn": turn,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.pass_no = {n: int(state["pass_no"][n]) for n in self.names}
@@ -178,5 +190,9 @@ class TrainStream:
         self._iters.clear()
 
     def describe(self) -> dict:
-        return {"sampling": self.sampling, "steps_per_epoch": self.steps,
-                "batches": dict(self.sizes), "probabilities": {k: round(v, 4) for k, v in self.probs.items()}}
+        return {
+            "sampling": self.sampling,
+            "steps_per_epoch": self.steps,
+            "batches": dict(self.sizes),
+            "probabilities": {k: round(v, 4) for k, v in self.probs.items()},
+        }

@@ -173,15 +173,18 @@ class Trainer:
             train[d] = make_loader(splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device)
             self.val_loaders[d] = make_loader(splits["val"], ebs, False, cfg["seed"], t["num_workers"], self.device)
             self.test_loaders[d] = make_loader(splits["test"], ebs, False, cfg["seed"], t["num_workers"], self.device)
-        self.stream = TrainStream(train, t["sampling"], t["temperature"], t["epoch_length"], cfg["seed"],
-                                  t["limit_train_batches"])
+        self.stream = TrainStream(
+            train, t["sampling"], t["temperature"], t["epoch_length"], cfg["seed"], t["limit_train_batches"]
+        )
         self.train_loader = next(iter(train.values()))
         self.batches_per_epoch = len(self.stream)
         # artifacts as the sources hold them after load() (statistics, label maps): the merged
         # spec's copy was taken before loading
         specs = self.plan.specs
-        info = {"splits": next(iter(sizes.values())),
-                **(specs[PRIMARY].artifacts if PRIMARY in specs else self.plan.spec.artifacts)}
+        info = {
+            "splits": next(iter(sizes.values())),
+            **(specs[PRIMARY].artifacts if PRIMARY in specs else self.plan.spec.artifacts),
+        }
         if len(sizes) > 1 or PRIMARY not in sizes:
             info |= {"datasets": sizes, "sampling": self.stream.describe()}
             others = {d: specs[d].artifacts for d in sizes if d != PRIMARY and d in specs and specs[d].artifacts}
@@ -204,9 +207,11 @@ class Trainer:
     def _skip_step(self, why: str) -> None:
         """Something in this step is non-finite: stop (on_nonfinite=stop) or drop the update."""
         if self.on_nonfinite == "stop":
-            raise TrainingError(f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; stopped "
-                                f"(trainer.on_nonfinite=stop). The last checkpoint in {self.ckpt_dir} holds "
-                                "finite weights")
+            raise TrainingError(
+                f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; stopped "
+                f"(trainer.on_nonfinite=stop). The last checkpoint in {self.ckpt_dir} holds "
+                "finite weights"
+            )
         if why not in self._skip_why:
             self._skip_why.append(why)
         self._skip = True
@@ -240,8 +245,9 @@ class Trainer:
         amp = 1.0
         if self.scaler.is_enabled() and "grads" in self.weighting.requires:  # a host read: gradient methods only
             amp = self.scaler.get_scale()
-        ctx = BackwardContext(self.model, self._backward, self.prog.step, present, rep, amp / self.accum,
-                              self._skip_step, amp)
+        ctx = BackwardContext(
+            self.model, self._backward, self.prog.step, present, rep, amp / self.accum, self._skip_step, amp
+        )
         w = self.weighting.backward(losses, ctx)
         self.prog.micro += 1
         self.loss_acc += losses.detach().float() * present
@@ -284,10 +290,12 @@ class Trainer:
         self._skip_why = []
         limit = self.tcfg["max_skipped_steps"]
         if limit is not None and self.skipped > limit:
-            raise TrainingError(f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; {self.skipped} "
-                                f"steps skipped, more than trainer.max_skipped_steps={limit}. The last checkpoint "
-                                f"in {self.ckpt_dir} holds finite weights; lower optimizer.lr, set "
-                                "trainer.gradient_clip_val, or check the data of those tasks")
+            raise TrainingError(
+                f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; {self.skipped} "
+                f"steps skipped, more than trainer.max_skipped_steps={limit}. The last checkpoint "
+                f"in {self.ckpt_dir} holds finite weights; lower optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the data of those tasks"
+            )
         log.warning("step %d skipped (%d so far): %s", self.prog.step + 1, self.skipped, why)
 
     # ---------------------------------------------------------------- checkpoints and signals
@@ -296,9 +304,11 @@ class Trainer:
         path = path or self.ckpt_dir / f"{kind}.pt"
         state = self.state(kind)
         if not all_finite(state["model"]):
-            raise TrainingError(f"the weights are non-finite at step {self.prog.step}; {path} was not "
-                                "overwritten and holds the last finite weights. Lower optimizer.lr or set "
-                                "trainer.gradient_clip_val")
+            raise TrainingError(
+                f"the weights are non-finite at step {self.prog.step}; {path} was not "
+                "overwritten and holds the last finite weights. Lower optimizer.lr or set "
+                "trainer.gradient_clip_val"
+            )
         save_checkpoint(state, path)
         return path
 
@@ -314,8 +324,10 @@ class Trainer:
             if self._stop_signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self._stop_signal = signum
-            log.warning("%s received: stopping after this step and writing a checkpoint (Ctrl-C again to stop "
-                        "at once)", signal.Signals(signum).name)
+            log.warning(
+                "%s received: stopping after this step and writing a checkpoint (Ctrl-C again to stop at once)",
+                signal.Signals(signum).name,
+            )
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -374,7 +386,7 @@ class Trainer:
         max_steps, every = self.tcfg["max_steps"], self.tcfg["checkpoint_every"]
         t0, done = time.perf_counter(), max_steps is not None and self.prog.step >= max_steps
         bar.update(self.stream.position)
-        for batch, datasets, n in ([] if done else self.stream.epoch()):
+        for batch, datasets, n in [] if done else self.stream.epoch():
             step_before = self.prog.step
             self.train_step(batch, datasets, n)
             bar.update(1)
@@ -415,8 +427,11 @@ class Trainer:
         rec = {"split": "grad", "epoch": self.prog.epoch + 1, "step": self.prog.step + 1}
         rec |= {f"grad_norm/{n}": v for n, v in zip(names, norms.tolist())}
         if pair.numel():
-            rec |= {"grad_cos_mean": float(pair.mean()), "grad_cos_min": float(pair.min()),
-                    "grad_conflict_share": float((pair < 0).float().mean())}
+            rec |= {
+                "grad_cos_mean": float(pair.mean()),
+                "grad_cos_min": float(pair.min()),
+                "grad_conflict_share": float((pair < 0).float().mean()),
+            }
             if len(rows) <= 8:  # the full matrix only for a few tasks (T(T-1)/2 entries)
                 rec |= {f"grad_cos/{names[a]}~{names[b]}": float(cos[a, b]) for a, b in zip(*iu.tolist())}
         self.metrics.log(rec)
@@ -479,8 +494,13 @@ class Trainer:
             "history": [dict(h) for h in self.history],
             "top_k": self.top_k.state_dict(),
             "stream": self.stream.state_dict(),
-            "accumulators": {"loss": self.loss_acc.clone(), "weight": self.weight_acc.clone(),
-                             "count": self.count_acc.clone(), "n": self.n_acc, "samples": self.samples},
+            "accumulators": {
+                "loss": self.loss_acc.clone(),
+                "weight": self.weight_acc.clone(),
+                "count": self.count_acc.clone(),
+                "n": self.n_acc,
+                "samples": self.samples,
+            },
             "skipped": self.skipped,
             "metrics_records": len(self.metrics),
             "rng": rng_state(),
@@ -535,8 +555,9 @@ class Trainer:
             "environment": environment(),
         }
         if self.baselines is not None:  # Δm of the primary tasks against the single-task baselines
-            out["delta_m"] = delta_m_report(test, out["val_selected"], self.baselines, self.selector.directions,
-                                            self.plan.cfg["baseline_dir"])
+            out["delta_m"] = delta_m_report(
+                test, out["val_selected"], self.baselines, self.selector.directions, self.plan.cfg["baseline_dir"]
+            )
         return out
 
 

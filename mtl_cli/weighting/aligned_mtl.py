@@ -45,17 +45,26 @@ def balance_transformation(M: Tensor, scale_mode: str = "min", eps_dtype: torch.
 def aligned_mtl_weights(M: Tensor, scale_mode: str = "min", eps_dtype: torch.dtype | None = None) -> Tensor:
     """Aligned-MTL weights [n] (``B`` applied to the mean preference vector)."""
     n = M.shape[0]
-    return balance_transformation(M, scale_mode, eps_dtype) @ torch.full((n,), 1.0 / n, dtype=M.dtype,
-                                                                          device=M.device)
+    return balance_transformation(M, scale_mode, eps_dtype) @ torch.full((n,), 1.0 / n, dtype=M.dtype, device=M.device)
 
 
 @WEIGHTINGS.register("aligned_mtl")
 class AlignedMTL(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, scale_mode: str = "min",
-                 source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        scale_mode: str = "min",
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if scale_mode not in SCALE_MODES:
             raise ValueError(f"weighting.scale_mode={scale_mode!r} not in {SCALE_MODES}")
         self.scale_mode = scale_mode

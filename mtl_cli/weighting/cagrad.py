@@ -35,7 +35,7 @@ def _shifted_min_norm(M: Tensor, a: Tensor, gamma: Tensor, betas: Tensor) -> Ten
     n = M.shape[0]
     ones = torch.ones(n, dtype=M.dtype, device=M.device)
     b = betas[:, None, None]
-    K = M + b * (a[:, None] * ones[None, :] + ones[:, None] * a[None, :]) + b ** 2 * gamma
+    K = M + b * (a[:, None] * ones[None, :] + ones[:, None] * a[None, :]) + b**2 * gamma
     K = K + 1e-12 * torch.eye(n, dtype=M.dtype, device=M.device)
     x = nonneg_qp(K, -ones.expand(len(betas), n).contiguous())
     return x / x.sum(-1, keepdim=True).clamp_min(1e-300)
@@ -56,11 +56,11 @@ def _on_support(M: Tensor, a: Tensor, s: Tensor, S: Tensor, tol: float = 1e-9) -
     w0, w1 = sol[:k, 0], sol[:k, 1]
     Ms = M[idx][:, idx]
     A, B, C = w0 @ Ms @ w0, w0 @ Ms @ w1, w1 @ Ms @ w1
-    q = C - s ** 2
+    q = C - s**2
     if abs(float(q)) < 1e-14:
         roots = [-A / (2 * B)] if abs(float(B)) > 0 else []
     else:
-        disc = B ** 2 - q * A
+        disc = B**2 - q * A
         if float(disc) < 0:
             return None
         roots = [(-B + disc.sqrt()) / q, (-B - disc.sqrt()) / q]
@@ -96,8 +96,13 @@ def cagrad_dual_weights(M: Tensor, c: float, rounds: int = 4, grid: int = 24) ->
     lo, hi = float(M.diagonal().max().sqrt() / s) * 1e-10, float(M.diagonal().max().sqrt() / s) * 1.01
     w_lo = w_hi = None
     for _ in range(rounds):
-        betas = torch.logspace(torch.log10(torch.tensor(lo)).item(), torch.log10(torch.tensor(hi)).item(), grid,
-                               dtype=M.dtype, device=M.device)
+        betas = torch.logspace(
+            torch.log10(torch.tensor(lo)).item(),
+            torch.log10(torch.tensor(hi)).item(),
+            grid,
+            dtype=M.dtype,
+            device=M.device,
+        )
         W = _shifted_min_norm(M, a, gamma, betas)
         h = torch.einsum("bi,ij,bj->b", W, M, W).clamp_min(0.0).sqrt() - s * betas
         below = (h <= 0).nonzero()
@@ -134,7 +139,7 @@ def cagrad_weights(M: Tensor, c: float = 0.4, rescale: int = 1, norm_eps: float 
         else:
             out = mean + c * Mn.mean().clamp_min(0.0).sqrt() / gw * w
     if rescale == 1:
-        out = out / (1 + c ** 2)
+        out = out / (1 + c**2)
     elif rescale == 2:
         out = out / (1 + c)
     return out.to(M.dtype)
@@ -142,11 +147,23 @@ def cagrad_weights(M: Tensor, c: float = 0.4, rescale: int = 1, norm_eps: float 
 
 @WEIGHTINGS.register("cagrad")
 class CAGrad(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, c: float = 0.4, rescale: int = 1,
-                 norm_eps: float = 1e-4, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        c: float = 0.4,
+        rescale: int = 1,
+        norm_eps: float = 1e-4,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if c < 0:
             raise ValueError(f"weighting.c must be >= 0, got {c}")
         if rescale not in RESCALES:

@@ -35,8 +35,15 @@ TRANSFORMS = ("none", "static", "log", "uw", "imtl_l")
 class Composed(Weighting):
     requires = frozenset({"losses", "grads"})
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, transform: str = "log",
-                 aggregator: dict | None = None, eps: float = 1e-8):
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        transform: str = "log",
+        aggregator: dict | None = None,
+        eps: float = 1e-8,
+    ):
         super().__init__(task_names, task_weights)
         if transform not in TRANSFORMS:
             raise ValueError(f"weighting.transform={transform!r} not in {TRANSFORMS}")
@@ -84,10 +91,26 @@ class Composed(Weighting):
         agg_cls = WEIGHTINGS.get(agg["name"])
         if not issubclass(agg_cls, GradientWeighting):
             names = [n for n in WEIGHTINGS.names() if issubclass(WEIGHTINGS.get(n), GradientWeighting)]
-            return [Problem("weighting.aggregator.name", "the aggregator must be a gradient-based method",
-                            agg["name"], ", ".join(names), "choose a gradient method, e.g. mgda")]
+            return [
+                Problem(
+                    "weighting.aggregator.name",
+                    "the aggregator must be a gradient-based method",
+                    agg["name"],
+                    ", ".join(names),
+                    "choose a gradient method, e.g. mgda",
+                )
+            ]
         if node.get("transform", "log") not in TRANSFORMS:
-            out.append(Problem("weighting.transform", "unknown transform", node.get("transform"),
-                               ", ".join(TRANSFORMS), "set weighting.transform=log"))
-        return out + [dataclasses.replace(p, key=p.key.replace("weighting.", "weighting.aggregator.", 1))
-                      for p in agg_cls.check(agg, arch_cls)]
+            out.append(
+                Problem(
+                    "weighting.transform",
+                    "unknown transform",
+                    node.get("transform"),
+                    ", ".join(TRANSFORMS),
+                    "set weighting.transform=log",
+                )
+            )
+        return out + [
+            dataclasses.replace(p, key=p.key.replace("weighting.", "weighting.aggregator.", 1))
+            for p in agg_cls.check(agg, arch_cls)
+        ]

@@ -40,16 +40,27 @@ def config_weights(M: Tensor, pref: Tensor | None = None, rtol: float = 1e-12) -
 
 @WEIGHTINGS.register("conflict_free")
 class ConFIG(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, pref_vector: list[float] | None = None,
-                 source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        pref_vector: list[float] | None = None,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         n = len(task_names)
         if pref_vector is not None and len(pref_vector) != n:
             raise ValueError(f"weighting.pref_vector has {len(pref_vector)} entries, expected one per task ({n})")
-        self.register_buffer("pref", torch.tensor([1.0] * n if pref_vector is None else pref_vector,
-                                                  dtype=torch.float32))
+        self.register_buffer(
+            "pref", torch.tensor([1.0] * n if pref_vector is None else pref_vector, dtype=torch.float32)
+        )
 
     def aggregate(self, G: Tensor):
         rows = self.rows if self.rows is not None else list(range(G.shape[0]))

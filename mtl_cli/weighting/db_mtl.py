@@ -44,11 +44,22 @@ class DBMTL(StatefulGradientWeighting):
     linear = False
     dynamic_buffers = ("h", "steps")
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, beta: float = 0.9,
-                 beta_sigma: float = 0.0, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        beta: float = 0.9,
+        beta_sigma: float = 0.0,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if not 0 <= beta < 1 or beta_sigma < 0:
             raise ValueError(f"weighting.beta must be in [0, 1) and beta_sigma >= 0 (got {beta}, {beta_sigma})")
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)

@@ -49,8 +49,9 @@ class DynamicWeightAverage(Weighting):
     def _weights(self, present: Tensor) -> Tensor:
         if self._epochs < 2:
             return present.clone()
-        r = torch.where(self.history_len >= 2, self.history[0] / self.history[1].clamp_min(1e-12),
-                        torch.ones_like(self.history[0]))
+        r = torch.where(
+            self.history_len >= 2, self.history[0] / self.history[1].clamp_min(1e-12), torch.ones_like(self.history[0])
+        )
         x = torch.where(present > 0, r / self.temp, torch.full_like(r, -torch.inf))
         return present.sum() * torch.softmax(x, 0)
 
@@ -70,8 +71,9 @@ class DynamicWeightAverage(Weighting):
     def on_epoch_end(self, epoch: int) -> None:
         seen = self.epoch_count > 0
         mean = self.epoch_sum / self.epoch_count.clamp_min(1)
-        self.history.copy_(torch.stack([torch.where(seen, mean, self.history[0]),
-                                        torch.where(seen, self.history[0], self.history[1])]))
+        self.history.copy_(
+            torch.stack([torch.where(seen, mean, self.history[0]), torch.where(seen, self.history[0], self.history[1])])
+        )
         self.history_len.copy_(torch.where(seen, (self.history_len + 1).clamp_max(2), self.history_len))
         self.epoch_sum.zero_()
         self.epoch_count.zero_()

@@ -59,27 +59,38 @@ def _flat(grads, like: list[Tensor]) -> Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(x)).reshape(-1) for g, x in zip(grads, like)])
 
 
-def jacobian(losses: Tensor, wrt: list[Tensor], rows: list[int], mode: str = "loop",
-             chunk_size: int | None = None) -> Tensor:
+def jacobian(
+    losses: Tensor, wrt: list[Tensor], rows: list[int], mode: str = "loop", chunk_size: int | None = None
+) -> Tensor:
     """Gradients of ``losses[i]`` for i in ``rows`` with respect to ``wrt``, flattened: [len(rows), P]."""
     if mode == "batched" and len(rows) > 1:
         try:
             out = []
             step = chunk_size or len(rows)
             for lo in range(0, len(rows), step):
-                idx = rows[lo:lo + step]
+                idx = rows[lo : lo + step]
                 eye = torch.zeros(len(idx), losses.shape[0], dtype=losses.dtype, device=losses.device)
                 eye[torch.arange(len(idx)), torch.tensor(idx)] = 1.0
-                gs = torch.autograd.grad(losses, wrt, grad_outputs=eye, retain_graph=True, allow_unused=True,
-                                         is_grads_batched=True)
-                out.append(torch.cat([(g if g is not None else torch.zeros(len(idx), *x.shape, device=x.device,
-                                                                            dtype=x.dtype)).reshape(len(idx), -1)
-                                      for g, x in zip(gs, wrt)], dim=1))
+                gs = torch.autograd.grad(
+                    losses, wrt, grad_outputs=eye, retain_graph=True, allow_unused=True, is_grads_batched=True
+                )
+                out.append(
+                    torch.cat(
+                        [
+                            (
+                                g if g is not None else torch.zeros(len(idx), *x.shape, device=x.device, dtype=x.dtype)
+                            ).reshape(len(idx), -1)
+                            for g, x in zip(gs, wrt)
+                        ],
+                        dim=1,
+                    )
+                )
             return torch.cat(out)
         except RuntimeError:
             pass  # an operator without a batching rule: the loop below is always exact
-    return torch.stack([_flat(torch.autograd.grad(losses[i], wrt, retain_graph=True, allow_unused=True), wrt)
-                        for i in rows])
+    return torch.stack(
+        [_flat(torch.autograd.grad(losses[i], wrt, retain_graph=True, allow_unused=True), wrt) for i in rows]
+    )
 
 
 class GradientWeighting(Weighting):
@@ -94,11 +105,23 @@ class GradientWeighting(Weighting):
     #: class attribute: the method returns weights (True) or a direction only (False)
     linear: bool = True
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, source: str = "params",
-                 grouping: str = "whole", every: int = 1, mode: str = "loop", chunk_size: int | None = None):
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
         super().__init__(task_names, task_weights)
-        for key, value, allowed in (("source", source, SOURCES), ("grouping", grouping, GROUPINGS),
-                                    ("mode", mode, MODES)):
+        for key, value, allowed in (
+            ("source", source, SOURCES),
+            ("grouping", grouping, GROUPINGS),
+            ("mode", mode, MODES),
+        ):
             if value not in allowed:
                 raise ValueError(f"weighting.{key}={value!r} not in {allowed}")
         self.source, self.grouping, self.every, self.mode, self.chunk_size = source, grouping, every, mode, chunk_size
@@ -121,19 +144,49 @@ class GradientWeighting(Weighting):
     def check(cls, node: dict, arch_cls: type) -> list:
         out = []
         if node.get("source", "params") == "rep" and not getattr(arch_cls, "shared_representation", False):
-            out.append(Problem("weighting.source", "representation gradients need one representation shared by "
-                               "every task, which this architecture does not have (it gives each task or input "
-                               "its own)", "rep", "params", "set weighting.source=params (exact, costlier)"))
+            out.append(
+                Problem(
+                    "weighting.source",
+                    "representation gradients need one representation shared by "
+                    "every task, which this architecture does not have (it gives each task or input "
+                    "its own)",
+                    "rep",
+                    "params",
+                    "set weighting.source=params (exact, costlier)",
+                )
+            )
         if node.get("source") == "rep" and node.get("grouping", "whole") == "layer":
-            out.append(Problem("weighting.grouping", "per-layer grouping applies to parameter gradients only",
-                               "layer", "whole", "set weighting.grouping=whole or weighting.source=params"))
+            out.append(
+                Problem(
+                    "weighting.grouping",
+                    "per-layer grouping applies to parameter gradients only",
+                    "layer",
+                    "whole",
+                    "set weighting.grouping=whole or weighting.source=params",
+                )
+            )
         every = node.get("every", 1)
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            out.append(Problem("weighting.every", "expected an integer >= 1", every, "an integer >= 1",
-                               "set weighting.every=1 (every step) or k (reuse the weights for k steps)"))
+            out.append(
+                Problem(
+                    "weighting.every",
+                    "expected an integer >= 1",
+                    every,
+                    "an integer >= 1",
+                    "set weighting.every=1 (every step) or k (reuse the weights for k steps)",
+                )
+            )
         elif every != 1 and not cls.linear:
-            out.append(Problem("weighting.every", "this method returns an update direction, not task weights, so "
-                               "there is nothing to reuse between steps", every, "1", "set weighting.every=1"))
+            out.append(
+                Problem(
+                    "weighting.every",
+                    "this method returns an update direction, not task weights, so "
+                    "there is nothing to reuse between steps",
+                    every,
+                    "1",
+                    "set weighting.every=1",
+                )
+            )
         return out
 
     def _rows(self, ctx: BackwardContext, n: int) -> list[int]:

@@ -41,11 +41,22 @@ class ExcessMTL(StatefulGradientWeighting):
 
     dynamic_buffers = ("sq_sum", "task_w", "baseline", "warm_sum", "calls")
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, robust_step_size: float = 1e-2,
-                 warmup_steps: int = 1, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        robust_step_size: float = 1e-2,
+        warmup_steps: int = 1,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if not robust_step_size > 0 or warmup_steps < 1:
             raise ValueError("weighting.robust_step_size must be > 0 and weighting.warmup_steps >= 1")
         self.robust_step_size, self.warmup_steps = float(robust_step_size), int(warmup_steps)

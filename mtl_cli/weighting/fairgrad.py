@@ -44,11 +44,22 @@ class FairGrad(GradientWeighting):
     follows the gradients' (``g_t . d = w_t^(-1/alpha)``).
     """
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, alpha: float = 2.0,
-                 max_iter: int = 50, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        alpha: float = 2.0,
+        max_iter: int = 50,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if alpha < 0 or max_iter < 1:
             raise ValueError("weighting.alpha must be >= 0 and weighting.max_iter >= 1")
         self.alpha, self.max_iter = float(alpha), int(max_iter)

@@ -43,8 +43,15 @@ class FAMO(Weighting):
     betas = (0.9, 0.999)
     adam_eps = 1e-8
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *,
-                 w_lr: float = 0.025, gamma: float = 0.001, eps: float = 1e-8):
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        w_lr: float = 0.025,
+        gamma: float = 0.001,
+        eps: float = 1e-8,
+    ):
         super().__init__(task_names, task_weights)
         if not w_lr > 0:
             raise ConfigError(f"weighting.w_lr must be > 0 (got {w_lr})")
@@ -99,8 +106,8 @@ class FAMO(Weighting):
         t = self.adam_t + mask.float()
         m = torch.where(mask, b1 * self.adam_m + (1 - b1) * g, self.adam_m)
         v = torch.where(mask, b2 * self.adam_v + (1 - b2) * g * g, self.adam_v)
-        m_hat = m / (1 - b1 ** t).clamp_min(1e-12)
-        v_hat = v / (1 - b2 ** t).clamp_min(1e-12)
+        m_hat = m / (1 - b1**t).clamp_min(1e-12)
+        v_hat = v / (1 - b2**t).clamp_min(1e-12)
         step = torch.where(mask, self.w_lr * m_hat / (v_hat.sqrt() + self.adam_eps), zero)
         self.logits.sub_(step)
         self.adam_m.copy_(m)

@@ -39,11 +39,22 @@ def graddrop_direction(G: Tensor, U: Tensor, leak: Tensor | None = None) -> Tens
 class GradDrop(GradientWeighting):
     linear = False
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, leak: float | list[float] = 0.0,
-                 seed: int = 0, source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        leak: float | list[float] = 0.0,
+        seed: int = 0,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         n = len(task_names)
         leaks = [float(leak)] * n if isinstance(leak, (int, float)) else [float(x) for x in leak]
         if len(leaks) != n or not all(0.0 <= x <= 1.0 for x in leaks):

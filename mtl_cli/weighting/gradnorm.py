@@ -50,11 +50,24 @@ def gradnorm_grad(w: Tensor, norms: Tensor, ratios: Tensor, alpha: float) -> Ten
 class GradNorm(Weighting):
     requires = frozenset({"losses", "grads"})
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, alpha: float = 1.5, lr: float = 0.025,
-                 optimizer: str = "adam", layer: str = "last", mode: str = "loop", chunk_size: int | None = None):
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        optimizer: str = "adam",
+        layer: str = "last",
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
         super().__init__(task_names, task_weights)
-        for key, value, allowed in (("layer", layer, LAYERS), ("optimizer", optimizer, OPTIMIZERS),
-                                    ("mode", mode, MODES)):
+        for key, value, allowed in (
+            ("layer", layer, LAYERS),
+            ("optimizer", optimizer, OPTIMIZERS),
+            ("mode", mode, MODES),
+        ):
             if value not in allowed:
                 raise ValueError(f"weighting.{key}={value!r} not in {allowed}")
         self.alpha, self.lr, self.optimizer, self.layer = float(alpha), float(lr), optimizer, layer
@@ -71,9 +84,16 @@ class GradNorm(Weighting):
     @classmethod
     def check(cls, node: dict, arch_cls: type) -> list:
         if node.get("layer", "last") == "rep" and not getattr(arch_cls, "shared_representation", False):
-            return [Problem("weighting.layer", "representation gradients need one representation shared by every "
-                            "task, which this architecture does not have", "rep", "last",
-                            "set weighting.layer=last (the last shared layer's weight)")]
+            return [
+                Problem(
+                    "weighting.layer",
+                    "representation gradients need one representation shared by every "
+                    "task, which this architecture does not have",
+                    "rep",
+                    "last",
+                    "set weighting.layer=last (the last shared layer's weight)",
+                )
+            ]
         return []
 
     def _wrt(self, ctx: BackwardContext) -> list[Tensor]:
@@ -114,7 +134,7 @@ class GradNorm(Weighting):
             self.exp_avg_sq.copy_(torch.where(has, b2 * self.exp_avg_sq + (1 - b2) * g * g, self.exp_avg_sq))
             self.adam_steps.add_(has.float())
             t = self.adam_steps.clamp_min(1)
-            step_ = self.exp_avg / (1 - b1 ** t) / ((self.exp_avg_sq / (1 - b2 ** t)).sqrt() + eps)
+            step_ = self.exp_avg / (1 - b1**t) / ((self.exp_avg_sq / (1 - b2**t)).sqrt() + eps)
         else:
             step_ = g
         old = self.loss_weights

@@ -29,8 +29,9 @@ from .base import BackwardContext
 from .engine import GradientWeighting
 
 
-def gradvac_weights(M: Tensor, phi: Tensor, orders: list[list[int]], beta: float,
-                    eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+def gradvac_weights(
+    M: Tensor, phi: Tensor, orders: list[list[int]], beta: float, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
     """GradVac on a Gramian ``M`` [n, n] with targets ``phi`` [n, n]; ``orders[i]``: the order of the
     other tasks for task i. Returns (weights [n], updated targets [n, n]); inputs are not modified."""
     n = M.shape[0]
@@ -54,17 +55,28 @@ def gradvac_weights(M: Tensor, phi: Tensor, orders: list[list[int]], beta: float
                 cg = [a + w * b for a, b in zip(cg, m[j])]
             ph[i][j] = (1.0 - beta) * hat + beta * cos
         total = [a + b for a, b in zip(total, c)]
-    return (torch.tensor(total, dtype=M.dtype, device=M.device),
-            torch.tensor(ph, dtype=phi.dtype, device=phi.device))
+    return (torch.tensor(total, dtype=M.dtype, device=M.device), torch.tensor(ph, dtype=phi.dtype, device=phi.device))
 
 
 @WEIGHTINGS.register("gradvac")
 class GradVac(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, beta: float = 0.01, eps: float = 1e-8,
-                 seed: int = 0, source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        beta: float = 0.01,
+        eps: float = 1e-8,
+        seed: int = 0,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"weighting.beta={beta!r} must be in [0, 1]")
         self.beta, self.eps = float(beta), float(eps)
@@ -96,8 +108,9 @@ class GradVac(GradientWeighting):
         if self.grouping == "layer" and self.source == "params":  # the k-th parameter tensor of this step
             k, self._group = self._group, self._group + 1
         if k >= self.phi.shape[0]:
-            extra = torch.zeros(k + 1 - self.phi.shape[0], *self.phi.shape[1:], dtype=self.phi.dtype,
-                                device=self.phi.device)
+            extra = torch.zeros(
+                k + 1 - self.phi.shape[0], *self.phi.shape[1:], dtype=self.phi.dtype, device=self.phi.device
+            )
             self.phi = torch.cat([self.phi, extra])
         orders = [[j for j in torch.randperm(n, generator=self.g).tolist() if j != i] for i in range(n)]
         self.rng_state = self.g.get_state()

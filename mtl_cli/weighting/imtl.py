@@ -30,10 +30,20 @@ from .imtl_g import IMTLG
 
 @WEIGHTINGS.register("imtl")
 class IMTL(IMTLG):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, source: str = "params",
-                 grouping: str = "whole", every: int = 1, mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         self.scales = nn.Parameter(torch.zeros(len(task_names)))
 
     def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:

@@ -31,10 +31,20 @@ def imtl_g_weights(M: Tensor) -> Tensor:
 
 @WEIGHTINGS.register("imtl_g")
 class IMTLG(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, source: str = "params",
-                 grouping: str = "whole", every: int = 1, mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
 
     def aggregate(self, G: Tensor):
         w = imtl_g_weights(G @ G.T).to(G.dtype)

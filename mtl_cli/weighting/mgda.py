@@ -76,11 +76,21 @@ def min_norm_weights(M: Tensor, max_iter: int = 100, tol: float = 1e-7) -> Tenso
 
 @WEIGHTINGS.register("mgda")
 class MGDA(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, normalization: str = "none",
-                 source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        normalization: str = "none",
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"weighting.normalization={normalization!r} not in {NORMALIZATIONS}")
         self.normalization = normalization
@@ -106,8 +116,25 @@ class MGDAUB(MGDA):
     representation (an upper bound of the parameter objective), one encoder backward per step
     instead of one per task. Same as ``weighting=mgda weighting.source=rep``."""
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, normalization: str = "none",
-                 source: str = "rep", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, normalization=normalization, source=source, grouping=grouping,
-                         every=every, mode=mode, chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        normalization: str = "none",
+        source: str = "rep",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names,
+            task_weights,
+            normalization=normalization,
+            source=source,
+            grouping=grouping,
+            every=every,
+            mode=mode,
+            chunk_size=chunk_size,
+        )

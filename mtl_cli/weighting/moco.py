@@ -143,12 +143,25 @@ class MoCo(StatefulGradientWeighting):
     linear = False
     dynamic_buffers = ("y", "lambd", "steps")
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, beta: float = 0.5,
-                 beta_sigma: float = 0.5, gamma: float = 0.1, gamma_sigma: float = 0.5, rho: float = 0.0,
-                 source: str = "params", grouping: str = "whole", every: int = 1, mode: str = "loop",
-                 chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        beta: float = 0.5,
+        beta_sigma: float = 0.5,
+        gamma: float = 0.1,
+        gamma_sigma: float = 0.5,
+        rho: float = 0.0,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if not 0 < beta <= 1:
             raise ValueError(f"weighting.beta must be in (0, 1] (got {beta})")
         if not gamma > 0 or rho < 0 or beta_sigma < 0 or gamma_sigma < 0:
@@ -163,7 +176,7 @@ class MoCo(StatefulGradientWeighting):
         steps = self.ensure("steps", (nb,), 0.0, G)
         steps[k] += 1
         t = float(steps[k])
-        beta, gamma = self.beta / t ** self.beta_sigma, self.gamma / t ** self.gamma_sigma
+        beta, gamma = self.beta / t**self.beta_sigma, self.gamma / t**self.gamma_sigma
         hi = lo + G.shape[1]
         lam = lambd[k, rows]
         mass = lam.sum().clamp_min(1e-12)

@@ -24,8 +24,14 @@ def _solver_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def alpha_fair_solve(M: Tensor, alpha: float = 1.0, w0: Tensor | None = None, max_iter: int = 50,
-                     tol: float = 1e-20, ridge: float = 1e-10) -> Tensor:
+def alpha_fair_solve(
+    M: Tensor,
+    alpha: float = 1.0,
+    w0: Tensor | None = None,
+    max_iter: int = 50,
+    tol: float = 1e-20,
+    ridge: float = 1e-10,
+) -> Tensor:
     """Positive ``w`` [n] with ``M w = w^(-1/alpha)`` (``alpha > 0``; Nash-MTL: ``alpha = 1``).
 
     ``w`` minimises the convex ``f(w) = w^T M w / 2 - sum_t h(w_t)`` with ``h' = w^(-1/alpha)``
@@ -45,15 +51,15 @@ def alpha_fair_solve(M: Tensor, alpha: float = 1.0, w0: Tensor | None = None, ma
     p = 1.0 - inv
 
     def h(w: Tensor) -> Tensor:
-        return torch.log(w) if abs(p) < 1e-12 else w ** p / p
+        return torch.log(w) if abs(p) < 1e-12 else w**p / p
 
     w = torch.ones(n, dtype=dtype, device=M.device) if w0 is None else w0.to(dtype).clamp_min(1e-12)
     # best multiple s of w on its ray: s^(1 + 1/alpha) = sum w^p / (w^T M w)
     q = (w @ M @ w).clamp_min(1e-30)
-    w = w * ((w ** p).sum() / q) ** (alpha / (alpha + 1))
+    w = w * ((w**p).sum() / q) ** (alpha / (alpha + 1))
     steps = _STEPS.to(device=M.device, dtype=dtype)
     for _ in range(max_iter):
-        grad = M @ w - w ** -inv
+        grad = M @ w - w**-inv
         H = M + torch.diag(inv * w ** (-inv - 1))
         d = torch.linalg.solve(H, grad)
         dec = grad @ d
@@ -99,11 +105,22 @@ class NashMTL(StatefulGradientWeighting):
     (only the speed depends on it).
     """
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, max_norm: float = 1.0,
-                 max_iter: int = 50, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        max_norm: float = 1.0,
+        max_iter: int = 50,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if max_norm < 0 or max_iter < 1:
             raise ValueError("weighting.max_norm must be >= 0 and weighting.max_iter >= 1")
         self.max_norm, self.max_iter = float(max_norm), int(max_iter)

@@ -33,10 +33,21 @@ def pcgrad_weights(M: Tensor, orders: list[list[int]]) -> Tensor:
 
 @WEIGHTINGS.register("pcgrad")
 class PCGrad(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, seed: int = 0, source: str = "params",
-                 grouping: str = "whole", every: int = 1, mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        seed: int = 0,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         self.g = torch.Generator().manual_seed(seed)
         self.register_buffer("rng_state", self.g.get_state())
 

@@ -30,8 +30,14 @@ class RandomLossWeighting(Weighting):
     state_dict is taken and restored on load, so a resumed run continues the same sequence.
     """
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *,
-                 distribution: Literal["normal", "uniform", "dirichlet"] = "normal", seed: int = 0):
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        distribution: Literal["normal", "uniform", "dirichlet"] = "normal",
+        seed: int = 0,
+    ):
         super().__init__(task_names, task_weights)
         self.distribution = distribution
         self._gen = torch.Generator()

@@ -32,8 +32,16 @@ class SmoothTchebycheff(Weighting):
     to the warm-up average; a task with no data in the last warm-up epoch gets ``z_t = 0``.
     """
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, mu: float = 1.0,
-                 warmup_epochs: int = 4, log_losses: bool = True, eps: float = 1e-20):
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        mu: float = 1.0,
+        warmup_epochs: int = 4,
+        log_losses: bool = True,
+        eps: float = 1e-20,
+    ):
         super().__init__(task_names, task_weights)
         if not mu > 0:
             raise ConfigError(f"weighting.mu must be > 0 (got {mu})")

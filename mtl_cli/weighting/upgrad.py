@@ -28,11 +28,22 @@ def upgrad_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> 
 
 @WEIGHTINGS.register("upgrad")
 class UPGrad(GradientWeighting):
-    def __init__(self, task_names: list[str], task_weights: list[float], *, norm_eps: float = 1e-4,
-                 reg_eps: float = 1e-4, source: str = "params", grouping: str = "whole", every: int = 1,
-                 mode: str = "loop", chunk_size: int | None = None):
-        super().__init__(task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode,
-                         chunk_size=chunk_size)
+    def __init__(
+        self,
+        task_names: list[str],
+        task_weights: list[float],
+        *,
+        norm_eps: float = 1e-4,
+        reg_eps: float = 1e-4,
+        source: str = "params",
+        grouping: str = "whole",
+        every: int = 1,
+        mode: str = "loop",
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
+        )
         if norm_eps < 0 or reg_eps < 0:
             raise ValueError(f"weighting.norm_eps and weighting.reg_eps must be >= 0, got {norm_eps}, {reg_eps}")
         self.norm_eps, self.reg_eps = norm_eps, reg_eps

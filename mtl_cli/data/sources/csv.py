@@ -58,8 +58,14 @@ from ..base import (
 MISSING = frozenset({"", "na", "n/a", "nan", "null"})
 SCALAR_KINDS = ("classification", "binary", "regression")
 BINARY_VALUES = {
-    "0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0,
-    "false": 0.0, "true": 1.0, "no": 0.0, "yes": 1.0,
+    "0": 0.0,
+    "1": 1.0,
+    "0.0": 0.0,
+    "1.0": 1.0,
+    "false": 0.0,
+    "true": 1.0,
+    "no": 0.0,
+    "yes": 1.0,
 }
 IMPUTE = ("mean", "zero")
 MAX_PROBLEMS = 10  # problems listed per error; the rest are counted
@@ -163,8 +169,7 @@ def file_problem(path: Path, message: str, fix: str, value: object = None) -> Da
 def read_table(path: Path, delimiter: str | None = None) -> Table:
     """Read a CSV/TSV (stdlib csv) or Parquet file as a Table of text cells."""
     if not path.is_file():
-        raise file_problem(path, "file not found",
-                           f"check the path (relative paths resolve against {Path.cwd()})")
+        raise file_problem(path, "file not found", f"check the path (relative paths resolve against {Path.cwd()})")
     if path.suffix.lower() in (".parquet", ".pq"):
         return _check_rows(_read_parquet(path))
     if delimiter is None:
@@ -173,8 +178,7 @@ def read_table(path: Path, delimiter: str | None = None) -> Table:
         with open(path, newline="", encoding="utf-8-sig") as f:
             table = _read_csv(path, csv.reader(f, delimiter=delimiter))
     except UnicodeDecodeError as e:
-        raise file_problem(path, f"not UTF-8 text ({e.reason} at byte {e.start})",
-                           "save the file as UTF-8 CSV") from e
+        raise file_problem(path, f"not UTF-8 text ({e.reason} at byte {e.start})", "save the file as UTF-8 CSV") from e
     except csv.Error as e:
         raise file_problem(path, f"not valid CSV: {e}", "fix the file's quoting") from e
     return _check_rows(table)
@@ -183,8 +187,9 @@ def read_table(path: Path, delimiter: str | None = None) -> Table:
 def _check_rows(table: Table) -> Table:
     """The table, unless it has a header but no data rows: every split needs samples."""
     if not table.rows:
-        raise file_problem(table.path, "file has a header but no data rows",
-                           "add the data rows (one per sample) below the header")
+        raise file_problem(
+            table.path, "file has a header but no data rows", "add the data rows (one per sample) below the header"
+        )
     return table
 
 
@@ -195,8 +200,7 @@ def _read_csv(path: Path, reader) -> Table:
     header = [h.strip() for h in header]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise file_problem(path, "duplicate column names in the header", "rename the columns",
-                           ", ".join(dupes))
+        raise file_problem(path, "duplicate column names in the header", "rename the columns", ", ".join(dupes))
     table, problems = Table(path, header, []), Problems()
     for row in reader:
         if not row or all(not c.strip() for c in row):
@@ -204,9 +208,13 @@ def _read_csv(path: Path, reader) -> Table:
         table.rows.append(row)
         table.lines.append(reader.line_num)
         if len(row) != len(header):
-            problems.add(Problem(str(path), f"{table.where(len(table.rows) - 1)} has "
-                                 f"{len(row)} fields, the header has {len(header)}",
-                                 fix="fix the row (quote cells that contain the delimiter)"))
+            problems.add(
+                Problem(
+                    str(path),
+                    f"{table.where(len(table.rows) - 1)} has {len(row)} fields, the header has {len(header)}",
+                    fix="fix the row (quote cells that contain the delimiter)",
+                )
+            )
     problems.raise_if_any()
     return table
 
@@ -216,8 +224,11 @@ def _read_parquet(path: Path) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
-        raise file_problem(path, "reading Parquet needs pyarrow, which is not installed",
-                           "pip install pyarrow, or save the data as CSV") from e
+        raise file_problem(
+            path,
+            "reading Parquet needs pyarrow, which is not installed",
+            "pip install pyarrow, or save the data as CSV",
+        ) from e
     data = pq.read_table(path)
     cols = [[_cell(v) for v in data.column(c).to_pylist()] for c in data.column_names]
     return Table(path, list(data.column_names), [list(r) for r in zip(*cols)])
@@ -253,8 +264,7 @@ def encode_scalar(
     for i, cell in enumerate(cells):
         value = 0.0 if is_missing(cell) else _scalar(cell.strip(), kind, mapping)
         if value is None:
-            problems.add(_bad_target(table, i, column, cell, kind, mapping),
-                         group=(table.path, column))
+            problems.add(_bad_target(table, i, column, cell, kind, mapping), group=(table.path, column))
             value = 0.0
         out.append(value)
     dtype = torch.long if kind == "classification" else torch.float32
@@ -269,8 +279,7 @@ def _scalar(cell: str, kind: str, mapping: dict[str, int] | None) -> float | int
     return to_float(cell)
 
 
-def _bad_target(table: Table, i: int, column: str, cell: str, kind: str,
-                mapping: dict[str, int] | None) -> Problem:
+def _bad_target(table: Table, i: int, column: str, cell: str, kind: str, mapping: dict[str, int] | None) -> Problem:
     allowed = {
         "classification": "one of " + ", ".join(repr(c) for c in (mapping or {})),
         "binary": "0/1, true/false or yes/no (any case), or an empty cell for a missing label",
@@ -281,8 +290,9 @@ def _bad_target(table: Table, i: int, column: str, cell: str, kind: str,
         "binary": "fix the value, or declare the target's kind as classification",
         "regression": "fix the value, or declare the target's kind as classification",
     }[kind]
-    return Problem(str(table.path), f"{table.where(i)}, column {column!r}: not a valid "
-                   f"{kind} label", cell, allowed, fix)
+    return Problem(
+        str(table.path), f"{table.where(i)}, column {column!r}: not a valid {kind} label", cell, allowed, fix
+    )
 
 
 @dataclass
@@ -335,22 +345,36 @@ class CsvSource(DataSource):
         if not self.paths["train"]:
             problems.append(Problem("data.path", "no CSV file given", fix="set data.path=FILE.csv"))
         if not self.targets:
-            problems.append(Problem("data.targets", "no targets given",
-                                    fix="map target names to columns, e.g. targets: {price: price}"))
+            problems.append(
+                Problem(
+                    "data.targets", "no targets given", fix="map target names to columns, e.g. targets: {price: price}"
+                )
+            )
         for name, kind in self.kinds.items():
             if name not in self.targets:
-                problems.append(Problem(f"data.kinds.{name}", "not a target", name,
-                                        ", ".join(self.targets), "use a name from data.targets"))
+                problems.append(
+                    Problem(
+                        f"data.kinds.{name}",
+                        "not a target",
+                        name,
+                        ", ".join(self.targets),
+                        "use a name from data.targets",
+                    )
+                )
             elif kind not in SCALAR_KINDS:
-                problems.append(Problem(f"data.kinds.{name}", "unknown kind", kind,
-                                        ", ".join(SCALAR_KINDS)))
+                problems.append(Problem(f"data.kinds.{name}", "unknown kind", kind, ", ".join(SCALAR_KINDS)))
         if self.impute not in (None, *IMPUTE):
-            problems.append(Problem("data.impute", "unknown imputation", self.impute,
-                                    "null, mean, zero"))
+            problems.append(Problem("data.impute", "unknown imputation", self.impute, "null, mean, zero"))
         both = set(self.features or []) & set(self.targets.values())
         if both:
-            problems.append(Problem("data.features", "columns are both features and targets",
-                                    ", ".join(sorted(both)), fix="remove them from features"))
+            problems.append(
+                Problem(
+                    "data.features",
+                    "columns are both features and targets",
+                    ", ".join(sorted(both)),
+                    fix="remove them from features",
+                )
+            )
         if problems:
             raise DataError(problems)
 
@@ -359,10 +383,7 @@ class CsvSource(DataSource):
     def tables(self) -> dict[str, Table]:
         """The given files read as text (once): train, and val/test where files are given."""
         if self._tables is None:
-            self._tables = {
-                split: read_table(resolve(p), self.delimiter)
-                for split, p in self.paths.items() if p
-            }
+            self._tables = {split: read_table(resolve(p), self.delimiter) for split, p in self.paths.items() if p}
         return self._tables
 
     def plan(self) -> _Plan:
@@ -371,12 +392,10 @@ class CsvSource(DataSource):
             tables = self.tables()
             self._check_columns(tables)
             targets = {
-                name: (col, self.kinds.get(name) or infer_kind(self._values(col)))
-                for name, col in self.targets.items()
+                name: (col, self.kinds.get(name) or infer_kind(self._values(col))) for name, col in self.targets.items()
             }
             maps = {
-                name: label_map(self._values(col))
-                for name, (col, kind) in targets.items() if kind == "classification"
+                name: label_map(self._values(col)) for name, (col, kind) in targets.items() if kind == "classification"
             }
             self._plan_cache = _Plan(self._feature_columns(tables["train"]), targets, maps)
         return self._plan_cache
@@ -443,23 +462,32 @@ class CsvSource(DataSource):
         ]
         return torch.tensor(values, dtype=torch.float32).reshape(len(table.rows), len(columns))
 
-    def _feature_cell(self, table: Table, i: int, column: str, cell: str,
-                      problems: Problems) -> float:
+    def _feature_cell(self, table: Table, i: int, column: str, cell: str, problems: Problems) -> float:
         if is_missing(cell):
             if self.impute is None:
-                problems.add(Problem(
-                    str(table.path), f"{table.where(i)}, column {column!r}: missing feature value",
-                    cell, "a finite number",
-                    "fill the cell, set data.impute=mean or zero, or leave the column out"),
-                    group=(table.path, column, "missing"))
+                problems.add(
+                    Problem(
+                        str(table.path),
+                        f"{table.where(i)}, column {column!r}: missing feature value",
+                        cell,
+                        "a finite number",
+                        "fill the cell, set data.impute=mean or zero, or leave the column out",
+                    ),
+                    group=(table.path, column, "missing"),
+                )
             return math.nan
         value = to_float(cell)
         if value is None:
-            problems.add(Problem(
-                str(table.path), f"{table.where(i)}, column {column!r}: feature value is not a "
-                "number", cell, "a finite number (features must be numeric)",
-                f"fix the cell, or leave the column out (data.exclude=[{column}])"),
-                group=(table.path, column, "nan"))
+            problems.add(
+                Problem(
+                    str(table.path),
+                    f"{table.where(i)}, column {column!r}: feature value is not a number",
+                    cell,
+                    "a finite number (features must be numeric)",
+                    f"fix the cell, or leave the column out (data.exclude=[{column}])",
+                ),
+                group=(table.path, column, "nan"),
+            )
             return math.nan
         return value
 
@@ -511,10 +539,17 @@ class CsvSource(DataSource):
             table = read_table(Path(f).resolve(), self.delimiter)
             missing = [c for c in columns if c not in table.header]
             if missing:
-                raise DataError([Problem(str(table.path), "feature column(s) of the run are not in the header",
-                                         ", ".join(missing), allowed="columns " + ", ".join(map(repr, columns)),
-                                         fix="add the columns (names are case-sensitive); other columns are "
-                                         "ignored")])
+                raise DataError(
+                    [
+                        Problem(
+                            str(table.path),
+                            "feature column(s) of the run are not in the header",
+                            ", ".join(missing),
+                            allowed="columns " + ", ".join(map(repr, columns)),
+                            fix="add the columns (names are case-sensitive); other columns are ignored",
+                        )
+                    ]
+                )
             problems = Problems()
             xs.append(self._features(table, columns, problems))
             problems.raise_if_any()

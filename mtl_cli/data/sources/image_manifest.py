@@ -74,26 +74,45 @@ from .csv import (
 SCALAR_KINDS = ("classification", "binary", "regression")
 DENSE_KINDS = ("segmentation", "dense_regression")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "test"}
-DENSE_SCALE = {"L": 255.0, "P": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0,
-               "I": 65535.0, "F": 1.0, "1": 1.0}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+DENSE_SCALE = {
+    "L": 255.0,
+    "P": 255.0,
+    "I;16": 65535.0,
+    "I;16B": 65535.0,
+    "I;16L": 65535.0,
+    "I": 65535.0,
+    "F": 1.0,
+    "1": 1.0,
+}
 
 
 def open_image(path: Path, where: str) -> Image.Image:
     """Fully decoded PIL image; DataError naming the file and manifest row when unreadable."""
     if not path.is_file():
-        raise DataError([Problem(str(path), f"image file not found ({where})",
-                                 fix="correct the path in the manifest (relative paths resolve "
-                                 "against the manifest's folder)")])
+        raise DataError(
+            [
+                Problem(
+                    str(path),
+                    f"image file not found ({where})",
+                    fix="correct the path in the manifest (relative paths resolve against the manifest's folder)",
+                )
+            ]
+        )
     try:
         img = Image.open(path)
         img.load()  # decode now: truncated files fail here, not later
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError([Problem(str(path), f"cannot decode image ({where}): {e}",
-                                 allowed="a complete PNG/JPEG/... image",
-                                 fix="replace the file or remove its row from the manifest")]
-                        ) from e
+        raise DataError(
+            [
+                Problem(
+                    str(path),
+                    f"cannot decode image ({where}): {e}",
+                    allowed="a complete PNG/JPEG/... image",
+                    fix="replace the file or remove its row from the manifest",
+                )
+            ]
+        ) from e
     return img
 
 
@@ -101,9 +120,17 @@ def mask_array(path: Path, where: str) -> tuple[np.ndarray, str]:
     """Raw pixel values of a single-channel mask/map image, and its PIL mode."""
     img = open_image(path, where)
     if img.mode not in DENSE_SCALE:
-        raise DataError([Problem(str(path), f"mask/map image is not single-channel ({where})",
-                                 img.mode, "grayscale (L, I;16, I, F) or palette (P) images",
-                                 "save the mask as a grayscale or palette PNG")])
+        raise DataError(
+            [
+                Problem(
+                    str(path),
+                    f"mask/map image is not single-channel ({where})",
+                    img.mode,
+                    "grayscale (L, I;16, I, F) or palette (P) images",
+                    "save the mask as a grayscale or palette PNG",
+                )
+            ]
+        )
     return np.array(img), img.mode
 
 
@@ -164,15 +191,16 @@ class ImageManifestSource(DataSource):
     def _check_config(self) -> None:
         problems = []
         if not self.path:
-            problems.append(Problem("data.path", "no manifest CSV given",
-                                    fix="set data.path=manifest.csv"))
+            problems.append(Problem("data.path", "no manifest CSV given", fix="set data.path=manifest.csv"))
         if self.channels not in (1, 3):
-            problems.append(Problem("data.channels", "unsupported channel count", self.channels,
-                                    "1 (grayscale) or 3 (RGB)"))
+            problems.append(
+                Problem("data.channels", "unsupported channel count", self.channels, "1 (grayscale) or 3 (RGB)")
+            )
         for name, kind in self.kinds.items():
             if kind not in SCALAR_KINDS + DENSE_KINDS:
-                problems.append(Problem(f"data.kinds.{name}", "unknown kind", kind,
-                                        ", ".join(SCALAR_KINDS + DENSE_KINDS)))
+                problems.append(
+                    Problem(f"data.kinds.{name}", "unknown kind", kind, ", ".join(SCALAR_KINDS + DENSE_KINDS))
+                )
         if problems:
             raise DataError(problems)
 
@@ -206,8 +234,7 @@ class ImageManifestSource(DataSource):
     def kind(self, name: str) -> str:
         if name in self.kinds:
             return self.kinds[name]
-        values = [v for v in self.table().column(self.columns()[name], "data.targets")
-                  if not is_missing(v)]
+        values = [v for v in self.table().column(self.columns()[name], "data.targets") if not is_missing(v)]
         if values and all(v.strip().lower().endswith(IMAGE_SUFFIXES) for v in values):
             return "segmentation"
         return "classification" if name in self.classes else infer_kind(values)
@@ -225,10 +252,16 @@ class ImageManifestSource(DataSource):
     def _check_unknown_names(self) -> None:
         names = self.columns()
         problems = [
-            Problem(f"data.{key}.{n}", "not a target of this manifest", n, ", ".join(names),
-                    "use a target name (see data.targets / the manifest's columns)")
+            Problem(
+                f"data.{key}.{n}",
+                "not a target of this manifest",
+                n,
+                ", ".join(names),
+                "use a target name (see data.targets / the manifest's columns)",
+            )
             for key, d in (("kinds", self.kinds), ("classes", self.classes))
-            for n in d if n not in names
+            for n in d
+            if n not in names
         ]
         if problems:
             raise DataError(problems)
@@ -255,10 +288,15 @@ class ImageManifestSource(DataSource):
         problems = Problems()
         for i, cell in enumerate(table.column(column, "data.targets")):
             if not is_missing(cell) and cell.strip() not in declared:
-                problems.add(Problem(str(table.path), f"{table.where(i)}, column {column!r}: "
-                                     "label not among the declared classes", cell,
-                                     ", ".join(declared),
-                                     f"correct the label or add it to data.classes.{name}"))
+                problems.add(
+                    Problem(
+                        str(table.path),
+                        f"{table.where(i)}, column {column!r}: label not among the declared classes",
+                        cell,
+                        ", ".join(declared),
+                        f"correct the label or add it to data.classes.{name}",
+                    )
+                )
         problems.raise_if_any()
         return {c: i for i, c in enumerate(declared)}
 
@@ -284,8 +322,7 @@ class ImageManifestSource(DataSource):
             for name, t in spec.targets.items():
                 if t.kind in SCALAR_KINDS:
                     mapping = spec.artifacts["label_maps"].get(name)
-                    out[name] = encode_scalar(self.table(), self.columns()[name], t.kind,
-                                              mapping, problems)
+                    out[name] = encode_scalar(self.table(), self.columns()[name], t.kind, mapping, problems)
             problems.raise_if_any()
             self._scalars = out
         return self._scalars
@@ -305,8 +342,9 @@ class ImageManifestSource(DataSource):
         x = F.pil_to_tensor(img.convert("RGB" if self.channels == 3 else "L"))
         return F.resize(x, [self.size, self.size], antialias=True).float().div_(255.0)
 
-    def read_dense(self, i: int, name: str, kind: str,
-                   image_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, bool]:
+    def read_dense(
+        self, i: int, name: str, kind: str, image_size: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, bool]:
         """Row ``i``'s mask (int64 [S, S]) or map (float32 [1, S, S]), and whether present.
 
         ``image_size`` (width, height) of the row's image: a mask or map of another size is an
@@ -332,28 +370,34 @@ class ImageManifestSource(DataSource):
             x[torch.from_numpy(arr == self.dense_missing_value)] = float("nan")
         return x
 
-    def _check_mask_values(self, arr: np.ndarray, name: str, i: int, column: str,
-                           cell: str) -> None:
+    def _check_mask_values(self, arr: np.ndarray, name: str, i: int, column: str, cell: str) -> None:
         n = self.describe().targets[name].num_classes or 0
         bad = (arr >= n) & (arr != self.ignore_index)
         if bad.any():
-            raise DataError([Problem(
-                str(self.folder / cell.strip()),
-                f"mask pixel values outside the classes ({self._where(i, column)})",
-                sorted({int(v) for v in np.unique(arr[bad])})[:10],
-                f"0..{n - 1} or ignore_index {self.ignore_index}",
-                f"fix the mask, or extend data.classes.{name}")])
+            raise DataError(
+                [
+                    Problem(
+                        str(self.folder / cell.strip()),
+                        f"mask pixel values outside the classes ({self._where(i, column)})",
+                        sorted({int(v) for v in np.unique(arr[bad])})[:10],
+                        f"0..{n - 1} or ignore_index {self.ignore_index}",
+                        f"fix the mask, or extend data.classes.{name}",
+                    )
+                ]
+            )
 
-    def _size_mismatch(self, i: int, column: str, cell: str, got: tuple[int, int],
-                       image_size: tuple[int, int]) -> None:
+    def _size_mismatch(self, i: int, column: str, cell: str, got: tuple[int, int], image_size: tuple[int, int]) -> None:
         w, h = image_size
-        raise DataError([Problem(
-            str(self.folder / cell.strip()),
-            f"mask/map is {got[0]}x{got[1]} pixels but its image is {w}x{h} "
-            f"({self._where(i, column)})",
-            allowed=f"{w}x{h} (width x height), the size of {self.image_path(i)}",
-            fix="save the mask/map at its image's size, or correct the manifest row if it names "
-            "the wrong file")])
+        raise DataError(
+            [
+                Problem(
+                    str(self.folder / cell.strip()),
+                    f"mask/map is {got[0]}x{got[1]} pixels but its image is {w}x{h} ({self._where(i, column)})",
+                    allowed=f"{w}x{h} (width x height), the size of {self.image_path(i)}",
+                    fix="save the mask/map at its image's size, or correct the manifest row if it names the wrong file",
+                )
+            ]
+        )
 
     def sample(self, i: int) -> dict:
         """The full sample dict of row ``i``."""
@@ -372,8 +416,10 @@ class ImageManifestSource(DataSource):
     # ---- prediction -----------------------------------------------------------------------
 
     predict_suffixes = IMAGE_SUFFIXES
-    predict_accepts = ("image files (PNG, JPEG, ...; resized to data.image_size like the manifest's images), a "
-                       "folder of them, or a CSV listing them (a manifest: its image column)")
+    predict_accepts = (
+        "image files (PNG, JPEG, ...; resized to data.image_size like the manifest's images), a "
+        "folder of them, or a CSV listing them (a manifest: its image column)"
+    )
 
     def prediction_files(self, paths) -> list[Path]:
         return prediction_files(self, paths, list_column=self.image_column)
@@ -406,9 +452,11 @@ class ImageManifestSource(DataSource):
             splits = {s: LazyManifestDataset(self, idx.tolist()) for s, idx in rows.items()}
         fix = None
         if self.split_column in self.table().header:
-            fix = (f"mark rows of every split in column {self.split_column!r} (train, val, test); a "
-                   "split without rows there is carved from the train rows by data.val_fraction / "
-                   "data.test_fraction")
+            fix = (
+                f"mark rows of every split in column {self.split_column!r} (train, val, test); a "
+                "split without rows there is carved from the train rows by data.val_fraction / "
+                "data.test_fraction"
+            )
         check_nonempty(splits, f"data (image_manifest {self.table().path})", fix)
         return splits
 
@@ -423,24 +471,38 @@ class ImageManifestSource(DataSource):
             for i, cell in enumerate(table.column(column, key)):
                 if is_missing(cell):
                     if column == self.image_column:
-                        problems.add(Problem(str(table.path), f"{table.where(i)}, column "
-                                             f"{column!r}: no image path", cell,
-                                             fix="fill in the image path or remove the row"))
+                        problems.add(
+                            Problem(
+                                str(table.path),
+                                f"{table.where(i)}, column {column!r}: no image path",
+                                cell,
+                                fix="fill in the image path or remove the row",
+                            )
+                        )
                     continue
                 path = self.folder / cell.strip()
                 if path.is_file():
                     continue
                 where = self._where(i, column)
                 if path.parent.is_dir():
-                    problems.add(Problem(str(path), f"image file not found ({where})",
-                                         fix="correct the path in the manifest (relative paths "
-                                         "resolve against the manifest's folder)"))
+                    problems.add(
+                        Problem(
+                            str(path),
+                            f"image file not found ({where})",
+                            fix="correct the path in the manifest (relative paths "
+                            "resolve against the manifest's folder)",
+                        )
+                    )
                 else:
-                    problems.add(Problem(str(path.parent), f"folder not found ({where} names "
-                                         f"{cell.strip()!r} in it)",
-                                         fix="check the folder; relative paths in the manifest "
-                                         f"resolve against the manifest's folder {self.folder}"),
-                                 group=("folder", path.parent))
+                    problems.add(
+                        Problem(
+                            str(path.parent),
+                            f"folder not found ({where} names {cell.strip()!r} in it)",
+                            fix="check the folder; relative paths in the manifest "
+                            f"resolve against the manifest's folder {self.folder}",
+                        ),
+                        group=("folder", path.parent),
+                    )
         problems.raise_if_any()
 
     def _decode_all(self) -> InMemoryDataset:
@@ -478,9 +540,14 @@ class ImageManifestSource(DataSource):
         for i, cell in enumerate(table.column(self.split_column, "data.split_column")):
             split = SPLIT_NAMES.get(cell.strip().lower())
             if split is None:
-                problems.add(Problem(str(table.path), f"{table.where(i)}, column "
-                                     f"{self.split_column!r}: unknown split", cell,
-                                     "train, val (or valid, validation), test"))
+                problems.add(
+                    Problem(
+                        str(table.path),
+                        f"{table.where(i)}, column {self.split_column!r}: unknown split",
+                        cell,
+                        "train, val (or valid, validation), test",
+                    )
+                )
             else:
                 rows[split].append(i)
         problems.raise_if_any()

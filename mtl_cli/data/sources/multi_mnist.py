@@ -68,15 +68,19 @@ def overlay(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return canvas
 
 
-def make_split(
-    images: torch.Tensor, labels: torch.Tensor, size: int, seed: int, split: str
-) -> InMemoryDataset:
+def make_split(images: torch.Tensor, labels: torch.Tensor, size: int, seed: int, split: str) -> InMemoryDataset:
     """One MultiMNIST split from base items: each item is the left item of one sample."""
     if len(labels) < 2:
         raise DataError(
-            [Problem(f"data (multi_mnist {split} split)", "too few base items to pair",
-                     len(labels), "at least 2",
-                     "use more base items (train_size / test_size) or change val_fraction")]
+            [
+                Problem(
+                    f"data (multi_mnist {split} split)",
+                    "too few base items to pair",
+                    len(labels),
+                    "at least 2",
+                    "use more base items (train_size / test_size) or change val_fraction",
+                )
+            ]
         )
     partners = pair_partners(len(labels), torch.Generator().manual_seed(seed))
     canvas = overlay(images, images[partners])[:, None]
@@ -106,9 +110,15 @@ class MultiMnistSource(DataSource):
     ):
         if base not in BASES:
             raise DataError(
-                [Problem("data.base", "unknown base dataset for multi_mnist", base,
-                         ", ".join(BASES), "use base: MNIST (MultiMNIST) or FashionMNIST "
-                         "(MultiFashion)")]
+                [
+                    Problem(
+                        "data.base",
+                        "unknown base dataset for multi_mnist",
+                        base,
+                        ", ".join(BASES),
+                        "use base: MNIST (MultiMNIST) or FashionMNIST (MultiFashion)",
+                    )
+                ]
             )
         self.base = base
         self.root = resolve(root)
@@ -123,9 +133,7 @@ class MultiMnistSource(DataSource):
         if not self.download:  # missing files are found at validation, before the run starts
             require_files(self.base, self.root)
         names = list(SETS[self.base].classes)
-        targets = {
-            t: TargetSpec(t, "classification", (), len(names), names) for t in ("left", "right")
-        }
+        targets = {t: TargetSpec(t, "classification", (), len(names), names) for t in ("left", "right")}
         mapping = {c: i for i, c in enumerate(names)}
         return DataSpec(
             inputs={"image": InputSpec("image", (1, self.size, self.size), "image")},
@@ -134,8 +142,10 @@ class MultiMnistSource(DataSource):
         )
 
     predict_suffixes = IMAGE_SUFFIXES
-    predict_accepts = ("grayscale image files (PNG, ...) of data.image_size pixels square or 36 x 36 canvases, a "
-                       "folder of them, or a CSV listing them")
+    predict_accepts = (
+        "grayscale image files (PNG, ...) of data.image_size pixels square or 36 x 36 canvases, a "
+        "folder of them, or a CSV listing them"
+    )
 
     def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
         """Image files as the overlaid canvases: grayscale, 8-bit values / 255; a 36 x 36 canvas
@@ -147,8 +157,11 @@ class MultiMnistSource(DataSource):
             sizes.append(img.size)
             ok = img.size == (s, s) or (resize is not False and img.size == (CANVAS, CANVAS))
             if not ok and not resize:
-                why = "resize=false" if resize is False else f"MultiMNIST canvases are {CANVAS}x{CANVAS}, resized to " \
-                    "data.image_size"
+                why = (
+                    "resize=false"
+                    if resize is False
+                    else f"MultiMNIST canvases are {CANVAS}x{CANVAS}, resized to data.image_size"
+                )
                 problems.append(size_problem(f, img.size, (s, s), why))
                 continue
             x = image_to_tensor(img, 1)

@@ -49,8 +49,7 @@ SHAPES = ("circle", "square", "triangle", "cross")
 TARGETS = ("shape", "color", "size", "position", "large", "present", "segmentation", "depth")
 COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan")
 _RGB = torch.tensor(
-    [[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.2, 0.95], [0.9, 0.85, 0.1], [0.85, 0.1, 0.85],
-     [0.1, 0.85, 0.85]]
+    [[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.2, 0.95], [0.9, 0.85, 0.1], [0.85, 0.1, 0.85], [0.1, 0.85, 0.85]]
 )
 STYLES = ("filled", "outline")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 luminance weights
@@ -80,7 +79,12 @@ def _outline(m: torch.Tensor, width: int = 2) -> torch.Tensor:
 
 
 def generate(
-    n: int, image_size: int, max_objects: int, noise: float, seed: int, style: str = "filled",
+    n: int,
+    image_size: int,
+    max_objects: int,
+    noise: float,
+    seed: int,
+    style: str = "filled",
     grayscale: bool = False,
 ) -> dict:
     """Generate ``n`` samples; returns images and all targets as tensors. ``style`` and
@@ -158,13 +162,27 @@ class ShapesSource(DataSource):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         bad = split_size_problems(self.sizes)
         if image_size < 8:
-            bad.append(Problem("data.image_size", "images this small cannot hold the shapes", image_size,
-                               "an integer >= 8", "set data.image_size=32"))
+            bad.append(
+                Problem(
+                    "data.image_size",
+                    "images this small cannot hold the shapes",
+                    image_size,
+                    "an integer >= 8",
+                    "set data.image_size=32",
+                )
+            )
         if max_objects < 1:
             bad.append(Problem("data.max_objects", "each image needs an object", max_objects, "an integer >= 1"))
         if style not in STYLES:
-            bad.append(Problem("data.style", "unknown drawing style", style, ", ".join(STYLES),
-                               "set data.style=filled (solid shapes) or data.style=outline (2 px rings)"))
+            bad.append(
+                Problem(
+                    "data.style",
+                    "unknown drawing style",
+                    style,
+                    ", ".join(STYLES),
+                    "set data.style=filled (solid shapes) or data.style=outline (2 px rings)",
+                )
+            )
         bad += missing_label_problems(dict(missing_labels or {}), TARGETS, "shapes")
         if bad:
             raise ConfigError(bad)
@@ -188,16 +206,21 @@ class ShapesSource(DataSource):
                 "large": TargetSpec("large", "binary", ()),
                 "present": TargetSpec("present", "multilabel", (len(SHAPES),), len(SHAPES), list(SHAPES)),
                 "segmentation": TargetSpec(
-                    "segmentation", "segmentation", (s, s), len(SHAPES) + 1,
-                    ["background", *SHAPES], ignore_index=255,
+                    "segmentation",
+                    "segmentation",
+                    (s, s),
+                    len(SHAPES) + 1,
+                    ["background", *SHAPES],
+                    ignore_index=255,
                 ),
                 "depth": TargetSpec("depth", "dense_regression", (1, s, s)),
             },
         )
 
     predict_suffixes = IMAGE_SUFFIXES
-    predict_accepts = "image files (PNG, JPEG, ...) of data.image_size pixels square, a folder of them, or a CSV " \
-        "listing them"
+    predict_accepts = (
+        "image files (PNG, JPEG, ...) of data.image_size pixels square, a folder of them, or a CSV listing them"
+    )
 
     def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
         """Image files as the generator's images: values in [0, 1] (8-bit / 255), RGB, or for
@@ -209,8 +232,9 @@ class ShapesSource(DataSource):
             img = read_image_file(f)
             sizes.append(img.size)
             if img.size != (s, s) and not resize:
-                problems.append(size_problem(f, img.size, (s, s), "shapes images are drawn at data.image_size "
-                                             "and never resized"))
+                problems.append(
+                    size_problem(f, img.size, (s, s), "shapes images are drawn at data.image_size and never resized")
+                )
                 continue
             gray_file = img.mode in ("L", "LA", "I;16", "1")
             x = image_to_tensor(img, 1 if self.grayscale and gray_file else 3).float().div_(255.0)
@@ -227,8 +251,9 @@ class ShapesSource(DataSource):
         out = {}
         for i, split in enumerate(("train", "val", "test")):
             seed = self.seed * 1000 + i  # disjoint streams per split
-            d = generate(self.sizes[split], self.image_size, self.max_objects, self.noise, seed, self.style,
-                         self.grayscale)
+            d = generate(
+                self.sizes[split], self.image_size, self.max_objects, self.noise, seed, self.style, self.grayscale
+            )
             image = d.pop("image")
             masks = missing_label_masks(self.sizes[split], self.missing_labels, seed + 7919)
             out[split] = InMemoryDataset({"image": image}, d, masks)

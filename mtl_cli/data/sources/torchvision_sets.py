@@ -49,42 +49,190 @@ from ..base import (
 )
 
 MNIST_CLASSES = (
-    "0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
-    "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine",
+    "0 - zero",
+    "1 - one",
+    "2 - two",
+    "3 - three",
+    "4 - four",
+    "5 - five",
+    "6 - six",
+    "7 - seven",
+    "8 - eight",
+    "9 - nine",
 )
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
-    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar",
-    "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile",
-    "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster",
-    "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster",
-    "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
-    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
-    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
-    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
-    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
     "worm",
 )
 CELEBA_ATTRS = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
-    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
-    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup",
-    "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard",
-    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns",
-    "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
 )
 _MNIST_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 )
 
 
@@ -106,14 +254,25 @@ SETS: dict[str, SetInfo] = {
     "CIFAR10": SetInfo(
         "cifar-10-batches-py",
         tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-        3, 32, 32, CIFAR10_CLASSES,
+        3,
+        32,
+        32,
+        CIFAR10_CLASSES,
     ),
     "CIFAR100": SetInfo("cifar-100-python", ("train", "test", "meta"), 3, 32, 32, CIFAR100_CLASSES),
     "CelebA": SetInfo(
         "celeba",
-        ("img_align_celeba", "list_attr_celeba.txt", "identity_CelebA.txt",
-         "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt", "list_eval_partition.txt"),
-        3, 178, 64,
+        (
+            "img_align_celeba",
+            "list_attr_celeba.txt",
+            "identity_CelebA.txt",
+            "list_bbox_celeba.txt",
+            "list_landmarks_align_celeba.txt",
+            "list_eval_partition.txt",
+        ),
+        3,
+        178,
+        64,
     ),
 }
 
@@ -127,8 +286,15 @@ def check_dataset_name(dataset: str, key: str = "data.dataset") -> SetInfo:
     """The static facts of ``dataset``; DataError listing the known names otherwise."""
     if dataset not in SETS:
         raise DataError(
-            [Problem(key, "unknown torchvision dataset", dataset, ", ".join(SETS),
-                     "pick one of the allowed names (spelling and case as shown)")]
+            [
+                Problem(
+                    key,
+                    "unknown torchvision dataset",
+                    dataset,
+                    ", ".join(SETS),
+                    "pick one of the allowed names (spelling and case as shown)",
+                )
+            ]
         )
     return SETS[dataset]
 
@@ -172,13 +338,14 @@ def require_files(dataset: str, root: Path) -> None:
         return
     folder = root / SETS[dataset].folder
     raise DataError(
-        [Problem(
-            key=str(folder),
-            message=f"{dataset} files not found: torchvision expects "
-            + ", ".join(str(p) for p in missing),
-            allowed=f"the {dataset} files in torchvision's layout under data.root={root}",
-            fix=_fix_for(dataset, folder),
-        )]
+        [
+            Problem(
+                key=str(folder),
+                message=f"{dataset} files not found: torchvision expects " + ", ".join(str(p) for p in missing),
+                allowed=f"the {dataset} files in torchvision's layout under data.root={root}",
+                fix=_fix_for(dataset, folder),
+            )
+        ]
     )
 
 
@@ -194,12 +361,14 @@ def open_dataset(dataset: str, root: Path, download: bool, **kwargs):
     except (RuntimeError, OSError, URLError, ValueError, TypeError, AssertionError) as e:
         action = "download or read" if download else "read"
         raise DataError(
-            [Problem(
-                key=str(folder),
-                message=f"torchvision could not {action} {dataset}: {e}",
-                allowed=f"complete, uncorrupted {dataset} files in torchvision's layout",
-                fix="delete the folder and download again. " + _fix_for(dataset, folder),
-            )]
+            [
+                Problem(
+                    key=str(folder),
+                    message=f"torchvision could not {action} {dataset}: {e}",
+                    allowed=f"complete, uncorrupted {dataset} files in torchvision's layout",
+                    fix="delete the folder and download again. " + _fix_for(dataset, folder),
+                )
+            ]
         ) from e
 
 
@@ -226,15 +395,17 @@ def check_labels(dataset: str, root: Path, labels: torch.Tensor, train: bool) ->
     first_bad = int(bad.nonzero()[0]) + 1
     split = "train" if train else "test"
     raise DataError(
-        [Problem(
-            key=str(labels_file(dataset, root, train)),
-            message=f"{int(bad.sum())} {split} label(s) outside the {k} classes of {dataset} "
-            f"(first: sample {first_bad})",
-            value=sorted({int(v) for v in labels[bad].tolist()})[:10],
-            allowed=f"class indices 0..{k - 1}",
-            fix="the file is not the original: delete the folder and download again. "
-            + _fix_for(dataset, root / SETS[dataset].folder),
-        )]
+        [
+            Problem(
+                key=str(labels_file(dataset, root, train)),
+                message=f"{int(bad.sum())} {split} label(s) outside the {k} classes of {dataset} "
+                f"(first: sample {first_bad})",
+                value=sorted({int(v) for v in labels[bad].tolist()})[:10],
+                allowed=f"class indices 0..{k - 1}",
+                fix="the file is not the original: delete the folder and download again. "
+                + _fix_for(dataset, root / SETS[dataset].folder),
+            )
+        ]
     )
 
 
@@ -322,8 +493,10 @@ class TorchvisionSource(DataSource):
         return DataSpec(inputs, targets, artifacts)
 
     predict_suffixes = IMAGE_SUFFIXES
-    predict_accepts = ("image files (PNG, JPEG, ...; converted to the dataset's channels and resized to its "
-                       "image size), a folder of them, or a CSV listing them")
+    predict_accepts = (
+        "image files (PNG, JPEG, ...; converted to the dataset's channels and resized to its "
+        "image size), a folder of them, or a CSV listing them"
+    )
 
     def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
         """Image files as the dataset's images: 8-bit values / 255 in the dataset's channels;
@@ -348,8 +521,11 @@ class TorchvisionSource(DataSource):
 
     def load(self) -> dict[str, Dataset]:
         splits = self._load_celeba() if self.dataset == "CelebA" else self._load_in_memory()
-        check_nonempty(splits, f"data (torchvision {self.dataset})",
-                       "raise data.limit / data.test_limit (null = all samples) or data.val_fraction")
+        check_nonempty(
+            splits,
+            f"data (torchvision {self.dataset})",
+            "raise data.limit / data.test_limit (null = all samples) or data.val_fraction",
+        )
         return splits
 
     def _arrays(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,8 +542,7 @@ class TorchvisionSource(DataSource):
         out = {}
         for split, train in (("train", True), ("test", False)):
             images, labels = self._arrays(train)
-            out[split] = InMemoryDataset({"image": to_float_images(images, self.size)},
-                                         {"label": labels})
+            out[split] = InMemoryDataset({"image": to_float_images(images, self.size)}, {"label": labels})
         idx = split_indices(len(out["train"]), self.val_fraction, 0.0, self.split_seed)
         full = out["train"]
         out["train"], out["val"] = full.subset(idx["train"]), full.subset(idx["val"])
@@ -376,8 +551,7 @@ class TorchvisionSource(DataSource):
     def _load_celeba(self) -> dict[str, Dataset]:
         out = {}
         for split, official in (("train", "train"), ("val", "valid"), ("test", "test")):
-            base = open_dataset("CelebA", self.root, self.download, split=official,
-                                target_type="attr")
+            base = open_dataset("CelebA", self.root, self.download, split=official, target_type="attr")
             self._check_celeba_header(base)
             n = first(len(base), self.limit if split == "train" else self.test_limit)
             out[split] = CelebADataset(base, list(range(n)), self.size)
@@ -388,6 +562,13 @@ class TorchvisionSource(DataSource):
         if names != list(CELEBA_ATTRS):
             path = self.root / "celeba" / "list_attr_celeba.txt"
             raise DataError(
-                [Problem(str(path), "unexpected attribute header", " ".join(names),
-                         " ".join(CELEBA_ATTRS), "use the original list_attr_celeba.txt")]
+                [
+                    Problem(
+                        str(path),
+                        "unexpected attribute header",
+                        " ".join(names),
+                        " ".join(CELEBA_ATTRS),
+                        "use the original list_attr_celeba.txt",
+                    )
+                ]
             )

@@ -61,8 +61,13 @@ class Level(nn.Module):
     """One extraction layer: task-specific experts, shared experts, one gate per task and
     (PLE, all levels but the last) a shared gate."""
 
-    def __init__(self, task_experts: dict[str, list[Segment]], shared_experts: list[Segment],
-                 gates: dict[str, nn.Module], shared_gate: nn.Module | None):
+    def __init__(
+        self,
+        task_experts: dict[str, list[Segment]],
+        shared_experts: list[Segment],
+        gates: dict[str, nn.Module],
+        shared_gate: nn.Module | None,
+    ):
         super().__init__()
         self.task_experts = nn.ModuleDict({t: nn.ModuleList(e) for t, e in task_experts.items()})
         self.shared_experts = nn.ModuleList(shared_experts)
@@ -126,8 +131,9 @@ class DSelectKGate(nn.Module):
         nn.init.uniform_(self.alpha.weight, -0.05, 0.05)
         nn.init.uniform_(self.alpha.bias, -0.05, 0.05)
         codes = [[(e >> j) & 1 == 1 for j in range(self.m)] for e in range(2**self.m)]
-        self.register_buffer("codes", torch.tensor(codes, dtype=torch.bool).reshape(2**self.m, self.m),
-                             persistent=False)
+        self.register_buffer(
+            "codes", torch.tensor(codes, dtype=torch.bool).reshape(2**self.m, self.m), persistent=False
+        )
 
     def selectors(self, pooled: Tensor) -> Tensor:
         """Each selector's distribution over the ``n`` experts: [B, k, n]."""
@@ -141,7 +147,7 @@ class DSelectKGate(nn.Module):
         valid = r[..., : self.n]
         mass = valid.sum(dim=-1, keepdim=True)
         half = 2 ** (self.m - 1)  # n is in (half, 2 half): codes >= n have the top bit set
-        folded = valid + F.pad(r[..., self.n:], (self.n - half, self.n - half))
+        folded = valid + F.pad(r[..., self.n :], (self.n - half, self.n - half))
         ok = mass > 0
         return torch.where(ok, valid / torch.where(ok, mass, torch.ones_like(mass)), folded)
 
@@ -173,24 +179,38 @@ def check_shared_stages(cls: type, node: dict, info: ArchInfo) -> list[Problem]:
     s = config_value(cls, node, "shared_stages")
     if is_int(s) and not 0 <= s < n:
         stages = f"{n} stage{'s' if n != 1 else ''} ({', '.join(info.stages)})"
-        return [Problem("arch.shared_stages", f"the stem must leave at least one of the backbone's {stages} to the "
-                        "experts", s, allowed=f"0..{n - 1}",
-                        fix=f"set arch.shared_stages to at most {n - 1} (0: experts start at the input)")]
+        return [
+            Problem(
+                "arch.shared_stages",
+                f"the stem must leave at least one of the backbone's {stages} to the experts",
+                s,
+                allowed=f"0..{n - 1}",
+                fix=f"set arch.shared_stages to at most {n - 1} (0: experts start at the input)",
+            )
+        ]
     return []
 
 
 def check_at_least(cls: type, node: dict, key: str, minimum: int, what: str) -> list[Problem]:
     v = config_value(cls, node, key)
     if is_int(v) and v < minimum:
-        return [Problem(f"arch.{key}", f"{what} must be at least {minimum}", v, allowed=f"integer >= {minimum}",
-                        fix=f"set arch.{key} to {minimum} or more")]
+        return [
+            Problem(
+                f"arch.{key}",
+                f"{what} must be at least {minimum}",
+                v,
+                allowed=f"integer >= {minimum}",
+                fix=f"set arch.{key} to {minimum} or more",
+            )
+        ]
     return []
 
 
 def check_cgc_counts(cls: type, node: dict) -> list[Problem]:
     """CGC/PLE: at least one shared expert (it is what tasks share), any number >= 0 of task experts."""
-    return check_at_least(cls, node, "num_shared_experts", 1, "the number of shared experts") + \
-        check_at_least(cls, node, "num_task_experts", 0, "the number of experts per task")
+    return check_at_least(cls, node, "num_shared_experts", 1, "the number of shared experts") + check_at_least(
+        cls, node, "num_task_experts", 0, "the number of experts per task"
+    )
 
 
 def stages_after_stem(cls: type, node: dict, info: ArchInfo) -> int | None:
@@ -217,16 +237,27 @@ class ExpertModel(MTLModel):
     shared_representation = False
     mixes_task_parameters = False
 
-    def _build(self, ctx: ModelContext, node: dict, *, shared_stages: int, levels: int, num_shared: int,
-               num_task: int, task_gate: GateFactory, shared_gate: GateFactory = Gate) -> None:
+    def _build(
+        self,
+        ctx: ModelContext,
+        node: dict,
+        *,
+        shared_stages: int,
+        levels: int,
+        num_shared: int,
+        num_task: int,
+        task_gate: GateFactory,
+        shared_gate: GateFactory = Gate,
+    ) -> None:
         names = self.task_names
         self.input_key = ctx.tasks[0].input
         spec = ctx.inputs[self.input_key]
         in_shape = tuple(spec.shape)
         backbone = ctx.make_backbone(spec)
         first = Staged(backbone, in_shape)  # what make_staged does; the backbone name goes into ArchInfo
-        info = ArchInfo(task_names=names, backbone=type(backbone).__name__, stages=list(first.names),
-                        inputs=dict(ctx.inputs))
+        info = ArchInfo(
+            task_names=names, backbone=type(backbone).__name__, stages=list(first.names), inputs=dict(ctx.inputs)
+        )
         del backbone
         problems = type(self).check({"name": "", **node}, info)
         if problems:

@@ -26,13 +26,24 @@ class CGC(ExpertModel):
     A task's own parameters get no gradient from another task's loss.
     """
 
-    def __init__(self, ctx: ModelContext, *, num_shared_experts: int = 2, num_task_experts: int = 1,
-                 shared_stages: int = 1):
+    def __init__(
+        self, ctx: ModelContext, *, num_shared_experts: int = 2, num_task_experts: int = 1, shared_stages: int = 1
+    ):
         super().__init__([t.name for t in ctx.tasks])
-        node = {"num_shared_experts": num_shared_experts, "num_task_experts": num_task_experts,
-                "shared_stages": shared_stages}
-        self._build(ctx, node, shared_stages=shared_stages, levels=1, num_shared=num_shared_experts,
-                    num_task=num_task_experts, task_gate=Gate)
+        node = {
+            "num_shared_experts": num_shared_experts,
+            "num_task_experts": num_task_experts,
+            "shared_stages": shared_stages,
+        }
+        self._build(
+            ctx,
+            node,
+            shared_stages=shared_stages,
+            levels=1,
+            num_shared=num_shared_experts,
+            num_task=num_task_experts,
+            task_gate=Gate,
+        )
 
     @classmethod
     def check(cls, node: dict, info: ArchInfo) -> list:

@@ -28,32 +28,57 @@ def check_mixing_keys(unit: str, init_self, stages, names: list[str], n_tasks: i
     the backbone stages ``names`` (cross-stitch, NDDR)."""
     out: list[Problem] = []
     if _is_number(init_self) and not 0 < init_self <= 1:
-        out.append(Problem("arch.init_self", "expected a number in (0, 1]", init_self, allowed="0 < init_self <= 1",
-                           fix=f"e.g. arch.init_self=0.9: a task's own column weighs 0.9 in each {unit}, the other "
-                               "tasks share the rest (1.0 starts as independent columns)"))
+        out.append(
+            Problem(
+                "arch.init_self",
+                "expected a number in (0, 1]",
+                init_self,
+                allowed="0 < init_self <= 1",
+                fix=f"e.g. arch.init_self=0.9: a task's own column weighs 0.9 in each {unit}, the other "
+                "tasks share the rest (1.0 starts as independent columns)",
+            )
+        )
     n = len(names)
     listing = ", ".join(f"{i}={name}" for i, name in enumerate(names))
     if stages is None:
         if n < 2 and n_tasks > 1:
-            out.append(Problem("arch.stages", f"the backbone has {n} stage ({listing}), so there is no place between "
-                                              f"stages for {unit}s", None, allowed=f"stage indices 0..{n - 1}",
-                               fix=f"choose a backbone with at least 2 stages, or set arch.stages=[0] to place one "
-                                   f"{unit} after its only stage"))
+            out.append(
+                Problem(
+                    "arch.stages",
+                    f"the backbone has {n} stage ({listing}), so there is no place between stages for {unit}s",
+                    None,
+                    allowed=f"stage indices 0..{n - 1}",
+                    fix=f"choose a backbone with at least 2 stages, or set arch.stages=[0] to place one "
+                    f"{unit} after its only stage",
+                )
+            )
         return out
     if not isinstance(stages, (list, tuple)):
         return out  # a wrong type: the generic validator reports it
     bad = [s for s in stages if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < n]
     if bad:
-        out.append(Problem("arch.stages", f"stage index out of range (the backbone has {n} stage"
-                                          f"{'s' if n != 1 else ''}: {listing})", bad[0] if len(bad) == 1 else bad,
-                           allowed=f"integers 0..{n - 1}",
-                           fix=f"list indices of stages after which a {unit} mixes the task columns, e.g. "
-                               f"arch.stages=[{', '.join(map(str, range(max(1, n - 1))))}], or null for every stage "
-                               "but the last"))
+        out.append(
+            Problem(
+                "arch.stages",
+                f"stage index out of range (the backbone has {n} stage{'s' if n != 1 else ''}: {listing})",
+                bad[0] if len(bad) == 1 else bad,
+                allowed=f"integers 0..{n - 1}",
+                fix=f"list indices of stages after which a {unit} mixes the task columns, e.g. "
+                f"arch.stages=[{', '.join(map(str, range(max(1, n - 1))))}], or null for every stage "
+                "but the last",
+            )
+        )
     elif len(set(stages)) != len(stages):
         dup = sorted({s for s in stages if list(stages).count(s) > 1})
-        out.append(Problem("arch.stages", "stage index listed more than once", dup, allowed="distinct indices",
-                           fix="list each stage once"))
+        out.append(
+            Problem(
+                "arch.stages",
+                "stage index listed more than once",
+                dup,
+                allowed="distinct indices",
+                fix="list each stage once",
+            )
+        )
     return out
 
 
@@ -88,8 +113,9 @@ class MixedColumns(MTLModel):
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []  # not stageable: the generic validator reports it
-        return check_mixing_keys(cls.unit_name, node.get("init_self", 0.9), node.get("stages"), list(info.stages),
-                                 len(info.task_names))
+        return check_mixing_keys(
+            cls.unit_name, node.get("init_self", 0.9), node.get("stages"), list(info.stages), len(info.task_names)
+        )
 
     def __init__(self, ctx: ModelContext, *, init_self: float = 0.9, stages: list[int] | None = None):
         super().__init__([t.name for t in ctx.tasks])
@@ -102,8 +128,9 @@ class MixedColumns(MTLModel):
             raise ConfigError(problems)
         n_tasks = len(self.task_names)
         self.unit_after = unit_stages(stages, len(first)) if n_tasks > 1 else []
-        self.units = nn.ModuleDict({str(s): self.make_unit(n_tasks, first.shapes[s], float(init_self))
-                                    for s in self.unit_after})
+        self.units = nn.ModuleDict(
+            {str(s): self.make_unit(n_tasks, first.shapes[s], float(init_self)) for s in self.unit_after}
+        )
         self.mixes_task_parameters = bool(self.unit_after)
         self.out_shape = first.shapes[-1]
         self.heads = nn.ModuleDict({t.name: ctx.make_head(t, self.out_shape) for t in ctx.tasks})

@@ -31,8 +31,9 @@ class DSelectK(MMoE):
     - ``encode`` returns ``{task: mixed expert features}``, each of the backbone's final shape.
     """
 
-    def __init__(self, ctx: ModelContext, *, num_experts: int = 4, k: int = 2, gamma: float = 1.0,
-                 shared_stages: int = 1):
+    def __init__(
+        self, ctx: ModelContext, *, num_experts: int = 4, k: int = 2, gamma: float = 1.0, shared_stages: int = 1
+    ):
         self.k, self.gamma = k, gamma
         super().__init__(ctx, num_experts=num_experts, shared_stages=shared_stages)
 
@@ -50,9 +51,23 @@ class DSelectK(MMoE):
         e, k, gamma = (config_value(cls, node, key) for key in ("num_experts", "k", "gamma"))
         if is_int(k) and (k < 1 or (is_int(e) and e >= 1 and k > e)):
             top = e if is_int(e) and e >= 1 else "arch.num_experts"
-            out.append(Problem("arch.k", "k (experts each task mixes) must be between 1 and the number of experts",
-                               k, allowed=f"1..{top}", fix="set arch.k to at most arch.num_experts"))
+            out.append(
+                Problem(
+                    "arch.k",
+                    "k (experts each task mixes) must be between 1 and the number of experts",
+                    k,
+                    allowed=f"1..{top}",
+                    fix="set arch.k to at most arch.num_experts",
+                )
+            )
         if isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma <= 0:
-            out.append(Problem("arch.gamma", "the smooth-step width must be positive", gamma, allowed="number > 0",
-                               fix="set arch.gamma to a positive number (the paper uses 1.0)"))
+            out.append(
+                Problem(
+                    "arch.gamma",
+                    "the smooth-step width must be positive",
+                    gamma,
+                    allowed="number > 0",
+                    fix="set arch.gamma to a positive number (the paper uses 1.0)",
+                )
+            )
         return out

@@ -27,8 +27,15 @@ class MMoE(ExpertModel):
     def __init__(self, ctx: ModelContext, *, num_experts: int = 4, shared_stages: int = 1):
         super().__init__([t.name for t in ctx.tasks])
         self.num_experts, self.shared_stages = num_experts, shared_stages
-        self._build(ctx, self._node(), shared_stages=shared_stages, levels=1, num_shared=num_experts, num_task=0,
-                    task_gate=self._gate)
+        self._build(
+            ctx,
+            self._node(),
+            shared_stages=shared_stages,
+            levels=1,
+            num_shared=num_experts,
+            num_task=0,
+            task_gate=self._gate,
+        )
 
     def _gate(self, shape, n):
         """A task's gate over ``n`` experts (subclasses such as DSelect-k change it)."""
@@ -52,6 +59,6 @@ class MMoE(ExpertModel):
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []
-        return check_at_least(cls, node, "num_experts", 1, "the number of experts") + \
-            check_shared_stages(cls, node, info)
-
+        return check_at_least(cls, node, "num_experts", 1, "the number of experts") + check_shared_stages(
+            cls, node, info
+        )

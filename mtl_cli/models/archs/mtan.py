@@ -17,8 +17,15 @@ from ..staged import channels, make_staged, norm, pointwise, resize
 
 def _check_hidden_ratio(v) -> list[Problem]:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
-        return [Problem("arch.hidden_ratio", "expected a number > 0", v, allowed="hidden_ratio > 0",
-                        fix="e.g. arch.hidden_ratio=0.5 (mask blocks half as wide as the stage; 1.0 as in the paper)")]
+        return [
+            Problem(
+                "arch.hidden_ratio",
+                "expected a number > 0",
+                v,
+                allowed="hidden_ratio > 0",
+                fix="e.g. arch.hidden_ratio=0.5 (mask blocks half as wide as the stage; 1.0 as in the paper)",
+            )
+        ]
     return []
 
 
@@ -35,8 +42,11 @@ class StageAttention(nn.Module):
         self.adapt = pointwise(channels(prev_shape), c, prev_shape) if prev_shape is not None else None
         c_in = 2 * c if self.adapt is not None else c
         self.block = nn.Sequential(
-            pointwise(c_in, hidden, shape, bias=False), norm(hidden, shape), nn.ReLU(inplace=True),
-            pointwise(hidden, c, shape, bias=False), norm(c, shape),
+            pointwise(c_in, hidden, shape, bias=False),
+            norm(hidden, shape),
+            nn.ReLU(inplace=True),
+            pointwise(hidden, c, shape, bias=False),
+            norm(c, shape),
         )
 
     def mask(self, f: Tensor, prev: Tensor | None) -> Tensor:
@@ -89,11 +99,15 @@ class MTAN(MTLModel):
         self.input_key = ctx.tasks[0].input
         self.backbone = make_staged(ctx.make_backbone, ctx.inputs[self.input_key])
         shapes = self.backbone.shapes
-        self.attention = nn.ModuleDict({
-            t: nn.ModuleList(StageAttention(shape, shapes[s - 1] if s > 0 else None, float(hidden_ratio))
-                             for s, shape in enumerate(shapes))
-            for t in self.task_names
-        })
+        self.attention = nn.ModuleDict(
+            {
+                t: nn.ModuleList(
+                    StageAttention(shape, shapes[s - 1] if s > 0 else None, float(hidden_ratio))
+                    for s, shape in enumerate(shapes)
+                )
+                for t in self.task_names
+            }
+        )
         self.out_shape = shapes[-1]
         self.heads = nn.ModuleDict({t.name: ctx.make_head(t, self.out_shape) for t in ctx.tasks})
 

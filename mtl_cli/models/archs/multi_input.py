@@ -65,8 +65,15 @@ class MultiInput(MTLModel):
     single_input = False
     shared_representation = False  # one shared-layer output per input (encode returns a dict)
 
-    def __init__(self, ctx: ModelContext, *, stems: dict[str, dict] | None = None, join: str = "auto",
-                 width: int | None = None, norm_per_input: bool = True):
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        stems: dict[str, dict] | None = None,
+        join: str = "auto",
+        width: int | None = None,
+        norm_per_input: bool = True,
+    ):
         super().__init__([t.name for t in ctx.tasks])
         stems = dict(stems or {})
         self.input_keys = list(dict.fromkeys(t.input for t in ctx.tasks))
@@ -80,8 +87,9 @@ class MultiInput(MTLModel):
                 raise ValueError(f"arch.stems has no entry for input {k!r} (modality {spec.modality})")
             built[k] = ctx.make_backbone(spec, node)
             shapes[k] = tuple(built[k].out_shape)
-        self.join = _resolve_join(join, [ctx.inputs[k].modality for k in self.input_keys],
-                                  [len(s) >= 2 for s in shapes.values()])
+        self.join = _resolve_join(
+            join, [ctx.inputs[k].modality for k in self.input_keys], [len(s) >= 2 for s in shapes.values()]
+        )
         if self.join == "map" and len({len(s) for s in shapes.values()}) > 1:
             raise ValueError("join=map needs stems that all give image maps or all give signal maps")
         self.width = width or max(channels(s) if self.join == "map" else pooled_dim(s) for s in shapes.values())
@@ -94,8 +102,9 @@ class MultiInput(MTLModel):
         n = len(self.input_keys)
         self._norms = per_input_norms(self.shared, n) if norm_per_input and n > 1 else []
         self.heads = nn.ModuleDict({t.name: ctx.make_head(t, tuple(self.shared.out_shape)) for t in ctx.tasks})
-        self.runners = {k: HeadRunner(nn.ModuleDict({n: self.heads[n] for n in self.readers[k]}))
-                        for k in self.input_keys}
+        self.runners = {
+            k: HeadRunner(nn.ModuleDict({n: self.heads[n] for n in self.readers[k]})) for k in self.input_keys
+        }
 
     def _projection(self, shape: tuple[int, ...]) -> nn.Module:
         if self.join == "map":
@@ -147,25 +156,44 @@ class MultiInput(MTLModel):
             out.append(Problem("arch.join", "unknown join", join, ", ".join(JOINS), "set arch.join=auto"))
         width = node.get("width")
         if width is not None and (not isinstance(width, int) or width < 1):
-            out.append(Problem("arch.width", "expected null or an integer >= 1", width, "null or an integer >= 1",
-                               "set arch.width=null (the widest stem)"))
+            out.append(
+                Problem(
+                    "arch.width",
+                    "expected null or an integer >= 1",
+                    width,
+                    "null or an integer >= 1",
+                    "set arch.width=null (the widest stem)",
+                )
+            )
         if out:
             return out
         stem_classes = []
         for k, spec in info.inputs.items():
             entry, sub = _stem_node(stems, k, spec)
             if sub is None:
-                out.append(Problem("arch.stems", f"no stem for input {k!r} of dataset {_dataset_of(k)!r} "
-                                   f"(modality {spec.modality})", sorted(stems),
-                                   f"an entry named {_dataset_of(k)!r} or {spec.modality!r}",
-                                   f"add arch.stems.{spec.modality}: {{name: <backbone>, ...}}"))
+                out.append(
+                    Problem(
+                        "arch.stems",
+                        f"no stem for input {k!r} of dataset {_dataset_of(k)!r} (modality {spec.modality})",
+                        sorted(stems),
+                        f"an entry named {_dataset_of(k)!r} or {spec.modality!r}",
+                        f"add arch.stems.{spec.modality}: {{name: <backbone>, ...}}",
+                    )
+                )
                 continue
             cls_ = BACKBONES.get(sub["name"])
             if spec.modality not in cls_.modalities:
                 fits = [n for n in BACKBONES.names() if spec.modality in BACKBONES.get(n).modalities]
-                out.append(Problem(f"arch.stems.{entry}.name", f"stem {sub['name']} reads {', '.join(cls_.modalities)}"
-                                   f" inputs, but input {k!r} is {spec.modality}", sub["name"], ", ".join(fits),
-                                   f"add an entry arch.stems.{_dataset_of(k)} for this dataset's own stem"))
+                out.append(
+                    Problem(
+                        f"arch.stems.{entry}.name",
+                        f"stem {sub['name']} reads {', '.join(cls_.modalities)}"
+                        f" inputs, but input {k!r} is {spec.modality}",
+                        sub["name"],
+                        ", ".join(fits),
+                        f"add an entry arch.stems.{_dataset_of(k)} for this dataset's own stem",
+                    )
+                )
             stem_classes.append(cls_)
         if out:
             return out
@@ -175,14 +203,30 @@ class MultiInput(MTLModel):
         rep_modality = modalities[0] if resolved == "map" else "tabular"
         if rep_modality not in bb_cls.modalities:
             allowed = ", ".join(n for n in BACKBONES.names() if rep_modality in BACKBONES.get(n).modalities)
-            what = "vectors (inputs of different modalities, or stems without maps)" if resolved == "vector" \
+            what = (
+                "vectors (inputs of different modalities, or stems without maps)"
+                if resolved == "vector"
                 else f"{rep_modality} maps"
-            out.append(Problem("backbone.name", f"with arch.join={join} the shared layers read {what}, which "
-                               f"backbone {info.backbone} cannot", info.backbone, allowed,
-                               "choose an allowed backbone for the shared layers (backbone=mlp reads vectors)"))
+            )
+            out.append(
+                Problem(
+                    "backbone.name",
+                    f"with arch.join={join} the shared layers read {what}, which backbone {info.backbone} cannot",
+                    info.backbone,
+                    allowed,
+                    "choose an allowed backbone for the shared layers (backbone=mlp reads vectors)",
+                )
+            )
         if resolved == "map" and not all(c.feature_map for c in stem_classes):
-            out.append(Problem("arch.join", "join=map needs every stem to give a feature map", join,
-                               "auto, vector", "set arch.join=auto"))
+            out.append(
+                Problem(
+                    "arch.join",
+                    "join=map needs every stem to give a feature map",
+                    join,
+                    "auto, vector",
+                    "set arch.join=auto",
+                )
+            )
         return out
 
 

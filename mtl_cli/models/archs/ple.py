@@ -45,13 +45,32 @@ class PLE(ExpertModel):
     level, so task B's loss reaches them. With ``levels=1`` this is ``arch=cgc``.
     """
 
-    def __init__(self, ctx: ModelContext, *, levels: int = 2, num_shared_experts: int = 2, num_task_experts: int = 1,
-                 shared_stages: int = 1):
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        levels: int = 2,
+        num_shared_experts: int = 2,
+        num_task_experts: int = 1,
+        shared_stages: int = 1,
+    ):
         super().__init__([t.name for t in ctx.tasks])
-        node = {"levels": levels, "num_shared_experts": num_shared_experts, "num_task_experts": num_task_experts,
-                "shared_stages": shared_stages}
-        self._build(ctx, node, shared_stages=shared_stages, levels=levels, num_shared=num_shared_experts,
-                    num_task=num_task_experts, task_gate=Gate, shared_gate=Gate)
+        node = {
+            "levels": levels,
+            "num_shared_experts": num_shared_experts,
+            "num_task_experts": num_task_experts,
+            "shared_stages": shared_stages,
+        }
+        self._build(
+            ctx,
+            node,
+            shared_stages=shared_stages,
+            levels=levels,
+            num_shared=num_shared_experts,
+            num_task=num_task_experts,
+            task_gate=Gate,
+            shared_gate=Gate,
+        )
         self.mixes_task_parameters = levels > 1 and len(ctx.tasks) > 1 and num_task_experts > 0
 
     @classmethod
@@ -62,8 +81,15 @@ class PLE(ExpertModel):
         out += check_shared_stages(cls, node, info)
         levels, left = config_value(cls, node, "levels"), stages_after_stem(cls, node, info)
         if is_int(levels) and levels >= 1 and left is not None and levels > left:
-            rest = info.stages[len(info.stages) - left:]
-            out.append(Problem("arch.levels", f"each level needs at least one backbone stage, and {left} are left "
-                               f"after the stem ({', '.join(rest)})", levels, allowed=f"1..{left}",
-                               fix=f"set arch.levels to at most {left}, or lower arch.shared_stages"))
+            rest = info.stages[len(info.stages) - left :]
+            out.append(
+                Problem(
+                    "arch.levels",
+                    f"each level needs at least one backbone stage, and {left} are left "
+                    f"after the stem ({', '.join(rest)})",
+                    levels,
+                    allowed=f"1..{left}",
+                    fix=f"set arch.levels to at most {left}, or lower arch.shared_stages",
+                )
+            )
         return out

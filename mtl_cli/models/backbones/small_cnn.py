@@ -14,7 +14,7 @@ from ..base import Backbone
 class SmallCNN(Backbone):
     feature_map = True
     has_stages = True
-    modalities = ('image',)
+    modalities = ("image",)
 
     def __init__(self, input_spec: InputSpec, *, channels: list[int] = (32, 64, 128), dropout: float = 0.0):
         super().__init__()

@@ -40,8 +40,16 @@ def _load_weights(name: str, weights: str | None) -> nn.Module:
         return torchvision.models.get_model(name, weights=None)
     if os.path.exists(weights) or weights.endswith((".pt", ".pth")):
         if not os.path.exists(weights):
-            raise ConfigError([Problem("backbone.weights", "weights file not found", os.path.abspath(weights),
-                                       fix="give an existing .pt/.pth state-dict file, or weights=null")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "backbone.weights",
+                        "weights file not found",
+                        os.path.abspath(weights),
+                        fix="give an existing .pt/.pth state-dict file, or weights=null",
+                    )
+                ]
+            )
         model = torchvision.models.get_model(name, weights=None)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
@@ -75,7 +83,7 @@ class TorchvisionBackbone(Backbone):
 
     feature_map = True
     has_stages = True
-    modalities = ('image',)
+    modalities = ("image",)
 
     def __init__(self, input_spec: InputSpec, *, model: str = "resnet18", weights: str | None = None):
         super().__init__()
@@ -84,9 +92,17 @@ class TorchvisionBackbone(Backbone):
 
         available = torchvision.models.list_models(module=torchvision.models)
         if model not in available:
-            raise ConfigError([Problem("backbone.model", "unknown torchvision model", model,
-                                       allowed=", ".join(available[:40]) + ", ...",
-                                       fix="pick a classification model from torchvision.models.list_models()")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "backbone.model",
+                        "unknown torchvision model",
+                        model,
+                        allowed=", ".join(available[:40]) + ", ...",
+                        fix="pick a classification model from torchvision.models.list_models()",
+                    )
+                ]
+            )
         net = _load_weights(model, weights)
         self.node = _last_feature_node(net)
         self.body = create_feature_extractor(net, return_nodes={self.node: "out"})
@@ -134,11 +150,19 @@ class TorchvisionBackbone(Backbone):
                 same = False
             self.train(was)
         if not same:
-            raise ConfigError([Problem(
-                "backbone.model", "this torchvision model is not a plain sequence of stages, so a "
-                "soft-sharing architecture cannot cut it", self.model_name,
-                allowed="resnet*, resnext*, wide_resnet*, mobilenet_v2/v3, efficientnet*, convnext*, regnet*, vgg*",
-                fix="choose one of those models, or arch=hps")])
+            raise ConfigError(
+                [
+                    Problem(
+                        "backbone.model",
+                        "this torchvision model is not a plain sequence of stages, so a "
+                        "soft-sharing architecture cannot cut it",
+                        self.model_name,
+                        allowed="resnet*, resnext*, wide_resnet*, mobilenet_v2/v3, efficientnet*, convnext*, regnet*, "
+                        "vgg*",
+                        fix="choose one of those models, or arch=hps",
+                    )
+                ]
+            )
         return named
 
     def forward(self, x: Tensor) -> Tensor:

@@ -22,7 +22,11 @@ class ConvDecoder(Head):
     dense_output = True
 
     def __init__(
-        self, in_shape: tuple[int, ...], out_features: int, out_size: tuple[int, int] | None, *,
+        self,
+        in_shape: tuple[int, ...],
+        out_features: int,
+        out_size: tuple[int, int] | None,
+        *,
         hidden: int = 64,
     ):
         super().__init__()

@@ -13,8 +13,13 @@ class MLPHead(Head):
     pools_input = True
 
     def __init__(
-        self, in_shape: tuple[int, ...], out_features: int, out_size, *,
-        hidden: list[int] = (128,), dropout: float = 0.0,
+        self,
+        in_shape: tuple[int, ...],
+        out_features: int,
+        out_size,
+        *,
+        hidden: list[int] = (128,),
+        dropout: float = 0.0,
     ):
         super().__init__()
         d = pooled_dim(in_shape)

@@ -31,9 +31,7 @@ class Binary(TaskKind):
     def loss(self, task: Task, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         target = torch.nan_to_num(target.float())
         pw = None if task.pos_weight is None else pred.new_tensor(task.pos_weight)
-        raw = F.binary_cross_entropy_with_logits(
-            pred.float().squeeze(-1), target, reduction="none", pos_weight=pw
-        )
+        raw = F.binary_cross_entropy_with_logits(pred.float().squeeze(-1), target, reduction="none", pos_weight=pw)
         return masked_mean(raw, mask)
 
     def metric_inputs(self, task, pred, target, mask):

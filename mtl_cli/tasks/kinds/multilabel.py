@@ -30,9 +30,7 @@ class Multilabel(TaskKind):
         return task.num_classes
 
     def loss(self, task: Task, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        raw = F.binary_cross_entropy_with_logits(
-            pred.float(), torch.nan_to_num(target.float()), reduction="none"
-        )
+        raw = F.binary_cross_entropy_with_logits(pred.float(), torch.nan_to_num(target.float()), reduction="none")
         return masked_mean(raw, mask)
 
     def metric_inputs(self, task, pred, target, mask):
