@@ -41,8 +41,8 @@ VARIANTS = {
 
 def run_one(experiment: str, arch: str, epochs: int | None, extra: tuple[str, ...] = (), label: str = "") -> dict:
     from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
     from mtl_cli.errors import UserError
+    from mtl_cli.validation import validate
 
     overrides = ["trainer.progress=false", f"arch={arch}"]
     if experiment != "default":

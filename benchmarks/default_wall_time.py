@@ -60,7 +60,7 @@ cfg = compose([])
 t2 = time.perf_counter()
 import torch._dynamo  # what the first torch.optim optimizer imports (validate builds one to check arguments)
 t3 = time.perf_counter()
-from mtl_cli.config.validate import validate
+from mtl_cli.validation import validate
 validate(cfg)
 t4 = time.perf_counter()
 print(json.dumps({"import training stack (torch, torchmetrics, mtl_cli)": t1 - t0, "Hydra compose": t2 - t1,
@@ -118,9 +118,9 @@ class PriorModel(torch.nn.Module):
 def prior_baseline() -> dict:
     from mtl_cli.build import build_tasks
     from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
     from mtl_cli.train.batches import make_loader
     from mtl_cli.train.evaluate import evaluate
+    from mtl_cli.validation import validate
 
     plan = validate(compose([]))
     tasks = build_tasks(plan)

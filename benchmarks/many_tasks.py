@@ -64,8 +64,8 @@ from _common import (  # noqa: E402
 
 from mtl_cli.build import build_model, build_optimizer, build_tasks, build_weighting  # noqa: E402
 from mtl_cli.config.compose import compose  # noqa: E402
-from mtl_cli.config.validate import validate  # noqa: E402
 from mtl_cli.models.base import pool  # noqa: E402
+from mtl_cli.validation import validate  # noqa: E402
 
 BASE_OVERRIDES = [
     "device=cpu",

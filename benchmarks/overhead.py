@@ -69,7 +69,7 @@ from _common import (  # noqa: E402
 
 from mtl_cli.build import build_model, build_tasks  # noqa: E402
 from mtl_cli.config.compose import compose  # noqa: E402
-from mtl_cli.config.validate import validate  # noqa: E402
+from mtl_cli.validation import validate  # noqa: E402
 
 BASE_OVERRIDES = [
     "device=cpu",

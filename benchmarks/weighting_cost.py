@@ -41,7 +41,7 @@ BASE = [
 
 def make_plan(n_tasks: int, method: str, extra: list[str]):
     from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
+    from mtl_cli.validation import validate
 
     cfg = OmegaConf.to_container(compose([*BASE, f"weighting={method}", *extra]), resolve=True)
     cfg["tasks"] = {f"large_{i:02d}": {"kind": "binary", "target": "large"} for i in range(n_tasks)}

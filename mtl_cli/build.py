@@ -1,4 +1,4 @@
-"""The one place that turns a validated config (:class:`~mtl_cli.config.validate.Plan`) into
+"""The one place that turns a validated config (:class:`~mtl_cli.validation.Plan`) into
 objects: tasks, datasets, model, weighting, optimizer and scheduler."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from .config.targets import import_target
-from .config.validate import RESERVED_SCHEDULER_KEYS, Plan
 from .data.base import InputSpec
 from .models.base import ModelContext, MTLModel
 from .registry import ARCHS, BACKBONES, HEADS, TASK_KINDS, WEIGHTINGS
 from .tasks.base import Task
+from .validation import Plan
+from .validation.optim import RESERVED_SCHEDULER_KEYS
 from .weighting.base import Weighting
 
 

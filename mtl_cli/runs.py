@@ -24,12 +24,12 @@ import torch
 import yaml
 
 from .build import build_model, build_tasks
-from .config.validate import Plan, validate
 from .errors import ConfigError, Problem
 from .models.base import MTLModel
 from .tasks.base import Task
 from .train.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from .train.trainer import autocast_for, resolve_device
+from .validation import Plan, validate
 
 #: checkpoint names of a run directory (anything else is a path to a .pt file)
 CHECKPOINTS = ("best", "last")

@@ -17,13 +17,13 @@ from mtl_cli.build import build_model, build_tasks
 from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import builtin_config_dir
 from mtl_cli.config.typecheck import config_params
-from mtl_cli.config.validate import validate
 from mtl_cli.data.base import InputSpec, TargetSpec
 from mtl_cli.errors import ConfigError
 from mtl_cli.models.archs._experts import SHARED, DSelectKGate, smooth_step
 from mtl_cli.models.base import ArchInfo, Backbone, ModelContext, pool, probe_shape
 from mtl_cli.registry import ARCHS, BACKBONES, HEADS, TASK_KINDS
 from mtl_cli.tasks.base import Task
+from mtl_cli.validation import validate
 
 ARCH_NAMES = ["mmoe", "cgc", "ple", "dselect_k"]
 # 16x16 images, a small CNN of 3 stages (block1..3), two tasks: shape (4 classes) and size (regression)

@@ -15,11 +15,11 @@ from torch import nn
 
 from mtl_cli.build import build_model, build_tasks
 from mtl_cli.config.compose import compose
-from mtl_cli.config.validate import validate
 from mtl_cli.data.base import InputSpec
 from mtl_cli.errors import ConfigError
 from mtl_cli.models.base import ArchInfo, Backbone, ModelContext
 from mtl_cli.registry import ARCHS, HEADS
+from mtl_cli.validation import validate
 
 ARCH_NAMES = ["cross_stitch", "nddr", "mtan"]
 TINY = ["data.train_size=4", "data.val_size=4", "data.test_size=4", "trainer.progress=false"]

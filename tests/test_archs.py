@@ -11,12 +11,12 @@ import torch
 
 from mtl_cli.build import build_model, build_tasks
 from mtl_cli.config.compose import compose
-from mtl_cli.config.validate import PRIMARY, validate
-from mtl_cli.data.base import with_prefix
+from mtl_cli.data.base import PRIMARY, with_prefix
 from mtl_cli.registry import ARCHS
 from mtl_cli.tasks.base import LossComputer
 from mtl_cli.train.api import train
 from mtl_cli.train.sampling import merge
+from mtl_cli.validation import validate
 
 SMALL = ["trainer.progress=false", "backbone.channels=[8,16,16]"]
 SHAPES = ["data.train_size=64", "data.val_size=32", "data.test_size=32", "data.image_size=16"]

@@ -16,8 +16,9 @@ import mtl_cli.train.trainer as trainer_mod
 from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import ENV
 from mtl_cli.errors import ConfigError
+from mtl_cli.results.baselines import setting_differences, shared_settings
+from mtl_cli.results.delta_m import delta_m
 from mtl_cli.train.api import train
-from mtl_cli.train.baselines import delta_m, setting_differences, shared_settings
 
 # shape (classification) and size (regression); last.pt at epoch ends only
 TWO = BASE + ["tasks.present.enabled=false", "trainer.checkpoint_every=null"]
@@ -369,7 +370,7 @@ def test_bad_baselines_are_refused_with_exit_2(tmp_path, capsys, make, extra, wo
 
 
 def test_a_good_hand_made_baseline_passes_validation_and_monitor_lists_delta_m(tmp_path, capsys):
-    from mtl_cli.config.validate import validate
+    from mtl_cli.validation import validate
 
     d = _write(tmp_path / "b", {"shape": _task(SHAPE), "size": _task(SIZE), "extra": _task(SHAPE)})
     validate(compose(TWO + [f"baseline_dir={d}", "trainer.monitor=delta_m"]))  # extra tasks are fine
@@ -381,8 +382,8 @@ def test_a_good_hand_made_baseline_passes_validation_and_monitor_lists_delta_m(t
 
 def test_auxiliary_tasks_need_no_baseline_and_do_not_count(tmp_path):
     from mtl_cli.build import build_tasks
-    from mtl_cli.config.validate import validate
     from mtl_cli.train.evaluate import Selector
+    from mtl_cli.validation import validate
 
     d = _write(
         tmp_path / "b",

@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import ENV, builtin_config_dir, group_options
-from mtl_cli.config.validate import validate
 from mtl_cli.errors import UserError
 from mtl_cli.registry import TASK_KINDS
+from mtl_cli.validation import validate
 
 CONF = builtin_config_dir()
 SKIP_GROUPS = {"task", "hydra", "experiment"}  # task: fragments of task sets; experiments: tested below

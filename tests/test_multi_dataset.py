@@ -12,7 +12,6 @@ import torch
 
 from mtl_cli.build import build_model, build_tasks
 from mtl_cli.config.compose import compose
-from mtl_cli.config.validate import validate
 from mtl_cli.data.base import InMemoryDataset, with_prefix
 from mtl_cli.errors import ConfigError
 from mtl_cli.models.base import Backbone
@@ -21,6 +20,7 @@ from mtl_cli.tasks.base import LossComputer
 from mtl_cli.train.api import train
 from mtl_cli.train.batches import make_loader
 from mtl_cli.train.sampling import TrainStream
+from mtl_cli.validation import validate
 
 TWO = [
     "experiment=two_inputs",

@@ -18,8 +18,8 @@ from mtl_cli import build
 from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import ENV
 from mtl_cli.config.targets import DEFAULT_PREFIXES, import_target, is_allowed
-from mtl_cli.config.validate import Plan, validate
 from mtl_cli.errors import ConfigError
+from mtl_cli.validation import Plan, validate
 
 EVIL = "evil_mod_xyz"  # creates a marker file when imported: it must never be
 GOOD = "my_opts_xyz"  # harmless: an SGD subclass

@@ -22,8 +22,8 @@ import mtl_cli.cli.train as cli
 import mtl_cli.train.trainer as trainer_mod
 from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import ENV
-from mtl_cli.config.validate import validate
 from mtl_cli.errors import ConfigError
+from mtl_cli.validation import validate
 
 
 def _needs(module: str, extra: str):

@@ -9,8 +9,8 @@ import torch
 
 from mtl_cli.build import build_model, build_tasks
 from mtl_cli.config.compose import compose
-from mtl_cli.config.validate import validate
 from mtl_cli.train.api import train
+from mtl_cli.validation import validate
 
 
 def records(run_dir, split):

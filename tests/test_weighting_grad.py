@@ -213,8 +213,8 @@ def test_non_finite_task_gradient_skips_the_step_and_names_the_task():
 
 def test_rep_source_is_refused_for_architectures_without_one_representation():
     from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
     from mtl_cli.errors import ConfigError
+    from mtl_cli.validation import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose(["weighting=mgda_ub", "arch=mtan"]))
@@ -281,8 +281,8 @@ def test_composed_uw_transform_trains_its_log_variances():
 
 def test_composed_refuses_a_loss_based_aggregator():
     from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
     from mtl_cli.errors import ConfigError
+    from mtl_cli.validation import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose(["weighting=composed", "weighting.aggregator.name=uw"]))
@@ -319,8 +319,8 @@ def test_gradient_conflict_diagnostics_are_logged(tmp_path):
 @pytest.mark.parametrize("name", [n for n in GRADIENT_METHODS if not WEIGHTINGS.get(n).linear])
 def test_direction_only_methods_refuse_every_k(name):
     from mtl_cli.config.compose import compose
-    from mtl_cli.config.validate import validate
     from mtl_cli.errors import ConfigError
+    from mtl_cli.validation import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose([f"weighting={name}", "weighting.every=5"]))

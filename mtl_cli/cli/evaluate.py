@@ -125,8 +125,7 @@ def positive_int(key: str, text: str | None) -> int | None:
 def evaluate_run(run, split: str = "test", limit: int | None = None, batch_size: int | None = None) -> dict:
     """{"metrics": {task: {metric: value}}, "samples": {dataset: n}} of a loaded run on ``split``
     of each dataset its tasks read, computed as Trainer.evaluate does."""
-    from ..config.validate import PRIMARY
-    from ..data.base import with_prefix
+    from ..data.base import PRIMARY, with_prefix
     from ..train.batches import make_loader
     from ..train.evaluate import evaluate
 

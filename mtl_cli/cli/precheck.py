@@ -101,8 +101,8 @@ def _diagnose_keys(parsed, group_overrides: list[str], problems: list[Problem], 
 
 
 def validate(cfg):
-    """..config.validate.validate, imported on first use: it needs torch, --help and --cfg do not."""
-    from ..config.validate import validate as _validate
+    """..validation.validate, imported on first use: it needs torch, --help and --cfg do not."""
+    from ..validation import validate as _validate
 
     return _validate(cfg)
 

@@ -226,7 +226,7 @@ def predict_run(
     """One record {"input": name, <task>: {...}} per input, for the tasks of ``dataset``."""
     import torch
 
-    from ..config.validate import PRIMARY, qualify
+    from ..data.base import PRIMARY, qualify
 
     used = run.plan.used_datasets()
     d = dataset or (PRIMARY if PRIMARY in used else used[0])

@@ -212,8 +212,8 @@ def _value_of(argv: list[str], key: str) -> str | None:
 def replay_resume(argv: list[str]) -> list[str]:
     """``resume=<run dir or checkpoint>``: the run's own overrides (overrides.yaml) first, then the
     command line's, and run_dir set to that run, so the run continues as it was configured."""
-    from ..train.api import NOT_REPLAYED
     from ..train.checkpoint import CheckpointError, find_checkpoint, run_dir_of
+    from ..train.run import NOT_REPLAYED
 
     resume = _value_of(argv, "resume")
     if resume in (None, "", "null", "auto"):

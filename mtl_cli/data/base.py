@@ -30,6 +30,15 @@ from ..errors import DataError, Problem
 
 SPLITS = ("train", "val", "test")
 
+#: the dataset name of the `data` node; the others are named under `datasets`
+PRIMARY = "data"
+
+
+def qualify(dataset: str, key: str) -> str:
+    """The model-wide name of input or target ``key`` of ``dataset``: unchanged for the primary
+    dataset, ``<dataset>/<key>`` for the others (two datasets may both have an ``image``)."""
+    return key if dataset == PRIMARY else f"{dataset}/{key}"
+
 
 @dataclass
 class InputSpec:

@@ -1,83 +1,28 @@
-"""``train(cfg)``: validate, prepare the run directory (or find the checkpoint to resume), fit.
-Separate from the CLI so that tests and notebooks call it directly with a composed config."""
+"""``train(cfg)``: validate, then one run (:mod:`.run`) or, for ``baseline=stl``, one per task
+(:mod:`.stl`). Separate from the CLI so that tests and notebooks call it directly with a composed
+config."""
 
 from __future__ import annotations
 
-import logging
-import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ..config.validate import validate
-from ..errors import RunInterrupted, UserError
-from .checkpoint import check_same_config, find_checkpoint, load_checkpoint, run_dir_of
-from .rundir import make_run_dir, setup_logging, write_json, write_text
-from .trainer import Trainer
-
-log = logging.getLogger("mtl_cli")
-
-#: overrides that a resume does not replay from a run's overrides.yaml (where to resume, and the
-#: callables a config may name: those the user must grant again on their own command line)
-NOT_REPLAYED = ("resume", "run_dir", "allowed_targets")
-
-
-def _resume_point(cfg: dict, run_dir: Path) -> tuple[Path, dict | None, Path | None]:
-    """(run dir, checkpoint state or None, checkpoint path or None) for ``cfg['resume']``."""
-    resume = cfg.get("resume")
-    if resume in (None, "", "null"):
-        return run_dir, None, None
-    ckpt = find_checkpoint(str(resume), run_dir)
-    if ckpt is None:  # resume=auto in a directory without a checkpoint: a new run
-        return run_dir, None, None
-    state = load_checkpoint(ckpt)
-    if str(resume) != "auto":  # a named checkpoint continues in its own run directory
-        run_dir = run_dir_of(ckpt)
-    diff = check_same_config(state["config_yaml"], cfg, ckpt)
-    for k, a, b in diff:
-        log.warning("resume_strict=false: %s was %r in the checkpoint, %r now", k, a, b)
-    return run_dir, state, ckpt
+from ..validation import validate
+from .run import run_plan
+from .stl import train_baselines
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict:
     """Train from a composed config; returns the summary (also written to summary.json).
 
     ``run_dir`` wins over ``cfg.run_dir``. ``cfg.resume`` (auto, or a run directory or checkpoint)
-    continues a run. ``baseline=stl`` trains single-task baselines instead (train/baselines.py) and
+    continues a run. ``baseline=stl`` trains single-task baselines instead (train/stl.py) and
     returns their combined summary. Raises ConfigError/DataError/CheckpointError/OutputError for the user's
     mistakes, TrainingError when a run cannot go on, RunInterrupted after SIGTERM/SIGINT.
     """
     plan = validate(cfg)  # everything checked before anything is built or written
     run_dir = Path(run_dir if run_dir is not None else plan.cfg["run_dir"]).resolve()
     if plan.cfg["baseline"] == "stl":  # one single-task run per task in run_dir/<task>, then baselines.json
-        from .baselines import train_baselines
-
         return train_baselines(cfg, plan, run_dir, overrides)
-    run_dir, state, ckpt = _resume_point(plan.cfg, run_dir)
-    make_run_dir(run_dir)
-    plan.cfg["run_dir"] = str(run_dir)
-    handlers = setup_logging(run_dir)
-    try:
-        log.info("run directory: %s", run_dir)
-        trainer = Trainer(plan, run_dir, state, ckpt)
-        # written once the run (or the resume) is set up: a refused resume leaves the run as it was
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plan.cfg)))
-        if overrides is not None:
-            write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
-        return trainer.fit()
-    except RunInterrupted as e:
-        log.removeHandler(handlers[1])  # the CLI prints it; train.log keeps a copy
-        log.warning("%s; continue with: mtl-train resume=%s", e, run_dir)
-        raise
-    except BaseException as e:
-        log.removeHandler(handlers[1])  # the CLI prints the error itself; train.log keeps a copy
-        if isinstance(e, UserError):
-            log.error("training failed: %s", e)
-        else:  # an unexpected failure: the traceback goes to train.log
-            log.error("training failed: %s: %s\n%s", type(e).__name__, e, traceback.format_exc())
-        write_json(run_dir / "error.json", {"type": type(e).__name__, "message": str(e)})
-        raise
-    finally:
-        for h in handlers:
-            logging.getLogger("mtl_cli").removeHandler(h)
-            h.close()
+    return run_plan(plan, run_dir, overrides)

@@ -100,7 +100,7 @@ class Selector:
     def score(self, results: dict[str, dict[str, float]]) -> float:
         """A number where higher is better (NaN counts as worst)."""
         if self.monitor == "delta_m":
-            from .baselines import delta_m
+            from ..results.delta_m import delta_m
 
             return delta_m(results, self.baselines, self.directions)["delta_m"]
         if self.monitor != "mean_rel":

@@ -25,12 +25,13 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ..build import build_model, build_optimizer, build_scheduler, build_tasks, build_weighting
-from ..config.validate import PRIMARY, Plan
-from ..data.base import with_prefix
+from ..data.base import PRIMARY, with_prefix
 from ..errors import RunInterrupted, TrainingError
+from ..results.baselines import load_baselines, warn_if_settings_differ
+from ..results.delta_m import delta_m_report
 from ..tasks.base import LossComputer
+from ..validation import Plan
 from ..weighting.base import BackwardContext
-from .baselines import delta_m_report, load_baselines, warn_if_settings_differ
 from .batches import make_loader, to_device
 from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import Selector, evaluate
@@ -162,7 +163,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         """Loaders of every dataset that an enabled task reads; keys of datasets other than
-        `data` are prefixed with ``<dataset>/`` (see ``config.validate.qualify``)."""
+        `data` are prefixed with ``<dataset>/`` (see ``data.base.qualify``)."""
         cfg, t = self.plan.cfg, self.tcfg
         ebs = t["eval_batch_size"] or 2 * t["batch_size"]
         train, self.val_loaders, self.test_loaders, sizes = {}, {}, {}, {}

@@ -81,7 +81,7 @@ class Composed(Weighting):
 
     @classmethod
     def check(cls, node: dict, arch_cls: type) -> list:
-        from ..config.validate import component_problems
+        from ..config.checks import component_problems
         from .engine import GradientWeighting
 
         agg = node.get("aggregator") or {"name": "mgda"}

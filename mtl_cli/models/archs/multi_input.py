@@ -145,7 +145,7 @@ class MultiInput(MTLModel):
 
     @classmethod
     def check(cls, node: dict, info: ArchInfo) -> list:
-        from ...config.validate import component_problems
+        from ...config.checks import component_problems
 
         out: list[Problem] = []
         stems = node.get("stems") or {}

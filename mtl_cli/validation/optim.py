@@ -1,0 +1,178 @@
+"""Optimizer and scheduler nodes: ``_target_`` only from allowed module prefixes (checked before
+anything is imported), keys against the target's signature, and values judged by torch on a
+throw-away parameter (the optimizer) or a dry run of a few steps (the scheduler)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from ..config.checks import Problems
+from ..config.targets import import_target, is_dotted_path
+from ..config.typecheck import all_params
+from ..errors import ConfigError
+
+RESERVED_SCHEDULER_KEYS = ("warmup_steps", "warmup_start_factor", "interval")
+
+
+def check_allowed_targets(p: Problems, value: Any) -> tuple[str, ...]:
+    """Each ``allowed_targets`` entry must be a dotted module path; return the well-formed ones.
+    (Its type, a list of strings or null, is checked by the root schema.)"""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    for i, v in enumerate(value):
+        if not is_dotted_path(v):
+            p.add(
+                f"allowed_targets[{i}]",
+                "not a dotted module path",
+                v,
+                allowed="module paths of Python names, such as mypkg.optim",
+                fix="write the module prefix whose callables a _target_ may name, e.g. +allowed_targets=[mypkg.optim]",
+            )
+    return tuple(v for v in value if is_dotted_path(v))
+
+
+def _check_target(
+    p: Problems,
+    where: str,
+    node: Any,
+    skip: tuple[str, ...],
+    extra: tuple[str, ...] = (),
+    allowed: tuple[str, ...] = (),
+):
+    """Import ``node._target_`` (only from an allowed module prefix: the defaults and ``allowed``)
+    and check the node's keys against its signature; return it, or None after a problem."""
+    if not isinstance(node, dict):
+        p.add(where, "expected a mapping with _target_", node)
+        return None
+    target = node.get("_target_")
+    if target is None:
+        return None
+    try:
+        fn = import_target(target, allowed, key=f"{where}._target_")
+    except ConfigError as e:  # not allowed: nothing was imported
+        p.items.extend(e.problems)
+        return None
+    except (ImportError, AttributeError, ValueError):
+        p.add(
+            f"{where}._target_",
+            "cannot import",
+            target,
+            allowed="a dotted path such as torch.optim.AdamW",
+            fix="fix the spelling of the class path",
+        )
+        return None
+    params = all_params(fn, skip=skip)
+    if params is not None:
+        keys = {k: v for k, v in node.items() if not k.startswith("_") and k not in extra}
+        for k in keys:
+            if k not in params:
+                p.add(
+                    f"{where}.{k}",
+                    f"unknown argument of {target}",
+                    allowed=", ".join(sorted(params)),
+                    fix=f"remove {where}.{k}",
+                )
+    return fn
+
+
+def check_optimizer(p: Problems, node: dict, allowed: tuple[str, ...] = ()):
+    """Check the optimizer node; return a dummy instance (on one parameter) when it is valid."""
+    n0 = len(p.items)
+    fn = _check_target(p, "optimizer", node, skip=("params",), allowed=allowed)
+    if fn is None:
+        if isinstance(node, dict) and node.get("_target_") is None:
+            p.add("optimizer._target_", "missing", fix="choose optimizer=adamw|adam|sgd or set optimizer._target_")
+        return None
+    lr = node.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
+        p.add(
+            "optimizer.lr",
+            "learning rate must be a number > 0",
+            lr,
+            allowed="a number > 0",
+            fix="e.g. optimizer.lr=1e-3",
+        )
+        return None
+    if len(p.items) > n0:  # unknown arguments: already reported, torch would only repeat them
+        return None
+    import torch
+
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
+    try:  # let torch judge the remaining values, on a dummy parameter
+        return fn([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except Exception as e:  # noqa: BLE001 - any refusal of the arguments is a config problem
+        p.add("optimizer", f"{node['_target_']} refuses these arguments: {e}", kwargs, fix="fix the named value")
+    return None
+
+
+def check_scheduler(p: Problems, node: dict, optimizer=None, allowed: tuple[str, ...] = ()) -> None:
+    n0 = len(p.items)
+    fn = _check_target(p, "scheduler", node, skip=("optimizer",), extra=RESERVED_SCHEDULER_KEYS, allowed=allowed)
+    if not isinstance(node, dict):
+        return
+    w = node.get("warmup_steps", 0)
+    if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+        p.add(
+            "scheduler.warmup_steps",
+            "expected an integer >= 0",
+            w,
+            allowed="an integer >= 0",
+            fix="e.g. scheduler.warmup_steps=100 (0: no warmup)",
+        )
+    elif w > 0:
+        f = node.get("warmup_start_factor", 0.01)
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1:
+            p.add(
+                "scheduler.warmup_start_factor",
+                "expected a number in (0, 1]",
+                f,
+                allowed="0 < factor <= 1",
+                fix="e.g. scheduler.warmup_start_factor=0.01 (the warmup starts at factor x lr)",
+            )
+    if node.get("interval", "step") not in ("step", "epoch"):
+        p.add(
+            "scheduler.interval",
+            "unknown interval",
+            node.get("interval"),
+            allowed="step, epoch",
+            fix="set scheduler.interval=step (per optimizer step) or epoch",
+        )
+    if fn is None or len(p.items) > n0:
+        return
+    _dry_run_scheduler(p, node, fn, optimizer)
+
+
+def _dry_run_scheduler(p: Problems, node: dict, fn, optimizer) -> None:
+    """Build the scheduler on a dummy optimizer and take a few steps: torch checks most values only
+    when it computes a learning rate, which would otherwise happen mid-run."""
+    import torch
+
+    if optimizer is None:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_") and k not in RESERVED_SCHEDULER_KEYS}
+    kwargs = {k: (100 if v == "auto" else v) for k, v in kwargs.items()}  # as build_scheduler resolves it
+    target = node["_target_"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            sched = fn(optimizer, **kwargs)
+            lrs = [g["lr"] for g in optimizer.param_groups]
+            for _ in range(3):
+                sched.step()
+                lrs += [g["lr"] for g in optimizer.param_groups]
+    except Exception as e:  # noqa: BLE001 - any refusal of the arguments is a config problem
+        p.add(
+            "scheduler", f"{target} refuses these arguments: {type(e).__name__}: {e}", kwargs, fix="fix the named value"
+        )
+        return
+    bad = [lr for lr in lrs if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0)]
+    if bad:
+        p.add(
+            "scheduler",
+            f"{target} gives an invalid learning rate",
+            bad[0],
+            allowed="finite learning rates >= 0",
+            fix="check the scheduler's values (e.g. max_lr, eta_min)",
+        )
