@@ -54,7 +54,7 @@ def run_one(experiment: str, arch: str, epochs: int | None, extra: tuple[str, ..
     from mtl_cli.config.typecheck import config_params
     from mtl_cli.registry import ARCHS
 
-    extra = [k for k in cfg.arch if k != "name" and k not in config_params(ARCHS.get(arch).__init__)]
+    extra = [k for k in cfg.arch if k != "name" and k not in config_params(ARCHS.get(arch))]
     if extra:  # keys the experiment sets for its own architecture (e.g. arch.stems): drop them
         overrides += [f"~arch.{k}" for k in extra]
         cfg = compose(overrides)

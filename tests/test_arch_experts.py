@@ -142,7 +142,7 @@ def test_registered_with_a_yaml_listing_every_key(name):
     assert (cls.single_input, cls.needs_stages, cls.shared_representation) == (True, True, False)
     path = Path(builtin_config_dir()) / "arch" / f"{name}.yaml"
     node = OmegaConf.to_container(OmegaConf.load(path))
-    params = config_params(cls.__init__)
+    params = config_params(cls)
     assert node.pop("name") == name
     assert node == {k: default for k, (_, default) in params.items()}  # every key, at its default
     lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#") and not ln.startswith("name:")]

@@ -17,16 +17,7 @@ from typing import Any
 
 from ..errors import Problem
 from ..registry import Registry
-from .typecheck import config_params, matches, type_name
-
-
-def _a(type_text: str) -> str:
-    """``integer`` -> ``an integer``; ``true/false`` -> ``true or false`` (for fix hints)."""
-    if type_text == "true/false":
-        return "true or false"
-    if type_text.startswith("null"):
-        return type_text
-    return ("an " if type_text[:1] in "aeiou" else "a ") + type_text
+from .typecheck import config_params, type_name, value_problem
 
 
 def join_key(where: str, key: str) -> str:
@@ -60,13 +51,10 @@ def check_keys(p: Problems, where: str, node: dict, params: dict[str, tuple[Any,
             )
             continue
         tp, _ = params[k]
-        if not matches(v, tp):
-            p.add(
-                f"{where}.{k}",
-                f"wrong type: expected {type_name(tp)}",
-                v,
-                fix=f"set {where}.{k} to {_a(type_name(tp))}",
-            )
+        bad = value_problem(v, tp)
+        if bad is not None:
+            message, allowed = bad
+            p.add(f"{where}.{k}", message, v, allowed=allowed, fix=f"set {where}.{k} to {allowed}")
     for k, (tp, default) in params.items():
         if default is inspect.Parameter.empty:
             if k not in node:
@@ -84,7 +72,7 @@ def check_schema(p: Problems, where: str, node: Any, schema: type) -> dict:
         p.add(where, "expected a mapping", node, fix=f"set {where} to a mapping of keys to values")
         return {f.name: f.default for f in dataclasses.fields(schema)}
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     out = {}
     for k in node:
         if k not in fields:
@@ -96,25 +84,11 @@ def check_schema(p: Problems, where: str, node: Any, schema: type) -> dict:
         key = join_key(where, name)
         v = node.get(name, f.default)
         out[name] = v
-        if not matches(v, hints[name]):
-            p.add(
-                key,
-                f"wrong type: expected {type_name(hints[name])}",
-                v,
-                allowed=f.metadata.get("allowed"),
-                fix=f"set {key} to {_a(type_name(hints[name]))}",
-            )
-            out[name] = f.default
-            continue
-        check = f.metadata.get("check")
-        if check is not None and v is not None and not check(v):
-            p.add(
-                key,
-                "value out of range",
-                v,
-                allowed=f.metadata.get("allowed"),
-                fix=f"set {key} to {f.metadata.get('allowed')}",
-            )
+        bad = value_problem(v, hints[name])
+        if bad is not None:
+            message, allowed = bad
+            allowed = f.metadata.get("allowed") or allowed
+            p.add(key, message, v, allowed=allowed, fix=f"set {key} to {allowed}")
             out[name] = f.default
     return out
 
@@ -141,7 +115,7 @@ def check_component(p: Problems, where: str, node: Any, registry: Registry):
         )
         return None
     cls = registry.get(name)
-    check_keys(p, where, node, config_params(cls.__init__))
+    check_keys(p, where, node, config_params(cls))
     return cls
 
 

@@ -1,123 +1,147 @@
-"""Schemas of the config sections that are not registry components.
+"""Schemas of the config sections that are not registry components: their keys, types and value
+domains (``Annotated``/``Literal``, see :mod:`.params`). Field metadata may hold ``allowed``, a
+text that replaces the generated one in messages.
 
-Each field's metadata may hold ``check`` (a predicate on the value) and ``allowed`` (its text for
-error messages). Registry components (data, backbone, arch, heads, weighting) are checked against
-their class signatures instead; optimizer and scheduler against their ``_target_``'s signature.
+The defaults of ``trainer`` and ``logger`` are those of their built-in YAML files
+(``conf/trainer/default.yaml``, ``conf/logger/default.yaml``), read once: the YAML is the one
+place where a default is written, and a test checks that it lists exactly the schema's keys.
+Registry components (data, backbone, arch, heads, weighting) are checked against their class
+signatures instead; optimizer and scheduler against their ``_target_``'s signature.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import yaml
 
-def _f(default: Any, check=None, allowed: str | None = None, help: str = ""):
-    return field(default=default, metadata={"check": check, "allowed": allowed, "help": help})
-
+from .locate import builtin_config_dir
+from .params import Check, NonNeg, PosInt, Positive, Range, Seed
 
 SAMPLING = ("round_robin", "proportional", "temperature", "all")
 NONFINITE = ("skip", "stop", "ignore")
 
 
-def _pos(v) -> bool:
-    return v is None or v >= 1
+def _f(default: Any = dataclasses.MISSING, allowed: str | None = None, help: str = ""):
+    return field(default=default, metadata={"allowed": allowed, "help": help})
 
 
-@dataclass
+def yaml_defaults(rel: str):
+    """Class decorator (under ``@dataclass``): each field's default from the built-in YAML file
+    ``rel``; a field the file lacks, or a key the file has that the class lacks, is an error."""
+
+    def deco(cls):
+        data = yaml.safe_load((builtin_config_dir() / rel).read_text()) or {}
+        names = list(cls.__annotations__)
+        extra, missing = sorted(set(data) - set(names)), [n for n in names if n not in data]
+        if extra or missing:
+            raise RuntimeError(
+                f"conf/{rel} and {cls.__name__} disagree: keys only in the file {extra}, only in the class {missing}"
+            )
+        for name in names:
+            value = data[name]
+            current = cls.__dict__.get(name)
+            if isinstance(current, dataclasses.Field):
+                current.default = value
+            else:
+                setattr(cls, name, value)
+        return cls
+
+    return deco
+
+
+def _epoch_length(v: Any) -> bool:
+    return v in ("largest", "smallest") or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+@dataclass(frozen=True)
+@yaml_defaults("trainer/default.yaml")
 class TrainerConfig:
-    max_epochs: int = _f(10, lambda v: v >= 1, "an integer >= 1")
-    max_steps: int | None = _f(None, _pos, "null or an integer >= 1")
-    batch_size: int = _f(64, lambda v: v >= 1, "an integer >= 1")
-    eval_batch_size: int | None = _f(None, _pos, "null (2 x batch_size) or an integer >= 1")
-    num_workers: int = _f(0, lambda v: v >= 0, "an integer >= 0")
-    precision: str = _f("32", lambda v: v in ("32", "bf16", "fp16"), "32, bf16 or fp16 (fp16 needs CUDA)")
-    accumulate_grad_batches: int = _f(1, lambda v: v >= 1, "an integer >= 1")
-    gradient_clip_val: float | None = _f(None, lambda v: v is None or v > 0, "null or a number > 0")
-    eval_every: int = _f(1, lambda v: v >= 1, "an integer >= 1 (epochs)")
-    limit_train_batches: int | None = _f(None, _pos, "null or an integer >= 1")
-    limit_val_batches: int | None = _f(None, _pos, "null or an integer >= 1")
-    limit_test_batches: int | None = _f(None, _pos, "null or an integer >= 1")
+    max_epochs: PosInt = _f()
+    max_steps: PosInt | None = _f()
+    batch_size: PosInt = _f()
+    eval_batch_size: PosInt | None = _f(allowed="null (2 x batch_size) or an integer >= 1")
+    num_workers: Annotated[int, Range(ge=0)] = _f()
+    precision: Literal["32", "bf16", "fp16"] = _f(allowed="'32', 'bf16' or 'fp16' (fp16 needs CUDA)")
+    accumulate_grad_batches: PosInt = _f()
+    gradient_clip_val: Positive | None = _f()
+    eval_every: PosInt = _f(allowed="an integer >= 1 (epochs)")
+    limit_train_batches: PosInt | None = _f()
+    limit_val_batches: PosInt | None = _f()
+    limit_test_batches: PosInt | None = _f()
     monitor: str = _f(
-        "mean_rel",
-        None,
-        "mean_rel, delta_m (Δm against baseline_dir's single-task "
-        "baselines; needs baseline_dir), or <task>/<metric> (e.g. shape/accuracy)",
+        allowed="mean_rel, delta_m (Δm against baseline_dir's single-task baselines; needs baseline_dir), "
+        "or <task>/<metric> (e.g. shape/accuracy)"
     )
-    # several datasets: which one feeds each training step, and how long an epoch is
-    sampling: str = _f("round_robin", lambda v: v in SAMPLING, ", ".join(SAMPLING))
-    temperature: float = _f(2.0, lambda v: v > 0, "a number > 0 (1: proportional to size; large: uniform)")
-    epoch_length: int | str = _f(
-        "largest",
-        lambda v: v in ("largest", "smallest") or (isinstance(v, int) and v >= 1),
-        "largest, smallest, or a number of steps >= 1",
+    deterministic: bool = _f()
+    progress: bool = _f()
+    checkpoint_every: PosInt | None = _f(allowed="null (epoch ends only) or an integer >= 1 (optimizer steps)")
+    save_top_k: Annotated[int, Range(ge=0)] = _f(allowed="an integer >= 0 (0: only last.pt and best.pt)")
+    on_nonfinite: Literal["skip", "stop", "ignore"] = _f()
+    max_skipped_steps: Annotated[int, Range(ge=0)] | None = _f(
+        allowed="null (no limit) or an integer >= 0 (skipped steps before the run stops)"
     )
-    deterministic: bool = _f(False)
-    progress: bool = _f(True)
-    # checkpoints (last.pt at every epoch end; best.pt at every improvement)
-    checkpoint_every: int | None = _f(None, _pos, "null (epoch ends only) or an integer >= 1 (optimizer steps)")
-    save_top_k: int = _f(0, lambda v: v >= 0, "an integer >= 0 (0: only last.pt and best.pt)")
-    # non-finite losses or gradients
-    on_nonfinite: str = _f("skip", lambda v: v in NONFINITE, ", ".join(NONFINITE))
-    max_skipped_steps: int | None = _f(
-        10, lambda v: v is None or v >= 0, "null (no limit) or an integer >= 0 (skipped steps before the run stops)"
+    sampling: Literal["round_robin", "proportional", "temperature", "all"] = _f()
+    temperature: Positive = _f(allowed="a number > 0 (1: proportional to size; large: uniform)")
+    epoch_length: Annotated[int | str, Check(_epoch_length, "largest, smallest, or a number of steps >= 1")] = _f(
+        allowed="largest, smallest, or a number of steps >= 1"
     )
 
 
-@dataclass
+@dataclass(frozen=True)
+@yaml_defaults("logger/default.yaml")
 class LoggerConfig:
-    log_every: int = _f(25, lambda v: v >= 1, "an integer >= 1 (optimizer steps)")
-    jsonl: bool = _f(True)
-    csv: bool = _f(True)
-    console_summary: bool = _f(True)
-    grad_diagnostics_every: int | None = _f(None, _pos, "null (off) or an integer >= 1 (optimizer steps)")
-    tensorboard: bool = _f(False)
+    log_every: PosInt = _f(allowed="an integer >= 1 (optimizer steps)")
+    jsonl: bool = _f()
+    csv: bool = _f()
+    console_summary: bool = _f()
+    grad_diagnostics_every: PosInt | None = _f(allowed="null (off) or an integer >= 1 (optimizer steps)")
+    tensorboard: bool = _f()
 
 
 @dataclass
 class TaskConfig:
-    kind: str | None = _f(None, None, "a task kind (classification, binary, multilabel, regression, ...)")
-    target: str | None = _f(None, None, "a target offered by the data (defaults to the task name)")
-    dataset: str | None = _f(None, None, "null (the `data` source) or a name under `datasets`")
-    input: str | None = _f(None, None, "an input key of the data (null: the only input)")
-    weight: float = _f(1.0, lambda v: v >= 0, "a number >= 0")
-    role: str = _f("primary", lambda v: v in ("primary", "auxiliary"), "primary or auxiliary")
+    kind: str | None = _f(None, "a task kind (classification, binary, multilabel, regression, ...)")
+    target: str | None = _f(None, "a target offered by the data (defaults to the task name)")
+    dataset: str | None = _f(None, "null (the `data` source) or a name under `datasets`")
+    input: str | None = _f(None, "an input key of the data (null: the only input)")
+    weight: NonNeg = _f(1.0, "a number >= 0 (the task's loss is multiplied by it before any weighting method)")
+    role: Literal["primary", "auxiliary"] = _f("primary")
     enabled: bool = _f(True)
     loss: str | None = _f(None)
     metrics: list[str] | None = _f(None)
     primary_metric: str | None = _f(None)
     head: dict | None = _f(None)
-    num_classes: int | None = _f(None, _pos, "null (from the data) or an integer >= 1")
+    num_classes: PosInt | None = _f(None, "null (from the data) or an integer >= 1")
     ignore_index: int | None = _f(None)
-    pos_weight: float | None = _f(None, lambda v: v is None or v > 0, "null or a number > 0")
+    pos_weight: Positive | None = _f(None)
 
 
 @dataclass
 class RootConfig:
-    seed: int = _f(0, lambda v: v >= 0, "an integer >= 0")
-    device: str = _f("auto", None, "auto, cpu, cuda, cuda:<i> or mps")
+    seed: Seed = _f(0)
+    device: str = _f("auto", "auto, cpu, cuda, cuda:<i> or mps")
     run_dir: str | None = _f(None)
     resume: str | None = _f(
-        None,
         None,
         "null (a new run), auto (continue run_dir if it has a checkpoint), or a run directory or checkpoint file",
     )
     resume_strict: bool = _f(True)
-    baseline: str | None = _f(
-        None, lambda v: v in (None, "stl"), "null (train the configured model) or stl (one single-task run per task)"
+    baseline: Literal["stl"] | None = _f(
+        None, "null (train the configured model) or stl (one single-task run per task)"
     )
-    baseline_dir: str | None = _f(None, None, "null, or the run directory of a baseline=stl run (adds delta_m)")
+    baseline_dir: str | None = _f(None, "null, or the run directory of a baseline=stl run (adds delta_m)")
     allowed_targets: list[str] | None = _f(
         None,
-        None,
-        "module prefixes (e.g. [mypkg.optim]) whose callables "
-        "a config's _target_ may name, besides torch.optim, torchvision and mtl_cli",
+        "module prefixes (e.g. [mypkg.optim]) whose callables a config's _target_ may name, "
+        "besides torch.optim, torchvision and mtl_cli",
     )
     objectives: list[str] | None = _f(
         None,
-        None,
-        "null (a sweep gets the selection score) or a list of "
-        "<task>/<metric> (those val metrics at the selected epoch, e.g. "
-        "[shape/accuracy, size/mae])",
+        "null (a sweep gets the selection score) or a list of <task>/<metric> (those val metrics at the "
+        "selected epoch, e.g. [shape/accuracy, size/mae])",
     )
 
 
@@ -126,4 +150,15 @@ OPTIONAL_SECTIONS = ("datasets",)
 
 
 #: top-level keys that hold a section; everything else is a RootConfig field
-SECTIONS = ("data", "tasks", "backbone", "arch", "head", "weighting", "optimizer", "scheduler", "trainer", "logger")
+SECTIONS = (
+    "data",
+    "tasks",
+    "backbone",
+    "arch",
+    "head",
+    "weighting",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+)

@@ -34,6 +34,16 @@ class Plan:
     sources: dict[str, DataSource] = field(default_factory=dict)  # every dataset: "data" and `datasets`
     specs: dict[str, DataSpec] = field(default_factory=dict)  # each dataset's own spec (own names)
 
+    @property
+    def trainer(self) -> TrainerConfig:
+        """The trainer settings, typed (``cfg["trainer"]`` with its defaults)."""
+        return TrainerConfig(**self.cfg["trainer"])
+
+    @property
+    def logger(self) -> LoggerConfig:
+        """The logger settings, typed (``cfg["logger"]`` with its defaults)."""
+        return LoggerConfig(**self.cfg["logger"])
+
     def used_datasets(self) -> list[str]:
         """Datasets that enabled tasks read, in task order."""
         return list(dict.fromkeys(t["dataset"] for t in self.tasks.values()))
