@@ -13,7 +13,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import Row, Run, mean_curve, pareto_front, primary_pair, read_records, series
+from .curves import mean_curve, read_records, series
+from .leaderboard import Row
+from .pareto import pareto_front, primary_pair
+from .runs import Run
 
 INSTALL = 'pip install "mtl-cli[plots]"'
 

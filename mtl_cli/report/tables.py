@@ -1,0 +1,116 @@
+"""Writing the leaderboard as tables: ``mean ± std`` cells (:func:`fmt_stat`), the console text
+(:func:`to_text`), Markdown (:func:`to_markdown`) and CSV at full precision (:func:`to_csv`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .groups import Group, _text
+from .leaderboard import DELTA_M, EXTRA_COLUMNS, Column, Row
+from .stats import Stat
+
+
+def _sig(x: float, digits: int = 4) -> str:
+    if x == 0:
+        return "0"
+    e = math.floor(math.log10(abs(x)))
+    if e >= 6 or e < -4:
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{max(0, digits - 1 - e)}f}"
+
+
+def fmt_stat(s: Stat) -> str:
+    """``mean ± std`` rounded to the std's second significant digit; the mean alone (4
+    significant digits) for one run; empty for none."""
+    if s.mean is None:
+        return ""
+    if s.std is None:
+        return _sig(s.mean)
+    if s.std == 0:
+        return f"{_sig(s.mean)} ± 0"
+    d = max(0, min(8, 1 - math.floor(math.log10(s.std))))
+    return f"{s.mean:.{d}f} ± {s.std:.{d}f}"
+
+
+def _seeds_text(g: Group) -> str:
+    return ",".join(_text(s) for s in g.seeds if s is not None)
+
+
+def table_cells(rows: Sequence[Row], columns: Sequence[Column]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the leaderboard (text and Markdown)."""
+    head = ["#", "group", "n", "seeds", "Δm % ↑", *[c.title for c in columns], *[t for _, t in EXTRA_COLUMNS]]
+    body = []
+    for i, row in enumerate(rows, 1):
+        body.append(
+            [
+                str(i),
+                row.group.label,
+                str(row.n),
+                _seeds_text(row.group),
+                fmt_stat(row.stats[DELTA_M]),
+                *[fmt_stat(row.stats[c.key]) for c in columns],
+                *[fmt_stat(row.stats[k]) for k, _ in EXTRA_COLUMNS],
+            ]
+        )
+    return head, body
+
+
+def to_text(rows: Sequence[Row], columns: Sequence[Column]) -> str:
+    head, body = table_cells(rows, columns)
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    lines = []
+    for r in [head, *body]:
+        cells = [c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def to_markdown(rows: Sequence[Row], columns: Sequence[Column]) -> str:
+    head, body = table_cells(rows, columns)
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---:", ":---", "---:", "---:", *["---:"] * (len(head) - 4)]
+    return "\n".join([line(head), "|" + "|".join(align) + "|", *[line(r) for r in body]])
+
+
+def csv_header(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
+    fields = list(dict.fromkeys(k for row in rows for k in row.group.fields))
+    stats = [DELTA_M, *[c.key for c in columns], *[k for k, _ in EXTRA_COLUMNS]]
+    return [
+        "rank",
+        "group",
+        "kind",
+        *fields,
+        "n",
+        "seeds",
+        *[f"{k}_{s}" for k in stats for s in ("mean", "std", "n")],
+        "peak_memory_kind",
+        "objective_monitor",
+        "run_dirs",
+    ]
+
+
+def to_csv(rows: Sequence[Row], columns: Sequence[Column]) -> str:
+    """The leaderboard with one column per statistic (``<key>_mean``, ``_std``, ``_n``) at full
+    precision (Python's shortest round-trip float text); empty cells for missing values."""
+    header = csv_header(rows, columns)
+    fields = header[3 : header.index("n")]
+    stats = [DELTA_M, *[c.key for c in columns], *[k for k, _ in EXTRA_COLUMNS]]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for i, row in enumerate(rows, 1):
+        g = row.group
+        cells: list[Any] = [i, g.label, g.kind, *[g.fields.get(f, "") for f in fields], row.n, _seeds_text(g)]
+        for k in stats:
+            s = row.stats[k]
+            cells += [repr(s.mean) if s.mean is not None else "", repr(s.std) if s.std is not None else "", s.n]
+        cells += [";".join(row.memory_kinds), ";".join(row.monitors), ";".join(str(r.path) for r in g.runs)]
+        w.writerow(cells)
+    return buf.getvalue()
