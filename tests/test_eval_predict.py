@@ -396,6 +396,22 @@ def test_regression_values_are_mapped_back_when_the_source_scaled_the_target(sha
         assert x["shape.label"] == y["shape.label"]
 
 
+def test_csv_columns_spread_nested_records(tmp_path):
+    """Nested dicts and lists become dotted columns (lists by index) in first-seen order; an empty
+    dict or list makes no column; JSONL keeps the records as they are."""
+    a = {"input": "a", "t": {"probs": {"x": 0.25, "y": 0.75}, "value": [1.0, 2.0], "none": [], "empty": {}}}
+    b = {"input": "b", "u": {"map": ["p0.png"]}, "t": {"probs": {"x": 0.5, "y": 0.5}, "value": [3.0, 4.0]}}
+    assert pr.columns(a) == {"input": "a", "t.probs.x": 0.25, "t.probs.y": 0.75, "t.value.0": 1.0, "t.value.1": 2.0}
+    pr.write_records([a, b], tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_text().splitlines() == [
+        "input,t.probs.x,t.probs.y,t.value.0,t.value.1,u.map.0",
+        "a,0.25,0.75,1.0,2.0,",
+        "b,0.5,0.5,3.0,4.0,p0.png",
+    ]
+    pr.write_records([a, b], tmp_path / "p.jsonl")
+    assert [json.loads(ln) for ln in (tmp_path / "p.jsonl").read_text().splitlines()] == [a, b]
+
+
 def test_image_size_policy(shapes_run, tmp_path, capsys):
     big = tmp_path / "big.png"
     Image.new("RGB", (40, 30), (200, 30, 30)).save(big)

@@ -4,7 +4,8 @@
                 [checkpoint=best] [batch_size=64] [resize=auto|true|false] [dataset=<name>]
 
 The run's data source prepares the inputs exactly as it prepares training samples
-(``DataSource.prepare_inputs``). Per task kind:
+(``DataSource.prepare_inputs``); each task's kind turns its outputs into records
+(``TaskKind.decode``). The built-in kinds write:
 
 - classification: the class name (the run's label map, else the data's class names, else the
   index) and the probability of every class;
@@ -27,6 +28,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..config.typecheck import flatten
 from ..errors import ConfigError, DataError, Problem
 from .evaluate import positive_int, run_tool, split_arguments
 
@@ -71,7 +73,6 @@ exit codes: 0 done; 2 a problem with the arguments, the run directory, its confi
 
 FORMATS = (".csv", ".jsonl")
 RESIZE = {"auto": None, "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-THRESHOLD = 0.5
 PREVIEW_ROWS = 8
 
 
@@ -111,31 +112,14 @@ def input_paths(values: list[str]) -> list[Path]:
     return out
 
 
-def _own_name(task) -> str:
-    """The task's target name in its own dataset (``<dataset>/`` removed)."""
-    return task.target.split("/", 1)[1] if task.dataset != "data" and "/" in task.target else task.target
-
-
-def class_names(task, artifacts: dict) -> list[str]:
-    """Names of a task's classes: the run's recorded label map, the data's names, or indices."""
-    n = task.num_classes or task.spec.num_classes or 0
-    mapping = (artifacts.get("label_maps") or {}).get(_own_name(task))
-    if isinstance(mapping, dict) and sorted(mapping.values()) == list(range(len(mapping))) and len(mapping) == n:
-        return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-    names = task.spec.class_names
-    if names and len(names) == n:
-        return list(names)
-    return [str(i) for i in range(n)]
-
-
 class MaskWriter:
-    """Writes the per-input PNGs of dense tasks into ``folder`` (made when first needed)."""
+    """Writes the per-input PNGs of dense tasks into ``folder`` (made when first needed); the
+    :class:`~mtl_cli.tasks.base.ImageWriter` of ``TaskKind.decode``."""
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.clipped: dict[str, int] = {}
 
-    def write(self, array, stem: str, task: str, size: tuple[int, int] | None, mode: str) -> str:
+    def write(self, array, stem: str, name: str, size: tuple[int, int] | None, mode: str) -> str:
         import numpy as np
         from PIL import Image
 
@@ -144,75 +128,28 @@ class MaskWriter:
         img = Image.fromarray(array.astype(np.uint16 if mode == "I;16" else np.uint8))
         if size is not None and img.size != tuple(size):
             img = img.resize(tuple(size), Image.NEAREST)  # back to the input's size; class indices kept
-        path = self.folder / f"{stem}_{task}.png"
+        path = self.folder / f"{stem}_{name}.png"
         with writing(path):
             self.folder.mkdir(parents=True, exist_ok=True)
             img.save(path)
         return str(path.resolve())
 
 
-def decode(task, pred, artifacts: dict, stems: list[str], sizes, masks: MaskWriter) -> list[dict]:
-    """One output dict per sample of ``task``'s predictions ``pred`` [B, ...]."""
-    import torch
-
-    kind, b = task.kind.name, pred.shape[0]
-    pred = pred.detach().float().cpu()
-    if kind == "classification":
-        names = class_names(task, artifacts)
-        probs = torch.softmax(pred.reshape(b, -1), dim=1)
-        idx = probs.argmax(dim=1).tolist()
-        return [{"label": names[i], "index": i, "probs": dict(zip(names, p))} for i, p in zip(idx, probs.tolist())]
-    if kind == "binary":
-        probs = torch.sigmoid(pred.reshape(b)).tolist()
-        return [{"label": int(p >= THRESHOLD), "prob": p} for p in probs]
-    if kind == "multilabel":
-        names = class_names(task, artifacts)
-        probs = torch.sigmoid(pred.reshape(b, -1)).tolist()
-        return [
-            {"labels": {n: int(v >= THRESHOLD) for n, v in zip(names, p)}, "probs": dict(zip(names, p))} for p in probs
-        ]
-    if kind == "regression":
-        values = pred.reshape(b, -1)
-        scaling = (artifacts.get("target_scaling") or {}).get(_own_name(task))
-        if scaling:  # the source trained on (y - mean) / std: back to the target's units
-            std, mean = (torch.as_tensor(scaling[k], dtype=values.dtype).reshape(1, -1) for k in ("std", "mean"))
-            values = values * std + mean
-        rows = values.tolist()
-        return [{"value": r[0] if len(r) == 1 and not task.spec.shape else r} for r in rows]
-    if kind == "segmentation":
-        classes = pred.argmax(dim=1).numpy()  # [B, H, W]
-        mode = "L" if (task.num_classes or 0) <= 256 else "I;16"
-        return [
-            {"mask": masks.write(classes[i], stems[i], task.name, sizes[i] if sizes else None, mode)} for i in range(b)
-        ]
-    if kind == "dense_regression":
-        out = []
-        maps = pred.reshape(b, -1, *pred.shape[-2:])
-        for i in range(b):
-            files = []
-            for c in range(maps.shape[1]):
-                m = maps[i, c]
-                masks.clipped[task.name] = masks.clipped.get(task.name, 0) + int(((m < 0) | (m > 1)).sum())
-                arr = (m.clamp(0, 1) * 65535).round().numpy()
-                suffix = task.name if maps.shape[1] == 1 else f"{task.name}_{c}"
-                files.append(masks.write(arr, stems[i], suffix, sizes[i] if sizes else None, "I;16"))
-            out.append({"map": files[0] if len(files) == 1 else files})
-        return out
-    return [{"output": r} for r in pred.reshape(b, -1).tolist()]  # a kind this tool does not know
+def columns(record: dict) -> dict:
+    """A record as one CSV row: nested dicts and lists -> one level of ``a.b.c`` / ``a.0`` keys
+    (``config.typecheck.flatten`` over lists made index-keyed; an empty dict or list makes no column)."""
+    record = _indexed(record)
+    return flatten(record) if record else {}
 
 
-def flatten(record: dict, prefix: str = "") -> dict:
-    """Nested dicts and lists -> one level of ``a.b.c`` keys (CSV columns)."""
-    out: dict = {}
-    for k, v in record.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= flatten(v, key + ".")
-        elif isinstance(v, list):
-            out |= flatten({str(i): x for i, x in enumerate(v)}, key + ".")
-        else:
-            out[key] = v
-    return out
+def _indexed(v):
+    """``v`` with every list a mapping by index and empty mappings left out."""
+    if isinstance(v, list):
+        v = {str(i): x for i, x in enumerate(v)}
+    if not isinstance(v, dict):
+        return v
+    out = {k: _indexed(x) for k, x in v.items()}
+    return {k: x for k, x in out.items() if not (isinstance(x, dict) and not x)}
 
 
 def predict_run(
@@ -227,6 +164,7 @@ def predict_run(
     import torch
 
     from ..data.base import PRIMARY, qualify
+    from ..tasks.base import Decoding
 
     used = run.plan.used_datasets()
     d = dataset or (PRIMARY if PRIMARY in used else used[0])
@@ -247,6 +185,7 @@ def predict_run(
     tasks = [t for t in run.tasks if t.dataset == d]
     files = source.prediction_files(paths)
     masks = MaskWriter(masks_dir or run.run_dir / "predictions" / "masks")
+    warnings: dict[str, int] = {}
     records: list[dict] = []
     with torch.no_grad():
         for start in range(0, len(files), batch_size):
@@ -258,15 +197,16 @@ def predict_run(
                     preds = run.model(inputs)
                 rows = [{"input": n} for n in prepared.names[lo:hi]]
                 sizes = prepared.sizes[lo:hi] if prepared.sizes else None
+                out = Decoding(artifacts, prepared.stems[lo:hi], sizes, masks, warnings)
                 for t in tasks:
                     if t.name not in preds:
                         continue
-                    for row, out in zip(rows, decode(t, preds[t.name], artifacts, prepared.stems[lo:hi], sizes, masks)):
-                        row[t.name] = out
+                    for row, rec in zip(rows, t.decode(preds[t.name], out)):
+                        row[t.name] = rec
                 records += rows
-    for task, n in masks.clipped.items():
+    for what, n in warnings.items():
         if n:
-            sys.stderr.write(f"warning: {n} pixel value(s) of {task} outside [0, 1] were clipped in its 16-bit PNGs\n")
+            sys.stderr.write(f"warning: {n} {what}\n")
     return records
 
 
@@ -277,7 +217,7 @@ def write_records(records: list[dict], path: Path) -> None:
     if path.suffix.lower() == ".jsonl":
         text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in records)
     else:
-        rows = [flatten(r) for r in records]
+        rows = [columns(r) for r in records]
         cols: list[str] = []
         for r in rows:
             cols += [k for k in r if k not in cols]
@@ -293,27 +233,14 @@ def write_records(records: list[dict], path: Path) -> None:
         os.replace(tmp, path)
 
 
-def _short(out: dict) -> str:
-    """One cell of the preview table."""
-    if "label" in out and "probs" in out:
-        return f"{out['label']} ({max(out['probs'].values()):.2f})"
-    if "label" in out:
-        return f"{out['label']} ({out['prob']:.2f})"
-    if "labels" in out:
-        on = [n for n, v in out["labels"].items() if v]
-        return ",".join(on) or "-"
-    if "value" in out:
-        v = out["value"]
-        return ", ".join(f"{x:.4g}" for x in v) if isinstance(v, list) else f"{v:.4g}"
-    if "mask" in out or "map" in out:
-        f = out.get("mask") or out.get("map")
-        return Path(f if isinstance(f, str) else f[0]).name
-    return "..."
-
-
-def preview(records: list[dict], tasks: list[str]) -> str:
-    rows = [[Path(r["input"]).name] + [_short(r[t]) if t in r else "" for t in tasks] for r in records[:PREVIEW_ROWS]]
-    head = ["input", *tasks]
+def preview(records: list[dict], tasks: list) -> str:
+    """The first records as a table: one column per task (a :class:`~mtl_cli.tasks.base.Task`),
+    each cell its kind's ``summary`` of the record."""
+    rows = [
+        [Path(r["input"]).name] + [t.kind.summary(t, r[t.name]) if t.name in r else "" for t in tasks]
+        for r in records[:PREVIEW_ROWS]
+    ]
+    head = ["input", *(t.name for t in tasks)]
     widths = [max(len(str(x)) for x in col) + 2 for col in zip(head, *rows)]
     lines = ["".join(f"{c:<{w}}" for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
     if len(records) > PREVIEW_ROWS:
@@ -369,10 +296,10 @@ def run_predict(argv: list[str]) -> Path:
         output.parent / f"{output.stem}_masks",
     )
     write_records(records, output)
-    tasks = [t.name for t in run.tasks if any(t.name in r for r in records[:1])]
+    tasks = [t for t in run.tasks if any(t.name in r for r in records[:1])]
     print(
         f"Run directory: {run.run_dir}\nCheckpoint {run.checkpoint_name} (epoch {run.epoch}, step {run.step}): "
-        f"{len(records)} input(s), tasks {', '.join(tasks)}\n"
+        f"{len(records)} input(s), tasks {', '.join(t.name for t in tasks)}\n"
     )
     print(preview(records, tasks))
     print(f"\nwritten to {output.resolve()}", flush=True)

@@ -2,8 +2,10 @@
 
 A *task kind* (one file in ``mtl_cli/tasks/kinds/``) knows how a kind of target is predicted and
 judged: the output size of its head, whether the head is dense (per pixel), its losses and its
-metrics, each metric with a direction (higher or lower is better). A *task* is a named use of a
-kind on one target of the data, built from a ``tasks.<name>`` config node.
+metrics, each metric with a direction (higher or lower is better), whether it needs a number of
+classes, and how ``mtl-predict`` turns its outputs into prediction records. A *task* is a named
+use of a kind on one target of the data, built from a ``tasks.<name>`` config node. See
+:class:`TaskKind` for the whole contract: code outside a kind's file never checks a kind's name.
 
 Losses are masked means: a sample without a label (mask False) adds nothing, and a batch with no
 label at all for a task gives a loss of exactly 0 that still has a graph (so backward works and
@@ -14,14 +16,15 @@ indexing).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
 
-from ..data.base import TargetSpec
+from ..data.base import PRIMARY, TargetSpec
 
 HIGHER, LOWER = "higher", "lower"
+THRESHOLD = 0.5  # probability at which a binary decision (binary, multilabel) becomes 1
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,42 @@ class MetricDef:
 
 
 class TaskKind:
-    """Interface of a task kind; subclasses are registered in TASK_KINDS."""
+    """A kind of task; each kind is one file in ``mtl_cli/tasks/kinds/`` that registers its
+    subclass with ``@TASK_KINDS.register("<name>")``, plus a preset ``conf/task/<name>.yaml``.
+    Nothing else names a kind: validation, model building, training and ``mtl-predict`` read the
+    contract below, so a new kind needs no change anywhere else.
+
+    Class attributes:
+
+    - ``name``: the registered name (``tasks.<task>.kind``);
+    - ``accepts``: the target kinds (``TargetSpec.kind``) a task of this kind can learn;
+    - ``dense``: the head predicts per pixel ([B, C, H, W]) instead of a vector ([B, C]);
+    - ``default_head``: the head a task of this kind is meant for (informative);
+    - ``needs_num_classes``: ``out_features`` (and the metrics) read ``task.num_classes``, so
+      validation requires it from the data's target or from ``tasks.<task>.num_classes``;
+    - ``losses`` / ``default_loss``: loss names ``loss`` takes for ``task.loss_name``;
+    - ``metrics`` (name -> :class:`MetricDef`) / ``default_metrics`` / ``default_primary``.
+
+    Methods (``task`` is the :class:`Task` being computed):
+
+    - ``out_features(task)``: the head's output size C;
+    - ``loss(task, pred, target, mask)``: the masked mean loss (see the module docstring);
+    - ``metric_inputs(task, pred, target, mask)``: (preds, target) of the labelled samples, in
+      the form the kind's torchmetrics take;
+    - ``fuse_key`` / ``fused_loss`` (optional): several tasks' losses in one batched call;
+    - ``decode(task, pred, out)``: one JSON-serialisable record per sample of ``pred`` for
+      ``mtl-predict`` (nested dicts and lists become ``<task>.a.b`` / ``<task>.a.0`` CSV
+      columns); files it writes (masks, maps) go through ``out`` (a :class:`Decoding`);
+    - ``summary(task, record)``: a short text of one record, for mtl-predict's preview table.
+
+    ``tests/test_tasks.py`` checks every registered kind against this contract (losses, metrics,
+    fusing, ``needs_num_classes``, decoding), so a new kind is tested without editing a list.
+    """
 
     name: str = ""
     dense: bool = False  # per-pixel prediction
     default_head: str = "linear"
+    needs_num_classes: bool = False  # validation requires task.num_classes (data or config)
     losses: tuple[str, ...] = ()
     default_loss: str = ""
     metrics: dict[str, MetricDef] = {}
@@ -66,6 +100,57 @@ class TaskKind:
     def fused_loss(self, tasks: list[Task], preds: list[Tensor], targets: list[Tensor], masks: list[Tensor]) -> Tensor:
         """Losses [n] of ``tasks``, equal to calling ``loss`` on each, in a few batched ops."""
         raise NotImplementedError
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """One prediction record per sample of ``pred`` [B, ...] (detached, float32, on the CPU).
+        By default the raw outputs, flattened: ``{"output": [...]}``."""
+        return [{"output": r} for r in pred.reshape(pred.shape[0], -1).tolist()]
+
+    def summary(self, task: Task, record: dict) -> str:
+        """A few characters saying what ``record`` (one of ``decode``'s) predicts."""
+        return "..."
+
+
+class ImageWriter(Protocol):
+    def write(self, array: Any, stem: str, name: str, size: tuple[int, int] | None, mode: str) -> str:
+        """Writes ``array`` [H, W] as the PNG ``<stem>_<name>.png`` (PIL ``mode``: ``L`` 8-bit,
+        ``I;16`` 16-bit), resized (nearest) to ``size`` (width, height) if given; its path."""
+        ...
+
+
+@dataclass
+class Decoding:
+    """What :meth:`TaskKind.decode` gets besides the predictions: the run's data artifacts and,
+    per sample of the batch, where its input came from."""
+
+    artifacts: dict  # the run's data artifacts (label_maps, target_scaling, ...), by target name
+    stems: list[str]  # per sample: a file-name-safe stem of its input (names files written for it)
+    sizes: list | None  # per sample: the input image's own (width, height) or None (keep the size)
+    images: ImageWriter
+    warnings: dict[str, int] = field(default_factory=dict)  # what -> count, warned about when > 0
+
+    def artifact(self, key: str, task: Task) -> Any:
+        """The artifact ``key`` (e.g. ``label_maps``) recorded for ``task``'s target, or None."""
+        return (self.artifacts.get(key) or {}).get(task.own_target)
+
+    def class_names(self, task: Task) -> list[str]:
+        """Names of a task's classes: the run's recorded label map, the data's names, or indices."""
+        n = task.num_classes or task.spec.num_classes or 0
+        mapping = self.artifact("label_maps", task)
+        if isinstance(mapping, dict) and sorted(mapping.values()) == list(range(len(mapping))) and len(mapping) == n:
+            return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+        names = task.spec.class_names
+        if names and len(names) == n:
+            return list(names)
+        return [str(i) for i in range(n)]
+
+    def write_image(self, array: Any, i: int, name: str, mode: str) -> str:
+        """Sample ``i``'s PNG ``<stem>_<name>.png`` of ``array`` [H, W], at its input's own size."""
+        return self.images.write(array, self.stems[i], name, self.sizes[i] if self.sizes else None, mode)
+
+    def count(self, what: str, n: int) -> None:
+        """Adds ``n`` to a count that mtl-predict reports as ``warning: <count> <what>`` if > 0."""
+        self.warnings[what] = self.warnings.get(what, 0) + n
 
 
 def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
@@ -108,8 +193,17 @@ class Task:
     def out_features(self) -> int:
         return self.kind.out_features(self)
 
+    @property
+    def own_target(self) -> str:
+        """The target's name in its own dataset (``<dataset>/`` removed)."""
+        return self.target.split("/", 1)[1] if self.dataset != PRIMARY and "/" in self.target else self.target
+
     def loss(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         return self.kind.loss(self, pred, target, mask)
+
+    def decode(self, pred: Tensor, out: Decoding) -> list[dict]:
+        """One prediction record per sample of ``pred`` [B, ...] (see :meth:`TaskKind.decode`)."""
+        return self.kind.decode(self, pred.detach().float().cpu(), out)
 
     def direction(self, metric: str) -> str:
         return self.kind.metrics[metric].direction

@@ -179,7 +179,7 @@ def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
                 fix=f"remove {key}.num_classes or set it to {ts.num_classes}",
             )
         t["num_classes"] = ts.num_classes
-    elif t["num_classes"] is None and kind.name in ("classification", "multilabel", "segmentation"):
+    elif t["num_classes"] is None and kind.needs_num_classes:
         p.add(f"{key}.num_classes", "the data does not say how many classes; set it", fix=f"set {key}.num_classes=<n>")
     if t["ignore_index"] is None:
         t["ignore_index"] = ts.ignore_index

@@ -8,7 +8,7 @@ import torchmetrics.classification as tmc
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
+from ..base import HIGHER, THRESHOLD, Decoding, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
 
 
 @TASK_KINDS.register("binary")
@@ -48,3 +48,11 @@ class Binary(TaskKind):
             pw = p.new_tensor([1.0 if t.pos_weight is None else t.pos_weight for t in tasks])
         raw = F.binary_cross_entropy_with_logits(p, y, reduction="none", pos_weight=pw)
         return masked_column_mean(raw, masks)
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """The probability of 1 and the 0/1 label at THRESHOLD."""
+        probs = torch.sigmoid(pred.reshape(pred.shape[0])).tolist()
+        return [{"label": int(p >= THRESHOLD), "prob": p} for p in probs]
+
+    def summary(self, task: Task, record: dict) -> str:
+        return f"{record['label']} ({record['prob']:.2f})"

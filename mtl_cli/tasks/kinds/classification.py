@@ -8,13 +8,14 @@ import torchmetrics.classification as tmc
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
+from ..base import HIGHER, Decoding, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
 
 
 @TASK_KINDS.register("classification")
 class Classification(TaskKind):
     name = "classification"
     accepts = ("classification",)
+    needs_num_classes = True
     losses = ("cross_entropy",)
     default_loss = "cross_entropy"
     metrics = {
@@ -43,3 +44,14 @@ class Classification(TaskKind):
         p = torch.stack([x.float() for x in preds], 2)  # [B, C, n]
         y = torch.stack(targets, 1).clamp(0, tasks[0].num_classes - 1)  # [B, n]
         return masked_column_mean(F.cross_entropy(p, y, reduction="none"), masks)
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """The class name (label map, else the data's names, else the index), its index, and the
+        probability of every class."""
+        names = out.class_names(task)
+        probs = torch.softmax(pred.reshape(pred.shape[0], -1), dim=1)
+        idx = probs.argmax(dim=1).tolist()
+        return [{"label": names[i], "index": i, "probs": dict(zip(names, p))} for i, p in zip(idx, probs.tolist())]
+
+    def summary(self, task: Task, record: dict) -> str:
+        return f"{record['label']} ({max(record['probs'].values()):.2f})"

@@ -6,13 +6,15 @@ error (mean |pred - gt| / |gt|), both over valid pixels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
 from ...registry import TASK_KINDS
-from ..base import LOWER, MetricDef, Task, TaskKind
+from ..base import LOWER, Decoding, MetricDef, Task, TaskKind
 
 
 class _PixelError(Metric):
@@ -68,3 +70,26 @@ class DenseRegression(TaskKind):
 
     def metric_inputs(self, task, pred, target, mask):
         return pred[mask].float(), target[mask].float().reshape(pred[mask].shape)
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """A 16-bit PNG per sample and channel (value x 65535, clipped to [0, 1]: the scale
+        image_manifest reads 16-bit maps with) at the input image's own size: ``{"map": <path>}``,
+        or a list of paths (``<task>_<channel>``) for several channels. Clipped pixels are counted."""
+        records = []
+        maps = pred.reshape(pred.shape[0], -1, *pred.shape[-2:])
+        for i in range(maps.shape[0]):
+            files = []
+            for c in range(maps.shape[1]):
+                m = maps[i, c]
+                out.count(
+                    f"pixel value(s) of {task.name} outside [0, 1] were clipped in its 16-bit PNGs",
+                    int(((m < 0) | (m > 1)).sum()),
+                )
+                arr = (m.clamp(0, 1) * 65535).round().numpy()
+                files.append(out.write_image(arr, i, task.name if maps.shape[1] == 1 else f"{task.name}_{c}", "I;16"))
+            records.append({"map": files[0] if len(files) == 1 else files})
+        return records
+
+    def summary(self, task: Task, record: dict) -> str:
+        f = record["map"]
+        return Path(f if isinstance(f, str) else f[0]).name

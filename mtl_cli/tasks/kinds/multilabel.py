@@ -8,13 +8,14 @@ import torchmetrics.classification as tmc
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, MetricDef, Task, TaskKind, masked_mean
+from ..base import HIGHER, THRESHOLD, Decoding, MetricDef, Task, TaskKind, masked_mean
 
 
 @TASK_KINDS.register("multilabel")
 class Multilabel(TaskKind):
     name = "multilabel"
     accepts = ("multilabel",)
+    needs_num_classes = True
     losses = ("bce",)
     default_loss = "bce"
     metrics = {
@@ -35,3 +36,14 @@ class Multilabel(TaskKind):
 
     def metric_inputs(self, task, pred, target, mask):
         return pred[mask].float().sigmoid(), target[mask].long()
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """Per label (named as classification names classes): 0/1 at THRESHOLD and the probability."""
+        names = out.class_names(task)
+        probs = torch.sigmoid(pred.reshape(pred.shape[0], -1)).tolist()
+        return [
+            {"labels": {n: int(v >= THRESHOLD) for n, v in zip(names, p)}, "probs": dict(zip(names, p))} for p in probs
+        ]
+
+    def summary(self, task: Task, record: dict) -> str:
+        return ",".join(n for n, v in record["labels"].items() if v) or "-"

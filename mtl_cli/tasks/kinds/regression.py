@@ -10,7 +10,7 @@ import torchmetrics.regression as tmr
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, LOWER, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
+from ..base import HIGHER, LOWER, Decoding, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
 
 LOSSES = {
     "mse": lambda p, t: F.mse_loss(p, t, reduction="none"),
@@ -61,3 +61,17 @@ class Regression(TaskKind):
         if p.shape[1] == 1:
             return p[:, 0], t[:, 0]
         return p, t
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """The value (a list for vector targets), mapped back to the target's units when the
+        source recorded a scaling ``target_scaling: {target: {mean, std}}`` in its artifacts."""
+        values = pred.reshape(pred.shape[0], -1)
+        scaling = out.artifact("target_scaling", task)
+        if scaling:  # the source trained on (y - mean) / std: back to the target's units
+            std, mean = (torch.as_tensor(scaling[k], dtype=values.dtype).reshape(1, -1) for k in ("std", "mean"))
+            values = values * std + mean
+        return [{"value": r[0] if len(r) == 1 and not task.spec.shape else r} for r in values.tolist()]
+
+    def summary(self, task: Task, record: dict) -> str:
+        v = record["value"]
+        return ", ".join(f"{x:.4g}" for x in v) if isinstance(v, list) else f"{v:.4g}"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 import torchmetrics.classification as tmc
 from torch import Tensor
 
 from ...registry import TASK_KINDS
-from ..base import HIGHER, MetricDef, Task, TaskKind
+from ..base import HIGHER, Decoding, MetricDef, Task, TaskKind
 
 
 def _ignore(task: Task) -> int:
@@ -21,6 +23,7 @@ class Segmentation(TaskKind):
     dense = True
     default_head = "conv_decoder"
     accepts = ("segmentation",)
+    needs_num_classes = True
     losses = ("cross_entropy",)
     default_loss = "cross_entropy"
     metrics = {
@@ -49,3 +52,13 @@ class Segmentation(TaskKind):
 
     def metric_inputs(self, task, pred, target, mask):
         return pred[mask].float().argmax(1), target[mask]
+
+    def decode(self, task: Task, pred: Tensor, out: Decoding) -> list[dict]:
+        """A PNG of class indices (8-bit up to 256 classes, else 16-bit) per sample, at the input
+        image's own size: ``{"mask": <path>}``."""
+        classes = pred.argmax(dim=1).numpy()  # [B, H, W]
+        mode = "L" if (task.num_classes or 0) <= 256 else "I;16"
+        return [{"mask": out.write_image(classes[i], i, task.name, mode)} for i in range(pred.shape[0])]
+
+    def summary(self, task: Task, record: dict) -> str:
+        return Path(record["mask"]).name
