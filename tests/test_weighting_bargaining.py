@@ -11,6 +11,7 @@ from torch import nn
 
 from mtl_cli.registry import WEIGHTINGS
 from mtl_cli.weighting.base import BackwardContext
+from mtl_cli.weighting.engine import Rows
 from mtl_cli.weighting.fairgrad import fairgrad_weights
 from mtl_cli.weighting.moco import project_simplex
 from mtl_cli.weighting.nash_mtl import alpha_fair_solve, nash_weights
@@ -177,14 +178,14 @@ def test_moco_step_sizes_decay_with_the_step_count():
 # ---------------------------------------------------------------- DB-MTL
 def test_db_mtl_hand_computed_two_steps():
     m = make("db_mtl", 2, beta=0.9)
-    m.row_losses = torch.tensor([2.0, 0.5])
+    G = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     # log-loss gradients [[1, 0], [0, 2]]; h = 0.1 of them; norms [.1, .2]: d = 2 h_0 + h_1
-    w, d = m.aggregate(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    w, d = m.aggregate(G, Rows.every(G, torch.tensor([2.0, 0.5])))
     assert w is None
     assert torch.allclose(d, torch.tensor([0.2, 0.2]), atol=1e-6)
-    m.row_losses = torch.tensor([4.0, 1.0])
+    G = torch.tensor([[0.0, 4.0], [1.0, 0.0]])
     # log-loss gradients [[0, 1], [1, 0]]; h = [[.09, .1], [.1, .18]]
-    w, d = m.aggregate(torch.tensor([[0.0, 4.0], [1.0, 0.0]]))
+    w, d = m.aggregate(G, Rows.every(G, torch.tensor([4.0, 1.0])))
     n0, n1 = math.sqrt(0.09**2 + 0.1**2), math.sqrt(0.1**2 + 0.18**2)
     expected = torch.tensor([n1 / n0 * 0.09 + 0.1, n1 / n0 * 0.1 + 0.18])
     assert torch.allclose(d, expected, atol=1e-6)
@@ -196,9 +197,8 @@ def test_db_mtl_is_invariant_to_loss_scale_and_balances_norms():
     G = torch.randn(3, 8, generator=g)
     L = torch.tensor([1.0, 2.0, 3.0])
     a, b = make("db_mtl", 3), make("db_mtl", 3)
-    a.row_losses, b.row_losses = L, 10 * L
-    da = a.aggregate(G)[1]
-    db = b.aggregate(10 * G)[1]
+    da = a.aggregate(G, Rows.every(G, L))[1]
+    db = b.aggregate(10 * G, Rows.every(G, 10 * L))[1]
     assert torch.allclose(da, db, rtol=1e-5)
 
 
@@ -233,7 +233,14 @@ def _step(model, method, step, present=None, seed=0):
     z, losses = model.losses(x, y)
     if present is not None:
         losses = losses * present
-    ctx = BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0, None)
+    ctx = BackwardContext(
+        model=model,
+        backward=lambda total, inputs=None: total.backward(inputs=inputs),
+        step=step,
+        present=present,
+        rep=z,
+        grad_scale=1.0,
+    )
     return method.backward(losses, ctx)
 
 
@@ -284,6 +291,6 @@ def test_state_survives_a_checkpoint_and_layer_grouping_keeps_one_state_per_bloc
 def test_direction_only_methods_refuse_every():
     for name in ("moco", "db_mtl"):
         cls = WEIGHTINGS.get(name)
-        problems = cls.check({"every": 2}, Net)
+        problems = cls.check({"every": 2}, Net, ["a", "b"])
         assert problems and problems[0].key == "weighting.every"
-        assert not cls.check({"every": 1}, Net)
+        assert not cls.check({"every": 1}, Net, ["a", "b"])

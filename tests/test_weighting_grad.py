@@ -127,7 +127,15 @@ class TwoHeads(nn.Module):
 
 
 def _ctx(model, z, step=0, present=None, skip=None):
-    return BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0, skip)
+    return BackwardContext(
+        model=model,
+        backward=lambda total, inputs=None: total.backward(inputs=inputs),
+        step=step,
+        present=present,
+        rep=z,
+        grad_scale=1.0,
+        skip_step=skip,
+    )
 
 
 def _data():
@@ -260,7 +268,7 @@ def test_composed_log_transform_then_mgda_equals_mgda_on_log_loss_gradients():
     G = jacobian(losses, shared, [0, 1])
     G_log = G / losses.detach()[:, None]  # the gradient of log L_t is g_t / L_t
     expected = min_norm_weights(G_log @ G_log.T) @ G_log
-    method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="log", aggregator={"name": "mgda"}, eps=0.0)
+    method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="si", aggregator={"name": "mgda"})
     method.backward(losses, _ctx(model, z))
     got = torch.cat([p.grad.reshape(-1) for p in shared])
     assert torch.allclose(got, expected, atol=1e-5)
@@ -272,11 +280,11 @@ def test_composed_uw_transform_trains_its_log_variances():
     z, losses = model.losses(x, y)
     method = WEIGHTINGS.get("composed")(["a", "b"], [1.0, 1.0], transform="uw", aggregator={"name": "pcgrad"})
     with torch.no_grad():
-        method.scales.copy_(torch.tensor([0.0, 0.5]))
+        method.transformer.log_vars.copy_(torch.tensor([0.0, 0.5]))
     method.backward(losses, _ctx(model, z))
     # d/ds (exp(-s) L + s) = 1 - exp(-s) L
     expected = 1 - torch.exp(-torch.tensor([0.0, 0.5])) * losses.detach()
-    assert torch.allclose(method.scales.grad, expected, atol=1e-6)
+    assert torch.allclose(method.transformer.log_vars.grad, expected, atol=1e-6)
 
 
 def test_composed_refuses_a_loss_based_aggregator():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mtl_cli.config.checks import component_problems
 from mtl_cli.registry import WEIGHTINGS
 from mtl_cli.weighting.base import BackwardContext
 from mtl_cli.weighting.conflict_free import config_weights
@@ -59,7 +60,14 @@ class TwoHeads(nn.Module):
 
 
 def _ctx(model, z, step=0, present=None):
-    return BackwardContext(model, lambda total, inputs=None: total.backward(inputs=inputs), step, present, z, 1.0)
+    return BackwardContext(
+        model=model,
+        backward=lambda total, inputs=None: total.backward(inputs=inputs),
+        step=step,
+        present=present,
+        rep=z,
+        grad_scale=1.0,
+    )
 
 
 def _data(same=False):
@@ -189,8 +197,8 @@ def test_graddrop_draws_are_seeded_and_survive_a_checkpoint():
     c.load_state_dict(a.state_dict())
     assert torch.equal(a.aggregate(G)[1], c.aggregate(G)[1])
     assert not torch.equal(a.aggregate(G)[1], a.aggregate(G)[1])  # a fresh draw each step
-    with pytest.raises(ValueError):
-        WEIGHTINGS.get("graddrop")(["a", "b"], [1.0, 1.0], leak=[0.5])
+    [problem] = WEIGHTINGS.get("graddrop").check({"name": "graddrop", "leak": [0.5]}, TwoHeads, ["a", "b"])
+    assert problem.key == "weighting.leak" and "one leak per enabled task (2: a, b)" in problem.render()
 
 
 # ---------------------------------------------------------------- ConFIG
@@ -225,8 +233,8 @@ def test_imtl_is_imtl_g_on_the_scaled_losses():
     x, y = _data()
     m = WEIGHTINGS.get("imtl")(["a", "b"], [1.0, 1.0])
     with torch.no_grad():
-        m.scales.copy_(torch.tensor([0.5, -1.0]))
-    e = torch.exp(m.scales.detach())
+        m.transformer.scales.copy_(torch.tensor([0.5, -1.0]))
+    e = torch.exp(m.transformer.scales.detach())
     z, losses = model.losses(x, y)
     G = jacobian(losses, list(model.shared_parameters()), [0, 1])
     Gs = e[:, None] * G
@@ -240,9 +248,9 @@ def test_imtl_is_imtl_g_on_the_scaled_losses():
         ref = torch.autograd.grad(e[i] * losses2[i], list(model.heads[t].parameters()), retain_graph=True)
         for p, r in zip(model.heads[t].parameters(), ref):
             assert torch.allclose(p.grad, r, atol=1e-6)
-    s = m.scales.detach().clone().requires_grad_(True)
+    s = m.transformer.scales.detach().clone().requires_grad_(True)
     ref = torch.autograd.grad((torch.exp(s) * losses2.detach() - s).sum(), s)[0]
-    assert torch.allclose(m.scales.grad, ref, atol=1e-6)
+    assert torch.allclose(m.transformer.scales.grad, ref, atol=1e-6)
 
 
 def test_imtl_absent_task_gets_no_scale_gradient():
@@ -252,7 +260,7 @@ def test_imtl_absent_task_gets_no_scale_gradient():
     z, losses = model.losses(x, y)
     losses = torch.stack([losses[0], torch.zeros(())])
     w = m.backward(losses, _ctx(model, z, present=torch.tensor([1.0, 0.0])))
-    assert w.tolist() == [1.0, 0.0] and m.scales.grad[1] == 0 and m.scales.grad[0] != 0
+    assert w.tolist() == [1.0, 0.0] and m.transformer.scales.grad[1] == 0 and m.transformer.scales.grad[0] != 0
 
 
 # ---------------------------------------------------------------- GradNorm
@@ -307,12 +315,12 @@ def test_gradnorm_rep_layer_is_refused_without_one_representation():
     class PerTask:  # an architecture without one shared representation
         shared_representation = False
 
-    problems = cls.check({"name": "gradnorm", "layer": "rep"}, PerTask)
+    problems = cls.check({"name": "gradnorm", "layer": "rep"}, PerTask, ["a", "b"])
     assert len(problems) == 1 and problems[0].key == "weighting.layer" and "layer=last" in problems[0].render()
-    assert cls.check({"name": "gradnorm", "layer": "rep"}, TwoHeads) == []
-    assert cls.check({"name": "gradnorm"}, PerTask) == []
-    with pytest.raises(ValueError):
-        cls(["a", "b"], [1.0, 1.0], layer="first")
+    assert cls.check({"name": "gradnorm", "layer": "rep"}, TwoHeads, ["a", "b"]) == []
+    assert cls.check({"name": "gradnorm"}, PerTask, ["a", "b"]) == []
+    [problem] = component_problems("weighting", {"name": "gradnorm", "layer": "first"}, WEIGHTINGS)
+    assert problem.key == "weighting.layer" and "'last', 'all' or 'rep'" in problem.render()
 
 
 def test_gradnorm_trains_the_default_experiment(tmp_path):

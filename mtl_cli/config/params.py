@@ -82,10 +82,11 @@ class Len(Domain):
 
 @dataclass(frozen=True)
 class Check(Domain):
-    """Any other rule: ``fn(value) -> bool`` and the text of what is allowed."""
+    """Any other rule: ``fn(value) -> bool`` and the text of what is allowed (or a function giving
+    it, for a list only known at run time, such as a registry's names)."""
 
     fn: Callable[[Any], bool]
-    what: str
+    what: str | Callable[[], str]
 
     def ok(self, value: Any) -> bool:
         try:
@@ -94,7 +95,7 @@ class Check(Domain):
             return False
 
     def text(self) -> str:
-        return self.what
+        return self.what() if callable(self.what) else self.what
 
 
 @dataclass(frozen=True)

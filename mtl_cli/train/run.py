@@ -48,6 +48,8 @@ def run_plan(plan: Plan, run_dir: Path, overrides: list[str] | None = None) -> d
     handlers = setup_logging(run_dir)
     try:
         log.info("run directory: %s", run_dir)
+        for note in plan.warnings:
+            log.warning("%s", note)
         trainer = Trainer(plan, run_dir, state, ckpt)
         # written once the run (or the resume) is set up: a refused resume leaves the run as it was
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plan.cfg)))

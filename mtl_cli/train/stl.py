@@ -1,7 +1,7 @@
 """``baseline=stl``: single-task baselines, one normal run directory ``<run_dir>/<task>/`` per
 enabled task, with the run's data, backbone, optimizer, scheduler, schedule and seed. Two things
 are forced, because a single task has nothing to share and nothing to balance: ``arch=hps`` (the
-backbone plus the task's head) and ``weighting=ew`` (the plain loss). Each run selects its epoch by
+backbone plus the task's head) and ``weighting=ew`` with the task's weight 1 (the plain loss). Each run selects its epoch by
 its task's primary metric (``trainer.monitor=<task>/<primary metric>``) and is tested there.
 ``baselines.json`` (:mod:`mtl_cli.results.baselines`) then holds every task's test and val
 (selected epoch) metrics, directions and primary metric, and the settings that make runs
@@ -42,6 +42,7 @@ def single_task_config(plain: dict, task: str, primary_metric: str, run_dir: Pat
         if isinstance(node, dict):
             node["enabled"] = name == task
     c["tasks"][task]["role"] = "primary"
+    c["tasks"][task]["weight"] = 1.0  # a pre-scale of the one loss would only rescale the learning rate
     c["arch"] = {"name": "hps"}
     c["weighting"] = {"name": "ew"}
     c["trainer"]["monitor"] = f"{task}/{primary_metric}"
@@ -64,6 +65,7 @@ def single_task_overrides(overrides: list[str], task: str, others: list[str], mo
         + [
             f"tasks.{task}.enabled=true",
             f"tasks.{task}.role=primary",
+            f"++tasks.{task}.weight=1.0",
             "arch=hps",
             "weighting=ew",
             f"trainer.monitor={monitor}",

@@ -33,6 +33,7 @@ class Plan:
     tasks: dict[str, dict] = field(default_factory=dict)  # enabled tasks, fully resolved
     sources: dict[str, DataSource] = field(default_factory=dict)  # every dataset: "data" and `datasets`
     specs: dict[str, DataSpec] = field(default_factory=dict)  # each dataset's own spec (own names)
+    warnings: list[str] = field(default_factory=list)  # accepted, but worth saying (logged when the run starts)
 
     @property
     def trainer(self) -> TrainerConfig:
@@ -80,9 +81,9 @@ def validate(cfg: DictConfig | dict) -> Plan:
             p.add(f"head.{slot}", "missing", fix=f"set head.{slot}.name (one of {', '.join(HEADS.names())})")
         else:
             check_component(p, f"head.{slot}", head[slot], HEADS)
+    n0 = len(p.items)
     weighting_cls = check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
-    if weighting_cls is not None and arch_cls is not None:
-        p.items.extend(weighting_cls.check(plain["weighting"], arch_cls))
+    weighting_ok = weighting_cls is not None and len(p.items) == n0
     allowed = check_allowed_targets(p, plain["allowed_targets"])  # module prefixes a _target_ may name
     optimizer = check_optimizer(p, plain["optimizer"], allowed) if "optimizer" in plain else None
     if "scheduler" in plain:
@@ -94,9 +95,26 @@ def validate(cfg: DictConfig | dict) -> Plan:
     tasks = check_tasks(p, plain.get("tasks"), specs, plain)
     if arch_cls is not None and tasks:
         check_arch(p, arch_cls, plain, tasks, spec)
+    notes = []
+    if weighting_ok and arch_cls is not None and tasks:
+        p.items.extend(weighting_cls.check(plain["weighting"], arch_cls, list(tasks)))
+        notes += weighting_notes(plain["weighting"], weighting_cls, tasks)
     check_monitor(p, plain["trainer"].get("monitor"), tasks)
     check_objectives(p, plain.get("objectives"), tasks)
     check_baseline(p, plain, tasks)
     if p.items:
         raise ConfigError(p.report())
-    return Plan(plain, sources.get(PRIMARY), spec, tasks, sources, specs)
+    return Plan(plain, sources.get(PRIMARY), spec, tasks, sources, specs, notes)
+
+
+def weighting_notes(node: dict, cls: type, tasks: dict[str, dict]) -> list[str]:
+    """Warnings about the weighting: static task weights that the method ignores."""
+    weighted = {n: t["weight"] for n, t in tasks.items() if t["weight"] != 1.0}
+    if weighted and cls.ignores_task_weights(node):
+        shown = ", ".join(f"tasks.{n}.weight={w:g}" for n, w in weighted.items())
+        return [
+            f"{shown}: weighting={node['name']} does not depend on a constant scale of a task's loss, so task "
+            "weights do not change the balance between tasks (they pre-scale each loss before the method); "
+            "use a method that honours them (e.g. weighting=static) or leave them at 1"
+        ]
+    return []

@@ -12,11 +12,13 @@ original code's other option). Follows torchjd's ``AlignedMTLWeighting``; comput
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 SCALE_MODES = ("min", "median", "rmse")
 
@@ -55,20 +57,11 @@ class AlignedMTL(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        scale_mode: str = "min",
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        scale_mode: Literal["min", "median", "rmse"] = "min",
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if scale_mode not in SCALE_MODES:
-            raise ValueError(f"weighting.scale_mode={scale_mode!r} not in {SCALE_MODES}")
+        super().__init__(task_names, task_weights, **engine)
         self.scale_mode = scale_mode
 
-    def aggregate(self, G: Tensor):
-        w = aligned_mtl_weights(G @ G.T, self.scale_mode).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        return aligned_mtl_weights(M, self.scale_mode)

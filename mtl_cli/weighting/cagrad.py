@@ -19,14 +19,15 @@ times the Frobenius norm of G (a Pareto-stationary point).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg
 from ..registry import WEIGHTINGS
 from ._qp import nonneg_qp
-from .engine import GradientWeighting
-
-RESCALES = (0, 1, 2)
+from .engine import GradientWeighting, Rows
 
 
 def _shifted_min_norm(M: Tensor, a: Tensor, gamma: Tensor, betas: Tensor) -> Tensor:
@@ -152,24 +153,13 @@ class CAGrad(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        c: float = 0.4,
-        rescale: int = 1,
-        norm_eps: float = 1e-4,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        c: NonNeg = 0.4,
+        rescale: Literal[0, 1, 2] = 1,
+        norm_eps: NonNeg = 1e-4,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if c < 0:
-            raise ValueError(f"weighting.c must be >= 0, got {c}")
-        if rescale not in RESCALES:
-            raise ValueError(f"weighting.rescale={rescale!r} not in {RESCALES}")
+        super().__init__(task_names, task_weights, **engine)
         self.c, self.rescale, self.norm_eps = float(c), rescale, norm_eps
 
-    def aggregate(self, G: Tensor):
-        w = cagrad_weights(G @ G.T, self.c, self.rescale, self.norm_eps).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        return cagrad_weights(M, self.c, self.rescale, self.norm_eps)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg
+from ..errors import Problem
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 
 def config_weights(M: Tensor, pref: Tensor | None = None, rtol: float = 1e-12) -> Tensor:
@@ -45,25 +47,35 @@ class ConFIG(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        pref_vector: list[float] | None = None,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        pref_vector: list[NonNeg] | None = None,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
+        super().__init__(task_names, task_weights, **engine)
         n = len(task_names)
-        if pref_vector is not None and len(pref_vector) != n:
-            raise ValueError(f"weighting.pref_vector has {len(pref_vector)} entries, expected one per task ({n})")
         self.register_buffer(
             "pref", torch.tensor([1.0] * n if pref_vector is None else pref_vector, dtype=torch.float32)
         )
 
-    def aggregate(self, G: Tensor):
-        rows = self.rows if self.rows is not None else list(range(G.shape[0]))
-        pref = self.pref[torch.tensor(rows, device=self.pref.device)].to(G.device)
-        w = config_weights(G @ G.T, pref).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        pref = self.pref[torch.tensor(rows.index, device=self.pref.device)].to(M.device)
+        return config_weights(M, pref)
+
+    @classmethod
+    def check(cls, node: dict, arch_cls: type, task_names: list[str]) -> list:
+        out = super().check(node, arch_cls, task_names)
+        pref = node.get("pref_vector")
+        if isinstance(pref, list) and len(pref) != len(task_names):
+            out.append(
+                Problem(
+                    "weighting.pref_vector",
+                    f"one entry per enabled task is needed ({len(task_names)}: {', '.join(task_names)})",
+                    pref,
+                    f"a list of {len(task_names)} numbers >= 0, or null (all ones)",
+                    "give one preference per task, in task order, or set weighting.pref_vector=null",
+                )
+            )
+        return out
+
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return True  # unit gradients set the direction

@@ -6,10 +6,14 @@ the largest EMA norm, ``update = sum_t (max_s ||h_s|| / ||h_t||) h_t``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg, Range
 from ..registry import WEIGHTINGS
+from .engine import Rows
 from .moco import StatefulGradientWeighting
 
 
@@ -26,7 +30,7 @@ def db_mtl_step(H: Tensor, G: Tensor, losses: Tensor, beta: float, eps: float = 
 class DBMTL(StatefulGradientWeighting):
     """DB-MTL (Lin et al., 2023), Algorithm 1, at step k (counted per block, from 1)::
 
-        g_t   = grad log(L_t + 1e-8) = G_t / (L_t + 1e-8)           (losses: ``self.row_losses``)
+        g_t   = grad log(L_t + 1e-8) = G_t / (L_t + 1e-8)           (losses: ``rows.losses``)
         beta_k = beta / k^beta_sigma
         h_t  <- beta_k h_t + (1 - beta_k) g_t                       (EMA, h starts at 0, no bias correction)
         update = sum_t (max_s ||h_s|| / (||h_t|| + 1e-8)) h_t
@@ -49,31 +53,28 @@ class DBMTL(StatefulGradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        beta: float = 0.9,
-        beta_sigma: float = 0.0,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        beta: Annotated[float, Range(ge=0, lt=1)] = 0.9,
+        beta_sigma: NonNeg = 0.0,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if not 0 <= beta < 1 or beta_sigma < 0:
-            raise ValueError(f"weighting.beta must be in [0, 1) and beta_sigma >= 0 (got {beta}, {beta_sigma})")
+        super().__init__(task_names, task_weights, **engine)
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)
-        self.row_losses: Tensor | None = None
 
-    def aggregate(self, G: Tensor):
-        rows, k, lo, nb, total = self.call_info(G)
+    def aggregate(self, G: Tensor, rows: Rows | None = None):
+        rows = rows if rows is not None else Rows.every(G)
+        k, lo, nb, total = rows.block, rows.offset, rows.blocks, rows.size
+        index = torch.tensor(rows.index, device=G.device)
         T = len(self.task_names)
         h = self.ensure("h", (T, total), 0.0, G)
         steps = self.ensure("steps", (nb,), 0.0, G)
         steps[k] += 1
         beta = self.beta / float(steps[k]) ** self.beta_sigma
         hi = lo + G.shape[1]
-        losses = self.row_losses.to(device=G.device, dtype=torch.float32)
-        H, d = db_mtl_step(h[rows, lo:hi], G.float(), losses, beta)
-        h[rows, lo:hi] = H
+        losses = rows.losses.to(device=G.device, dtype=torch.float32)
+        H, d = db_mtl_step(h[index, lo:hi], G.float(), losses, beta)
+        h[index, lo:hi] = H
         return None, d.to(G.dtype)
+
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return True  # log losses, then norms balanced

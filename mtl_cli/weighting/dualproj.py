@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..registry import WEIGHTINGS
 from ._qp import dual_cone_weights
+from .engine import Rows
 from .upgrad import UPGrad
 
 
@@ -29,6 +30,5 @@ def dualproj_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -
 class DualProj(UPGrad):
     """Same keys and solver as UPGrad; one projection (of the mean gradient) instead of one per task."""
 
-    def aggregate(self, G: Tensor):
-        w = dualproj_weights(G @ G.T, self.norm_eps, self.reg_eps).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        return dualproj_weights(M, self.norm_eps, self.reg_eps)

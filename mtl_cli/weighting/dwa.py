@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..config.params import Positive
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import BackwardContext, Weighting, present_mask
 
 
 @WEIGHTINGS.register("dwa")
@@ -21,15 +21,13 @@ class DynamicWeightAverage(Weighting):
 
     and ``w_t = 1`` for the first two epochs (no loss history yet). The averages are accumulated
     on the device in buffers during the epoch (no host sync) and rolled into the two-epoch history
-    in ``on_epoch_end``. Static task weights are ignored (DWA computes its own). A task absent
+    in ``on_epoch_end``. A task absent
     from a step gets weight 0 and adds nothing to the epoch average; a task absent for a whole
     epoch keeps its history, and while it has fewer than two epochs of history its ``r_t`` is 1.
     """
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, temp: float = 2.0):
+    def __init__(self, task_names: list[str], task_weights: list[float], *, temp: Positive = 2.0):
         super().__init__(task_names, task_weights)
-        if not temp > 0:
-            raise ConfigError(f"weighting.temp must be > 0 (got {temp})")
         self.temp = float(temp)
         n = len(task_names)
         self.register_buffer("epoch_sum", torch.zeros(n))
@@ -43,10 +41,8 @@ class DynamicWeightAverage(Weighting):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._epochs = int(self.epochs)
 
-    def weights(self, losses: Tensor) -> Tensor:
-        return self.combine(losses.detach())[1]
-
-    def _weights(self, present: Tensor) -> Tensor:
+    def weights(self, losses: Tensor, present: Tensor | None = None) -> Tensor:
+        present = present_mask(losses, present)
         if self._epochs < 2:
             return present.clone()
         r = torch.where(
@@ -55,15 +51,9 @@ class DynamicWeightAverage(Weighting):
         x = torch.where(present > 0, r / self.temp, torch.full_like(r, -torch.inf))
         return present.sum() * torch.softmax(x, 0)
 
-    def combine(self, losses: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        p = torch.ones(len(self.task_names), device=losses.device) if present is None else present.float()
-        w = self._weights(p)
-        return (w * losses.float()).sum(), w
-
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        total, w = self.combine(losses, ctx.present)
-        ctx.backward(total)
-        p = torch.ones_like(self.epoch_count) if ctx.present is None else ctx.present.float()
+    def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        w = super().weighted_backward(losses, ctx)
+        p = present_mask(losses, ctx.present)
         self.epoch_sum += losses.detach().float() * p
         self.epoch_count += p
         return w.detach()

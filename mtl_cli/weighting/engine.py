@@ -12,8 +12,11 @@ Per step, for the tasks present in the batch, :class:`GradientWeighting.backward
    where an operator has no batching rule);
 2. checks that every row is finite (else the optimizer step is skipped with a warning naming the
    tasks: never a NaN in the weights);
-3. asks the method for its aggregation: weights ``w`` [T] (the update is ``w @ G``) or a direction
-   [P] (``grouping=layer`` aggregates each parameter tensor's block on its own);
+3. asks the method for its aggregation of ``G`` and :class:`Rows` (which tasks the rows are, their
+   losses, and which block of the gradient: ``grouping=layer`` aggregates each parameter tensor's
+   block on its own): weights ``w`` (the update is ``w @ G``) or a direction [P]. A method that
+   only needs the Gramian implements ``gramian_weights(M, rows)`` and the engine forms ``M = G G^T``
+   and ``w @ G``; one that needs G itself implements ``aggregate(G, rows)``;
 4. applies it: ``source=params`` adds the direction to the shared parameters' ``.grad`` (times the
    AMP scale and accumulation divisor, so accumulation and GradScaler work unchanged);
    ``source=rep`` back-propagates the direction from the representation into the encoder. The
@@ -21,31 +24,32 @@ Per step, for the tasks present in the batch, :class:`GradientWeighting.backward
    its own loss), as in LibMTL and torchjd.
 
 ``every=k`` recomputes the aggregation every k steps and reuses the weights in between (one plain
-weighted backward). The Gramian ``G G^T`` [T, T] is what most methods need; its matrix product is
-the only quantity that would have to be all-reduced across processes (as would ``G`` for the
-methods that use it whole).
+weighted backward). The Gramian ``G G^T`` [T, T] is all that ``gramian_weights`` methods read: under
+data parallelism it is the only quantity to all-reduce for representation gradients (the Gramian
+of the global Jacobian is the sum of the local ones), while methods with their own ``aggregate``
+need ``G`` whole.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..config.params import PosInt
+from ..config.typecheck import config_params
 from ..errors import Problem
 from .base import BackwardContext, Weighting
 
-SOURCES = ("params", "rep")
-MODES = ("loop", "batched")
-GROUPINGS = ("whole", "layer")
 
-
-def _params(model: nn.Module) -> list[nn.Parameter]:
+def shared_params(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.shared_parameters() if p.requires_grad]
 
 
-def _task_params(model: nn.Module) -> list[nn.Parameter]:
+def task_params(model: nn.Module) -> list[nn.Parameter]:
     seen, out = set(), []
     for t in model.task_names:
         for p in model.task_parameters(t):
@@ -93,12 +97,33 @@ def jacobian(
     )
 
 
-class GradientWeighting(Weighting):
-    """Base of gradient-based methods: subclasses implement :meth:`aggregate`.
+@dataclass(frozen=True)
+class Rows:
+    """What a method knows about the rows of the gradient block it aggregates."""
 
-    Common keys (every gradient method takes them): ``source`` (params | rep), ``grouping`` (whole |
-    layer; params only), ``every`` (recompute every k steps), ``mode`` (loop | batched) and
-    ``chunk_size`` (tasks per batched product).
+    index: list[int]  # the task index of each row of G (tasks absent from the step have no row)
+    losses: Tensor  # [n] their detached (pre-scaled) losses
+    block: int = 0  # which block of the gradient (grouping=layer: one per parameter tensor)
+    offset: int = 0  # the block's first column in the whole gradient
+    blocks: int = 1  # how many blocks this step has
+    size: int = 0  # columns of the whole gradient (every block)
+
+    @staticmethod
+    def every(G: Tensor, losses: Tensor | None = None) -> Rows:
+        """Every task, one block: what a direct call of ``aggregate(G)`` (tests, references) means."""
+        n = G.shape[0]
+        if losses is None:
+            losses = torch.ones(n, dtype=G.dtype, device=G.device)
+        return Rows(list(range(n)), losses, 0, 0, 1, G.shape[1])
+
+
+class GradientWeighting(Weighting):
+    """Base of gradient-based methods: subclasses implement :meth:`gramian_weights` (weights from
+    the Gramian) or :meth:`aggregate` (weights and/or a direction from G itself).
+
+    Engine keys (every gradient method takes them; a method's ``__init__`` passes ``**engine`` on):
+    ``source`` (params | rep), ``grouping`` (whole | layer; params only), ``every`` (recompute
+    every k steps), ``mode`` (loop | batched) and ``chunk_size`` (tasks per batched product).
     """
 
     requires = frozenset({"losses", "grads"})
@@ -110,30 +135,28 @@ class GradientWeighting(Weighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        source: Literal["params", "rep"] = "params",
+        grouping: Literal["whole", "layer"] = "whole",
+        every: PosInt = 1,
+        mode: Literal["loop", "batched"] = "loop",
+        chunk_size: PosInt | None = None,
     ):
         super().__init__(task_names, task_weights)
-        for key, value, allowed in (
-            ("source", source, SOURCES),
-            ("grouping", grouping, GROUPINGS),
-            ("mode", mode, MODES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"weighting.{key}={value!r} not in {allowed}")
         self.source, self.grouping, self.every, self.mode, self.chunk_size = source, grouping, every, mode, chunk_size
-        self.rows: list[int] | None = None  # task indices of G's rows during aggregate()
         self.register_buffer("last_weights", torch.ones(len(task_names)))
         self.register_buffer("computed_at", torch.tensor(-1, dtype=torch.long))
 
     # ------------------------------------------------------------------ the method's part
-    def aggregate(self, G: Tensor) -> tuple[Tensor | None, Tensor]:
-        """From the gradients ``G`` [n, P] of the present tasks (their indices: ``self.rows``, their
-        losses: ``self.row_losses``): (weights [n] or None, direction [P])."""
-        raise NotImplementedError
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        """Weights [n] from the Gramian ``M = G G^T`` [n, n] of the rows ``rows``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither gramian_weights nor aggregate")
+
+    def aggregate(self, G: Tensor, rows: Rows | None = None) -> tuple[Tensor | None, Tensor]:
+        """From the gradients ``G`` [n, P] of the rows ``rows`` (default: every task, one block):
+        (weights [n] or None, direction [P]). By default the weights come from the Gramian."""
+        rows = rows if rows is not None else Rows.every(G)
+        w = self.gramian_weights(G @ G.T, rows).to(G.dtype)
+        return w, w @ G
 
     @staticmethod
     def gramian(G: Tensor) -> Tensor:
@@ -141,21 +164,22 @@ class GradientWeighting(Weighting):
 
     # ------------------------------------------------------------------ the engine
     @classmethod
-    def check(cls, node: dict, arch_cls: type) -> list:
+    def check(cls, node: dict, arch_cls: type, task_names: list[str]) -> list:
         out = []
-        if node.get("source", "params") == "rep" and not getattr(arch_cls, "shared_representation", False):
+        source = node.get("source", cls.default_source())
+        if source == "rep" and not getattr(arch_cls, "shared_representation", False):
             out.append(
                 Problem(
                     "weighting.source",
-                    "representation gradients need one representation shared by "
-                    "every task, which this architecture does not have (it gives each task or input "
+                    "representation gradients need one representation shared by every "
+                    "task, which this architecture does not have (it gives each task or input "
                     "its own)",
                     "rep",
                     "params",
                     "set weighting.source=params (exact, costlier)",
                 )
             )
-        if node.get("source") == "rep" and node.get("grouping", "whole") == "layer":
+        if source == "rep" and node.get("grouping", "whole") == "layer":
             out.append(
                 Problem(
                     "weighting.grouping",
@@ -166,17 +190,7 @@ class GradientWeighting(Weighting):
                 )
             )
         every = node.get("every", 1)
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            out.append(
-                Problem(
-                    "weighting.every",
-                    "expected an integer >= 1",
-                    every,
-                    "an integer >= 1",
-                    "set weighting.every=1 (every step) or k (reuse the weights for k steps)",
-                )
-            )
-        elif every != 1 and not cls.linear:
+        if every != 1 and not cls.linear:
             out.append(
                 Problem(
                     "weighting.every",
@@ -189,67 +203,69 @@ class GradientWeighting(Weighting):
             )
         return out
 
+    @classmethod
+    def default_source(cls) -> str:
+        """The ``source`` a node without the key gets (``mgda_ub`` defaults to ``rep``)."""
+        return config_params(cls)["source"][1]
+
     def _rows(self, ctx: BackwardContext, n: int) -> list[int]:
         if ctx.present is None:
             return list(range(n))
         return [i for i, v in enumerate(ctx.present.tolist()) if v > 0]
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+    def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
         model = ctx.model
         if self.every > 1 and self.computed_at.item() >= 0 and ctx.step - int(self.computed_at) < self.every:
             # reuse the last weights: shared parameters get the weighted sum, heads their own loss
             w = self.last_weights.to(losses.dtype)
             if ctx.present is not None:
                 w = w * ctx.present
-            shared = _params(model)
+            shared = shared_params(model)
             grads = torch.autograd.grad((w * losses).sum(), shared, retain_graph=True, allow_unused=True)
             self._add_to_grads(shared, _flat(grads, shared) * ctx.grad_scale)
-            task_params = _task_params(model)
-            ctx.backward(losses.sum() if task_params else (losses * 0).sum(), inputs=task_params or None)
+            own = task_params(model)
+            ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
             return w.detach()
-        rows = self._rows(ctx, losses.shape[0])
+        index = self._rows(ctx, losses.shape[0])
         use_rep = self.source == "rep"
-        wrt = [ctx.rep] if use_rep else _params(model)
+        wrt = [ctx.rep] if use_rep else shared_params(model)
         s = ctx.amp_scale  # fp16: differentiate the scaled losses (no underflow), then unscale
-        G = jacobian(losses * s if s != 1.0 else losses, wrt, rows, self.mode, self.chunk_size)
+        G = jacobian(losses * s if s != 1.0 else losses, wrt, index, self.mode, self.chunk_size)
         if s != 1.0:
             G = G / s
-        self.row_losses = losses.detach()[rows]  # for methods that read the losses (normalisation)
         finite = torch.isfinite(G).all(dim=1).tolist()
         if not all(finite):
-            bad = [self.task_names[r] for r, ok in zip(rows, finite) if not ok]
+            bad = [self.task_names[r] for r, ok in zip(index, finite) if not ok]
             if ctx.skip_step is not None:
                 ctx.skip_step(f"non-finite gradients of task(s) {', '.join(bad)}")
             ctx.backward((losses * 0).sum())  # keeps the graph freed; adds nothing
             return torch.full_like(losses.detach(), math.nan)
-        self.rows = rows  # for methods with per-task settings or state (None outside backward)
-        try:
-            weights, direction = self._aggregate_grouped(G, wrt, use_rep)
-        finally:
-            self.rows = None
+        weights, direction = self._aggregate_blocks(G, wrt, use_rep, index, losses.detach()[index])
         full_w = torch.zeros_like(losses.detach())
         if weights is not None:
-            full_w[rows] = weights.to(full_w.dtype)
+            full_w[index] = weights.to(full_w.dtype)
             self.last_weights.copy_(full_w)
             self.computed_at.fill_(ctx.step)
         # task-specific parameters: the plain sum of the losses (each head gets its own loss)
-        task_params = _task_params(model)
+        own = task_params(model)
         if use_rep:
             rep_grad = direction.reshape_as(ctx.rep).to(ctx.rep.dtype) * ctx.grad_scale
-            torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=_params(model), retain_graph=True)
+            torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=shared_params(model), retain_graph=True)
         else:
             self._add_to_grads(wrt, direction * ctx.grad_scale)
-        ctx.backward(losses.sum() if task_params else (losses * 0).sum(), inputs=task_params or None)
+        ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
         return full_w if weights is not None else torch.full_like(full_w, math.nan)
 
-    def _aggregate_grouped(self, G: Tensor, wrt: list[Tensor], use_rep: bool) -> tuple[Tensor | None, Tensor]:
+    def _aggregate_blocks(
+        self, G: Tensor, wrt: list[Tensor], use_rep: bool, index: list[int], losses: Tensor
+    ) -> tuple[Tensor | None, Tensor]:
+        P = G.shape[1]
         if use_rep or self.grouping == "whole":
-            w, d = self.aggregate(G)
-            return w, d
+            return self.aggregate(G, Rows(index, losses, 0, 0, 1, P))
         parts, ws, lo = [], [], 0
-        for x in wrt:
+        for k, x in enumerate(wrt):
             hi = lo + x.numel()
-            w, d = self.aggregate(G[:, lo:hi])
+            w, d = self.aggregate(G[:, lo:hi], Rows(index, losses, k, lo, len(wrt), P))
             parts.append(d)
             if w is not None:
                 ws.append(w)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import PosInt, Positive
 from ..registry import WEIGHTINGS
+from .engine import Rows
 from .moco import StatefulGradientWeighting
 
 
@@ -46,23 +48,18 @@ class ExcessMTL(StatefulGradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        robust_step_size: float = 1e-2,
-        warmup_steps: int = 1,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        robust_step_size: Positive = 1e-2,
+        warmup_steps: PosInt = 1,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if not robust_step_size > 0 or warmup_steps < 1:
-            raise ValueError("weighting.robust_step_size must be > 0 and weighting.warmup_steps >= 1")
+        super().__init__(task_names, task_weights, **engine)
         self.robust_step_size, self.warmup_steps = float(robust_step_size), int(warmup_steps)
 
-    def aggregate(self, G: Tensor):
-        rows, k, lo, nb, total = self.call_info(G)
+    def aggregate(self, G: Tensor, rows: Rows | None = None):
+        rows = rows if rows is not None else Rows.every(G)
+        k, lo, nb, total = rows.block, rows.offset, rows.blocks, rows.size
+        index = torch.tensor(rows.index, device=G.device)
+        n = len(rows.index)
         T = len(self.task_names)
         sq_sum = self.ensure("sq_sum", (T, total), 0.0, G)
         weights = self.ensure("task_w", (nb, T), 1.0, G)
@@ -71,18 +68,17 @@ class ExcessMTL(StatefulGradientWeighting):
         calls = self.ensure("calls", (nb, T), 0.0, G)
         hi = lo + G.shape[1]
         g2 = G.detach().float() ** 2
-        S = sq_sum[rows, lo:hi] + g2
-        sq_sum[rows, lo:hi] = S
+        S = sq_sum[index, lo:hi] + g2
+        sq_sum[index, lo:hi] = S
         excess = (g2 / torch.sqrt(S + 1e-7)).sum(dim=1)
-        calls[k, rows] += 1
-        c = calls[k, rows]
+        calls[k, index] += 1
+        c = calls[k, index]
         warming = c <= self.warmup_steps
-        warm_sum[k, rows] += torch.where(warming, excess, torch.zeros_like(excess))
+        warm_sum[k, index] += torch.where(warming, excess, torch.zeros_like(excess))
         done = c == self.warmup_steps
-        baseline[k, rows] = torch.where(done, warm_sum[k, rows] / self.warmup_steps, baseline[k, rows])
-        ratio = torch.where(warming, torch.ones_like(excess), excess / baseline[k, rows].clamp_min(1e-12))
-        n = len(rows)
-        w = torch.softmax(torch.log(weights[k, rows].clamp_min(1e-30)) + self.robust_step_size * ratio, 0) * n
-        weights[k, rows] = w
+        baseline[k, index] = torch.where(done, warm_sum[k, index] / self.warmup_steps, baseline[k, index])
+        ratio = torch.where(warming, torch.ones_like(excess), excess / baseline[k, index].clamp_min(1e-12))
+        w = torch.softmax(torch.log(weights[k, index].clamp_min(1e-30)) + self.robust_step_size * ratio, 0) * n
+        weights[k, index] = w
         w = w.to(G.dtype)
         return w, w @ G

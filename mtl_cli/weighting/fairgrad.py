@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg, PosInt
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 from .nash_mtl import _solver_dtype, alpha_fair_solve
 
 
@@ -49,21 +50,12 @@ class FairGrad(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        alpha: float = 2.0,
-        max_iter: int = 50,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        alpha: NonNeg = 2.0,
+        max_iter: PosInt = 50,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if alpha < 0 or max_iter < 1:
-            raise ValueError("weighting.alpha must be >= 0 and weighting.max_iter >= 1")
+        super().__init__(task_names, task_weights, **engine)
         self.alpha, self.max_iter = float(alpha), int(max_iter)
 
-    def aggregate(self, G: Tensor):
-        w = fairgrad_weights(G @ G.T, self.alpha, self.max_iter).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        return fairgrad_weights(M, self.alpha, self.max_iter).to(M.dtype)

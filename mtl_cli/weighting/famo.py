@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..config.params import NonNeg, Positive
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import BackwardContext, Weighting, present_mask
 
 
 @WEIGHTINGS.register("famo")
@@ -35,8 +35,9 @@ class FAMO(Weighting):
     paper's code are taken as 0. Adam uses betas (0.9, 0.999), eps 1e-8, per-task step counts.
 
     Returned (logged) weights are ``z`` renormalised over the tasks present this step (they sum to
-    1; absent tasks 0); the gradient coefficient of task t is ``z_t / (c (L_t + eps))``.
-    Static task weights are ignored (FAMO learns its own). All state (logits, Adam moments, the
+    1; absent tasks 0); the gradient coefficient of task t is ``z_t / (c (L_t + eps))``. The
+    log makes the update (nearly, up to ``eps``) invariant to a constant scale of a loss, so
+    static task weights do not change the balance (validation warns). All state (logits, Adam moments, the
     previous step's losses, the current step's loss sums) lives in buffers.
     """
 
@@ -48,24 +49,15 @@ class FAMO(Weighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        w_lr: float = 0.025,
-        gamma: float = 0.001,
-        eps: float = 1e-8,
+        w_lr: Positive = 0.025,
+        gamma: NonNeg = 0.001,
+        eps: Positive = 1e-8,
     ):
         super().__init__(task_names, task_weights)
-        if not w_lr > 0:
-            raise ConfigError(f"weighting.w_lr must be > 0 (got {w_lr})")
-        if not gamma >= 0:
-            raise ConfigError(f"weighting.gamma must be >= 0 (got {gamma})")
-        if not eps > 0:
-            raise ConfigError(f"weighting.eps must be > 0 (got {eps})")
         self.w_lr, self.gamma, self.eps = float(w_lr), float(gamma), float(eps)
         n = len(task_names)
         for name in ("logits", "adam_m", "adam_v", "adam_t", "prev_loss", "prev_valid", "step_sum", "step_count"):
             self.register_buffer(name, torch.zeros(n))
-
-    def weights(self, losses: Tensor) -> Tensor:
-        return self.combine(losses.detach())[1]
 
     def combine(self, losses: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = torch.softmax(self.logits, 0)
@@ -77,13 +69,16 @@ class FAMO(Weighting):
         total = (z / c * torch.log(D)).sum()
         return total, z
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        total, z = self.combine(losses, ctx.present)
-        ctx.backward(total)
-        p = torch.ones_like(self.step_count) if ctx.present is None else ctx.present.float()
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return True  # log losses: (nearly, up to eps) scale-free
+
+    def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        z = super().weighted_backward(losses, ctx)
+        p = present_mask(losses, ctx.present)
         self.step_sum += losses.detach().float() * p
         self.step_count += p
-        return z.detach()
+        return z
 
     def on_step_end(self, step: int) -> None:
         has = self.step_count > 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..config.params import Positive
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import Weighting, present_mask
 
 
 @WEIGHTINGS.register("gls")
@@ -21,30 +21,23 @@ class GeometricLossStrategy(Weighting):
         total = (prod_t L_t)^(1/T) = exp(mean_t log L_t)
         weights (logged) = d total / d L_t = total / (T * L_t)      (detached)
 
-    The paper has no task weights of its own, so static task weights ``w_t`` (1 by default)
-    act as exponents: ``total = exp(sum_t w_t log L_t / sum_t w_t)``, which reduces to the above.
-    ``log`` is taken of ``max(L_t, eps)`` so that an exact zero loss cannot give ``-inf``.
-    Absent tasks (``ctx.present`` 0) are left out of the mean (T counts present tasks only) and
-    get weight 0.
+    A constant scale of one loss only rescales the total, so static task weights do not change
+    the balance between tasks (validation warns when they are set). ``log`` is taken of
+    ``max(L_t, eps)`` so that an exact zero loss cannot give ``-inf``. Absent tasks
+    (``ctx.present`` 0) are left out of the mean (T counts present tasks only) and get weight 0.
     """
 
-    def __init__(self, task_names: list[str], task_weights: list[float], *, eps: float = 1e-8):
+    def __init__(self, task_names: list[str], task_weights: list[float], *, eps: Positive = 1e-8):
         super().__init__(task_names, task_weights)
-        if not eps > 0:
-            raise ConfigError(f"weighting.eps must be > 0 (got {eps})")
         self.eps = float(eps)
-
-    def weights(self, losses: Tensor) -> Tensor:
-        return self.combine(losses.detach())[1]
 
     def combine(self, losses: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
         L = losses.float().clamp_min(self.eps)
-        a = self.task_weights if present is None else self.task_weights * present.float()
+        a = present_mask(losses, present)
         a = a / a.sum()
         total = torch.exp((a * torch.log(L)).sum())
         return total, (total.detach() * a / L.detach())
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        total, w = self.combine(losses, ctx.present)
-        ctx.backward(total)
-        return w.detach()
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return True

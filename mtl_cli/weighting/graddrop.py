@@ -20,8 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import Seed, Unit
+from ..errors import Problem
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 
 def graddrop_direction(G: Tensor, U: Tensor, leak: Tensor | None = None) -> Tensor:
@@ -44,21 +46,13 @@ class GradDrop(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        leak: float | list[float] = 0.0,
-        seed: int = 0,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        leak: Unit | list[Unit] = 0.0,
+        seed: Seed = 0,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
+        super().__init__(task_names, task_weights, **engine)
         n = len(task_names)
         leaks = [float(leak)] * n if isinstance(leak, (int, float)) else [float(x) for x in leak]
-        if len(leaks) != n or not all(0.0 <= x <= 1.0 for x in leaks):
-            raise ValueError(f"weighting.leak={leak!r}: expected a number in [0, 1] or one per task ({n})")
         self.register_buffer("leak", torch.tensor(leaks))
         self._leaky = any(x > 0 for x in leaks)
         self.seed = seed
@@ -81,10 +75,26 @@ class GradDrop(GradientWeighting):
             self._gen = g
         return self._gen
 
-    def aggregate(self, G: Tensor):
-        rows = self.rows if self.rows is not None else list(range(G.shape[0]))
+    @classmethod
+    def check(cls, node: dict, arch_cls: type, task_names: list[str]) -> list:
+        out = super().check(node, arch_cls, task_names)
+        leak = node.get("leak", 0.0)
+        if isinstance(leak, list) and len(leak) != len(task_names):
+            out.append(
+                Problem(
+                    "weighting.leak",
+                    f"a list needs one leak per enabled task ({len(task_names)}: {', '.join(task_names)})",
+                    leak,
+                    "a number in [0, 1], or one per task",
+                    "give one number for every task, or a list in task order",
+                )
+            )
+        return out
+
+    def aggregate(self, G: Tensor, rows: Rows | None = None):
+        rows = rows if rows is not None else Rows.every(G)
         g = self._generator(G.device)
         U = torch.rand(G.shape[1], generator=g, device=G.device, dtype=G.dtype)
         self.rng_state = g.get_state()
-        leak = self.leak[torch.tensor(rows, device=self.leak.device)].to(G.device)
+        leak = self.leak[torch.tensor(rows.index, device=self.leak.device)].to(G.device)
         return None, graddrop_direction(G, U, leak if self._leaky else None)

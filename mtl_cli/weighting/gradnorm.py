@@ -23,17 +23,17 @@ declares ``requires = {"losses", "grads"}`` and reuses the engine's :func:`jacob
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg, PosInt, Positive
 from ..errors import Problem
 from ..registry import WEIGHTINGS
 from .base import BackwardContext, Weighting
-from .engine import MODES, _params, jacobian
+from .engine import jacobian, shared_params
 
-LAYERS = ("last", "all", "rep")
-OPTIMIZERS = ("adam", "sgd")
 MIN_WEIGHT = 1e-4
 
 
@@ -55,21 +55,14 @@ class GradNorm(Weighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        alpha: float = 1.5,
-        lr: float = 0.025,
-        optimizer: str = "adam",
-        layer: str = "last",
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        alpha: NonNeg = 1.5,
+        lr: Positive = 0.025,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        layer: Literal["last", "all", "rep"] = "last",
+        mode: Literal["loop", "batched"] = "loop",
+        chunk_size: PosInt | None = None,
     ):
         super().__init__(task_names, task_weights)
-        for key, value, allowed in (
-            ("layer", layer, LAYERS),
-            ("optimizer", optimizer, OPTIMIZERS),
-            ("mode", mode, MODES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"weighting.{key}={value!r} not in {allowed}")
         self.alpha, self.lr, self.optimizer, self.layer = float(alpha), float(lr), optimizer, layer
         self.mode, self.chunk_size = mode, chunk_size
         n = len(task_names)
@@ -82,7 +75,7 @@ class GradNorm(Weighting):
         self.register_buffer("adam_steps", torch.zeros(n))
 
     @classmethod
-    def check(cls, node: dict, arch_cls: type) -> list:
+    def check(cls, node: dict, arch_cls: type, task_names: list[str]) -> list:
         if node.get("layer", "last") == "rep" and not getattr(arch_cls, "shared_representation", False):
             return [
                 Problem(
@@ -99,13 +92,13 @@ class GradNorm(Weighting):
     def _wrt(self, ctx: BackwardContext) -> list[Tensor]:
         if self.layer == "rep":
             return [ctx.rep]
-        params = _params(ctx.model)
+        params = shared_params(ctx.model)
         if self.layer == "all":
             return params
         mats = [p for p in params if p.dim() >= 2]
         return [mats[-1] if mats else params[-1]]
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+    def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
         n = losses.shape[0]
         p = torch.ones(n, device=losses.device) if ctx.present is None else ctx.present.float()
         rows = list(range(n)) if ctx.present is None else [i for i, v in enumerate(ctx.present.tolist()) if v > 0]

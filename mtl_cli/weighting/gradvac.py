@@ -24,9 +24,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..config.params import Positive, Seed, Unit
 from ..registry import WEIGHTINGS
-from .base import BackwardContext
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 
 def gradvac_weights(
@@ -65,27 +65,17 @@ class GradVac(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        beta: float = 0.01,
-        eps: float = 1e-8,
-        seed: int = 0,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        beta: Unit = 0.01,
+        eps: Positive = 1e-8,
+        seed: Seed = 0,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"weighting.beta={beta!r} must be in [0, 1]")
+        super().__init__(task_names, task_weights, **engine)
         self.beta, self.eps = float(beta), float(eps)
         n = len(task_names)
         self.register_buffer("phi", torch.zeros(1, n, n, dtype=torch.float64))  # [groups, T, T] EMA targets
         self.g = torch.Generator().manual_seed(seed)
         self.register_buffer("rng_state", self.g.get_state())
-        self._cur_rows: list[int] | None = None
-        self._group = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "phi"
@@ -94,19 +84,9 @@ class GradVac(GradientWeighting):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.g.set_state(self.rng_state.cpu())
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        self._cur_rows, self._group = self._rows(ctx, losses.shape[0]), 0
-        try:
-            return super().backward(losses, ctx)
-        finally:
-            self._cur_rows = None
-
-    def aggregate(self, G: Tensor):
-        n = G.shape[0]
-        rows = self._cur_rows if self._cur_rows is not None else list(range(n))
-        k = 0
-        if self.grouping == "layer" and self.source == "params":  # the k-th parameter tensor of this step
-            k, self._group = self._group, self._group + 1
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        n = M.shape[0]
+        k = rows.block  # grouping=layer: one block of targets per parameter tensor
         if k >= self.phi.shape[0]:
             extra = torch.zeros(
                 k + 1 - self.phi.shape[0], *self.phi.shape[1:], dtype=self.phi.dtype, device=self.phi.device
@@ -114,9 +94,8 @@ class GradVac(GradientWeighting):
             self.phi = torch.cat([self.phi, extra])
         orders = [[j for j in torch.randperm(n, generator=self.g).tolist() if j != i] for i in range(n)]
         self.rng_state = self.g.get_state()
-        idx = torch.tensor(rows, device=self.phi.device)
+        idx = torch.tensor(rows.index, device=self.phi.device)
         block = self.phi[k][idx][:, idx]
-        w, new = gradvac_weights(G @ G.T, block, orders, self.beta, self.eps)
+        w, new = gradvac_weights(M, block, orders, self.beta, self.eps)
         self.phi[k, idx[:, None], idx[None, :]] = new
-        w = w.to(G.dtype)
-        return w, w @ G
+        return w

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 
 def imtl_g_weights(M: Tensor) -> Tensor:
@@ -31,21 +31,12 @@ def imtl_g_weights(M: Tensor) -> Tensor:
 
 @WEIGHTINGS.register("imtl_g")
 class IMTLG(GradientWeighting):
-    def __init__(
-        self,
-        task_names: list[str],
-        task_weights: list[float],
-        *,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
-    ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
+    """IMTL-G: equal projections of the update on every task's unit gradient (scale-invariant:
+    static task weights have no effect, validation warns)."""
 
-    def aggregate(self, G: Tensor):
-        w = imtl_g_weights(G @ G.T).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        return imtl_g_weights(M)
+
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return True

@@ -12,13 +12,13 @@ common descent direction (zero at a Pareto-stationary point).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
-
-NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+from .engine import GradientWeighting, Rows
 
 
 def _kkt(M: Tensor, S: list[int]) -> Tensor:
@@ -81,33 +81,28 @@ class MGDA(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        normalization: str = "none",
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        normalization: Literal["none", "l2", "loss", "loss+"] = "none",
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"weighting.normalization={normalization!r} not in {NORMALIZATIONS}")
+        super().__init__(task_names, task_weights, **engine)
         self.normalization = normalization
 
-    def _scales(self, G: Tensor) -> Tensor:
-        norms = G.norm(dim=1).clamp_min(1e-12)
+    def _scales(self, M: Tensor, losses: Tensor) -> Tensor:
+        norms = M.diagonal().clamp_min(0).sqrt().clamp_min(1e-12)
         if self.normalization == "l2":
             return 1.0 / norms
         if self.normalization in ("loss", "loss+"):
-            loss = self.row_losses.to(G.dtype).clamp_min(1e-12)
+            loss = losses.to(M.dtype).clamp_min(1e-12)
             return 1.0 / (loss * (norms if self.normalization == "loss+" else 1.0))
-        return torch.ones(G.shape[0], device=G.device, dtype=G.dtype)
+        return torch.ones(M.shape[0], device=M.device, dtype=M.dtype)
 
-    def aggregate(self, G: Tensor):
-        s = self._scales(G)
-        w = min_norm_weights((G * s[:, None]) @ (G * s[:, None]).T) * s  # weights on the raw gradients
-        return w, w.to(G.dtype) @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        s = self._scales(M, rows.losses)
+        return min_norm_weights(M * s[:, None] * s[None, :]).to(M.dtype) * s  # weights on the raw gradients
+
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return node.get("normalization", "none") in ("l2", "loss")
 
 
 @WEIGHTINGS.register("mgda_ub")
@@ -121,20 +116,7 @@ class MGDAUB(MGDA):
         task_names: list[str],
         task_weights: list[float],
         *,
-        normalization: str = "none",
-        source: str = "rep",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        source: Literal["params", "rep"] = "rep",
+        **kwargs,
     ):
-        super().__init__(
-            task_names,
-            task_weights,
-            normalization=normalization,
-            source=source,
-            grouping=grouping,
-            every=every,
-            mode=mode,
-            chunk_size=chunk_size,
-        )
+        super().__init__(task_names, task_weights, source=source, **kwargs)

@@ -4,62 +4,39 @@ moving average ``Y <- Y - beta_t (Y - G)`` and the MGDA weights by one projected
 ``lambda <- Proj_simplex(lambda - gamma_t (Y Y^T + rho I) lambda)``; the update is ``Y^T lambda``.
 
 The module also holds :class:`StatefulGradientWeighting`, the small base that the stateful
-gradient methods (MoCo, ExcessMTL, DB-MTL, Nash-MTL's warm start) share: it tells ``aggregate``
-which tasks its rows are (absent tasks keep their state) and which block of the gradient it sees
-(``grouping=layer`` aggregates each parameter tensor on its own, so a per-parameter state is kept
-per block), and it lets buffers whose shape depends on the model (``[T, P]``) be saved and loaded.
+gradient methods (MoCo, ExcessMTL, DB-MTL, Nash-MTL's warm start) share: it lets buffers whose
+shape depends on the model (``[T, P]``) be allocated, saved and loaded (``grouping=layer``
+aggregates each parameter tensor on its own, so a per-parameter state is kept per block).
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg, Positive, Range
 from ..registry import WEIGHTINGS
-from .base import BackwardContext
-from .engine import GradientWeighting, _params
+from .engine import GradientWeighting, Rows
 
 
 class StatefulGradientWeighting(GradientWeighting):
     """Base of gradient methods with a state per task (and per parameter).
 
-    During :meth:`backward` the engine's rows (present tasks) and the sizes of the blocks that
-    ``aggregate`` will be called on are recorded; :meth:`call_info` returns, for the present
-    ``aggregate`` call, ``(rows, block index, column offset, number of blocks, total size)``.
-    Called directly (tests), ``aggregate`` sees every task (``n == T``) and one block.
-
-    Buffers named in ``dynamic_buffers`` are (re)allocated by :meth:`ensure` when their shape no
-    longer fits (first step, another model, ``source=rep`` with another batch size: the state is
-    then reset) and loaded from a checkpoint whatever their shape.
+    ``aggregate`` learns which tasks its rows are (absent tasks keep their state) and which block
+    of the gradient it sees from its :class:`Rows` argument. Buffers named in ``dynamic_buffers``
+    are (re)allocated by :meth:`ensure` when their shape no longer fits (first step, another
+    model, ``source=rep`` with another batch size: the state is then reset) and loaded from a
+    checkpoint whatever their shape.
     """
 
     dynamic_buffers: tuple[str, ...] = ()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._sizes: list[int] | None = None
-        self._rows_now: list[int] | None = None
-        self._block = 0
         for name in self.dynamic_buffers:
             self.register_buffer(name, torch.zeros(0))
-
-    # ------------------------------------------------------------------ engine hooks
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        if self.source == "rep":
-            sizes = [ctx.rep.numel()]
-        else:
-            numels = [p.numel() for p in _params(ctx.model)]
-            sizes = numels if self.grouping == "layer" else [sum(numels)]
-        self._sizes, self._block, self._rows_now = sizes, 0, None
-        try:
-            return super().backward(losses, ctx)
-        finally:
-            self._sizes, self._rows_now = None, None
-
-    def _rows(self, ctx: BackwardContext, n: int) -> list[int]:
-        rows = super()._rows(ctx, n)
-        self._rows_now = rows
-        return rows
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in self.dynamic_buffers:
@@ -67,22 +44,6 @@ class StatefulGradientWeighting(GradientWeighting):
                 saved = state_dict[prefix + name]
                 setattr(self, name, torch.empty(saved.shape, dtype=saved.dtype, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    # ------------------------------------------------------------------ for aggregate
-    def call_info(self, G: Tensor) -> tuple[Tensor, int, int, int, int]:
-        n, P = G.shape
-        if self._sizes is None:  # a direct call: every task, one block
-            if n != len(self.task_names):
-                raise ValueError(f"aggregate called with {n} rows for {len(self.task_names)} tasks outside backward")
-            return torch.arange(n, device=G.device), 0, 0, 1, P
-        k = self._block
-        self._block += 1
-        offset = sum(self._sizes[:k])
-        if k >= len(self._sizes) or self._sizes[k] != P:  # an engine that blocks otherwise: one block per call
-            self._sizes = [P]
-            k, offset = 0, 0
-        rows = self._rows_now if self._rows_now is not None else list(range(n))
-        return torch.tensor(rows, device=G.device), k, offset, len(self._sizes), sum(self._sizes)
 
     def ensure(self, name: str, shape: tuple[int, ...], fill: float, like: Tensor) -> Tensor:
         """The buffer ``name`` with ``shape`` on ``like``'s device (reset to ``fill`` when it does not fit)."""
@@ -148,28 +109,20 @@ class MoCo(StatefulGradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        beta: float = 0.5,
-        beta_sigma: float = 0.5,
-        gamma: float = 0.1,
-        gamma_sigma: float = 0.5,
-        rho: float = 0.0,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        beta: Annotated[float, Range(gt=0, le=1)] = 0.5,
+        beta_sigma: NonNeg = 0.5,
+        gamma: Positive = 0.1,
+        gamma_sigma: NonNeg = 0.5,
+        rho: NonNeg = 0.0,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if not 0 < beta <= 1:
-            raise ValueError(f"weighting.beta must be in (0, 1] (got {beta})")
-        if not gamma > 0 or rho < 0 or beta_sigma < 0 or gamma_sigma < 0:
-            raise ValueError("weighting.gamma must be > 0 and rho, beta_sigma, gamma_sigma >= 0")
+        super().__init__(task_names, task_weights, **engine)
         self.beta, self.beta_sigma, self.gamma, self.gamma_sigma, self.rho = beta, beta_sigma, gamma, gamma_sigma, rho
 
-    def aggregate(self, G: Tensor):
-        rows, k, lo, nb, total = self.call_info(G)
+    def aggregate(self, G: Tensor, rows: Rows | None = None):
+        rows = rows if rows is not None else Rows.every(G)
+        k, lo, nb, total = rows.block, rows.offset, rows.blocks, rows.size
+        index = torch.tensor(rows.index, device=G.device)
         T = len(self.task_names)
         y = self.ensure("y", (T, total), 0.0, G)
         lambd = self.ensure("lambd", (nb, T), 1.0 / T, G)
@@ -178,9 +131,9 @@ class MoCo(StatefulGradientWeighting):
         t = float(steps[k])
         beta, gamma = self.beta / t**self.beta_sigma, self.gamma / t**self.gamma_sigma
         hi = lo + G.shape[1]
-        lam = lambd[k, rows]
+        lam = lambd[k, index]
         mass = lam.sum().clamp_min(1e-12)
-        Y, lam = moco_step(y[rows, lo:hi], lam / mass, G.float(), beta, gamma, self.rho)
-        y[rows, lo:hi] = Y
-        lambd[k, rows] = lam * mass
+        Y, lam = moco_step(y[index, lo:hi], lam / mass, G.float(), beta, gamma, self.rho)
+        y[index, lo:hi] = Y
+        lambd[k, index] = lam * mass
         return None, (lam @ Y).to(G.dtype)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg, PosInt
 from ..registry import WEIGHTINGS
+from .engine import Rows
 from .moco import StatefulGradientWeighting
 
 _STEPS = 2.0 ** -torch.arange(0, 40, dtype=torch.float64)  # line-search step sizes 1, 1/2, ... 2^-39
@@ -110,30 +112,24 @@ class NashMTL(StatefulGradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        max_norm: float = 1.0,
-        max_iter: int = 50,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        max_norm: NonNeg = 1.0,
+        max_iter: PosInt = 50,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if max_norm < 0 or max_iter < 1:
-            raise ValueError("weighting.max_norm must be >= 0 and weighting.max_iter >= 1")
+        super().__init__(task_names, task_weights, **engine)
         self.max_norm, self.max_iter = float(max_norm), int(max_iter)
         self.register_buffer("prev_alpha", torch.ones(len(task_names)))
 
-    def aggregate(self, G: Tensor):
-        rows = self.call_info(G)[0]
-        M = G @ G.T
-        prev = self.prev_alpha.to(G.device)[rows]
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        idx = torch.tensor(rows.index, device=self.prev_alpha.device)
+        prev = self.prev_alpha[idx].to(M.device)
         a = nash_weights(M, prev, self.max_iter)
-        self.prev_alpha[rows] = a.to(self.prev_alpha.dtype).to(self.prev_alpha.device)
+        self.prev_alpha[idx] = a.to(self.prev_alpha.dtype).to(self.prev_alpha.device)
         if self.max_norm > 0:
             norm = (a @ M.to(a.dtype) @ a).clamp_min(0).sqrt()
             a = torch.where(norm > self.max_norm, a * self.max_norm / norm, a)
-        w = a.to(G.dtype)
-        return w, w @ G
+        return a.to(M.dtype)
+
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return True

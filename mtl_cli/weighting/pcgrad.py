@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import Seed
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 
 def pcgrad_weights(M: Tensor, orders: list[list[int]]) -> Tensor:
@@ -38,16 +39,10 @@ class PCGrad(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        seed: int = 0,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        seed: Seed = 0,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
+        super().__init__(task_names, task_weights, **engine)
         self.g = torch.Generator().manual_seed(seed)
         self.register_buffer("rng_state", self.g.get_state())
 
@@ -55,13 +50,11 @@ class PCGrad(GradientWeighting):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.g.set_state(self.rng_state.cpu())
 
-    def aggregate(self, G: Tensor):
-        n = G.shape[0]
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        n = M.shape[0]
         orders = []
         for i in range(n):
             others = [j for j in torch.randperm(n, generator=self.g).tolist() if j != i]
             orders.append(others)
         self.rng_state = self.g.get_state()
-        M = (G @ G.T).double()
-        w = pcgrad_weights(M, orders).to(G.dtype)
-        return w, w @ G
+        return pcgrad_weights(M.double(), orders).to(M.dtype)

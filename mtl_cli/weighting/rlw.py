@@ -7,8 +7,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..config.params import Seed
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import Weighting, present_mask
 
 
 @WEIGHTINGS.register("rlw")
@@ -25,7 +26,7 @@ class RandomLossWeighting(Weighting):
 
     The weights sum to 1 over the tasks present this step (absent tasks get 0; T values are drawn
     every call whatever the mask, so the random sequence does not depend on which tasks are
-    present). Static task weights are ignored. The draws come from a CPU ``torch.Generator``
+    present). The draws come from a CPU ``torch.Generator``
     seeded with ``seed``; its state is written into the ``rng_state`` buffer whenever the
     state_dict is taken and restored on load, so a resumed run continues the same sequence.
     """
@@ -36,7 +37,7 @@ class RandomLossWeighting(Weighting):
         task_weights: list[float],
         *,
         distribution: Literal["normal", "uniform", "dirichlet"] = "normal",
-        seed: int = 0,
+        seed: Seed = 0,
     ):
         super().__init__(task_names, task_weights)
         self.distribution = distribution
@@ -66,19 +67,11 @@ class RandomLossWeighting(Weighting):
             return x.pin_memory().to(device, non_blocking=True)
         return x.to(device)
 
-    def weights(self, losses: Tensor) -> Tensor:
-        return self.combine(losses.detach())[1]
-
-    def combine(self, losses: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def weights(self, losses: Tensor, present: Tensor | None = None) -> Tensor:
         x = self._sample(losses.device)
-        p = torch.ones_like(x) if present is None else present.float()
+        p = present_mask(losses, present)
         if self.distribution == "dirichlet":
             w = x * p / (x * p).sum()
         else:
             w = torch.softmax(torch.where(p > 0, x, torch.full_like(x, -torch.inf)), 0)
-        return (w * losses.float()).sum(), w
-
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        total, w = self.combine(losses, ctx.present)
-        ctx.backward(total)
-        return w.detach()
+        return w

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..config.params import NonNegInt, Positive
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import BackwardContext, Weighting, present_mask
 
 
 @WEIGHTINGS.register("stch")
@@ -26,7 +26,9 @@ class SmoothTchebycheff(Weighting):
     the plain sum, weights 1), and the losses of the last warm-up epoch are averaged into the
     ``ideal`` buffer. ``warmup_epochs=0`` means ``z = 0`` from the start. The official code also
     multiplies the total by the number of tasks (a constant rescaling of the learning rate); we do
-    not. Static task weights are ignored (the paper's preference vector is uniform in MTL).
+    not. The paper's preference vector is uniform in MTL; static task weights pre-scale the losses
+    as for every method (with ``log_losses=true`` a constant scale only shifts ``f_t`` and its
+    reference ``z_t`` after the warm-up, so they have no effect then).
 
     Absent tasks (``ctx.present`` 0) are left out of the log-sum-exp (weight 0) and add nothing
     to the warm-up average; a task with no data in the last warm-up epoch gets ``z_t = 0``.
@@ -37,18 +39,12 @@ class SmoothTchebycheff(Weighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        mu: float = 1.0,
-        warmup_epochs: int = 4,
+        mu: Positive = 1.0,
+        warmup_epochs: NonNegInt = 4,
         log_losses: bool = True,
-        eps: float = 1e-20,
+        eps: Positive = 1e-20,
     ):
         super().__init__(task_names, task_weights)
-        if not mu > 0:
-            raise ConfigError(f"weighting.mu must be > 0 (got {mu})")
-        if warmup_epochs < 0:
-            raise ConfigError(f"weighting.warmup_epochs must be >= 0 (got {warmup_epochs})")
-        if not eps > 0:
-            raise ConfigError(f"weighting.eps must be > 0 (got {eps})")
         self.mu, self.warmup_epochs, self.log_losses, self.eps = float(mu), int(warmup_epochs), log_losses, eps
         n = len(task_names)
         self.register_buffer("ideal", torch.zeros(n))  # z_t (in the space of f_t)
@@ -64,11 +60,8 @@ class SmoothTchebycheff(Weighting):
     def _f(self, losses: Tensor) -> Tensor:
         return torch.log(losses.float() + self.eps) if self.log_losses else losses.float()
 
-    def weights(self, losses: Tensor) -> Tensor:
-        return self.combine(losses.detach())[1]
-
     def combine(self, losses: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        p = torch.ones(len(self.task_names), device=losses.device) if present is None else present.float()
+        p = present_mask(losses, present)
         f = self._f(losses)
         if self._epochs < self.warmup_epochs:
             total = (p * f).sum()
@@ -78,14 +71,17 @@ class SmoothTchebycheff(Weighting):
         total = self.mu * torch.logsumexp(x, 0)
         return total, torch.softmax(x.detach(), 0)
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        total, w = self.combine(losses, ctx.present)
-        ctx.backward(total)
+    @classmethod
+    def ignores_task_weights(cls, node: dict) -> bool:
+        return node.get("log_losses", True)  # log losses: a scale is a shift
+
+    def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        w = super().weighted_backward(losses, ctx)
         if self._epochs == self.warmup_epochs - 1:  # the last warm-up epoch: average for z
-            p = torch.ones_like(self.warmup_count) if ctx.present is None else ctx.present.float()
+            p = present_mask(losses, ctx.present)
             self.warmup_sum += losses.detach().float() * p
             self.warmup_count += p
-        return w.detach()
+        return w
 
     def on_epoch_end(self, epoch: int) -> None:
         self.epochs += 1

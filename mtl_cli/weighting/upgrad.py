@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config.params import NonNeg
 from ..registry import WEIGHTINGS
 from ._qp import dual_cone_weights
-from .engine import GradientWeighting
+from .engine import GradientWeighting, Rows
 
 
 def upgrad_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> Tensor:
@@ -33,21 +34,12 @@ class UPGrad(GradientWeighting):
         task_names: list[str],
         task_weights: list[float],
         *,
-        norm_eps: float = 1e-4,
-        reg_eps: float = 1e-4,
-        source: str = "params",
-        grouping: str = "whole",
-        every: int = 1,
-        mode: str = "loop",
-        chunk_size: int | None = None,
+        norm_eps: NonNeg = 1e-4,
+        reg_eps: NonNeg = 1e-4,
+        **engine,
     ):
-        super().__init__(
-            task_names, task_weights, source=source, grouping=grouping, every=every, mode=mode, chunk_size=chunk_size
-        )
-        if norm_eps < 0 or reg_eps < 0:
-            raise ValueError(f"weighting.norm_eps and weighting.reg_eps must be >= 0, got {norm_eps}, {reg_eps}")
+        super().__init__(task_names, task_weights, **engine)
         self.norm_eps, self.reg_eps = norm_eps, reg_eps
 
-    def aggregate(self, G: Tensor):
-        w = upgrad_weights(G @ G.T, self.norm_eps, self.reg_eps).to(G.dtype)
-        return w, w @ G
+    def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
+        return upgrad_weights(M, self.norm_eps, self.reg_eps)

@@ -6,11 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import LossTransform, present_mask
 
 
 @WEIGHTINGS.register("uw")
-class UncertaintyWeighting(Weighting):
+class UncertaintyWeighting(LossTransform):
     r"""Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
     Geometry and Semantics", CVPR 2018.
 
@@ -25,7 +25,6 @@ class UncertaintyWeighting(Weighting):
     implementations up to a constant factor 2 of the regression form), which has the same
     minimiser ``s_t = log L_t`` and treats every task kind alike.
 
-    Static task weights (``tasks.<name>.weight``) are ignored: the method learns its own.
     Tasks absent from the step (``ctx.present`` 0) contribute neither loss nor regulariser, so
     their ``s_t`` receives a zero gradient; their logged weight is 0.
     """
@@ -34,16 +33,9 @@ class UncertaintyWeighting(Weighting):
         super().__init__(task_names, task_weights)
         self.log_vars = nn.Parameter(torch.zeros(len(task_names)))
 
-    def weights(self, losses: Tensor) -> Tensor:
-        return torch.exp(-self.log_vars.detach()).to(losses.dtype)
-
-    def combine(self, losses: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        p = torch.ones_like(self.log_vars) if present is None else present.to(self.log_vars.dtype)
+    def transform(self, losses: Tensor) -> Tensor:
         s = self.log_vars
-        total = (p * (torch.exp(-s) * losses.float() + s)).sum()
-        return total, torch.exp(-s.detach()) * p
+        return torch.exp(-s) * losses.float() + s
 
-    def backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
-        total, w = self.combine(losses, ctx.present)
-        ctx.backward(total)
-        return w.detach()
+    def weights(self, losses: Tensor, present: Tensor | None = None) -> Tensor:
+        return torch.exp(-self.log_vars.detach()) * present_mask(losses, present)
