@@ -1,8 +1,9 @@
 """``baseline=stl``: single-task baselines, one normal run directory ``<run_dir>/<task>/`` per
 enabled task, with the run's data, backbone, optimizer, scheduler, schedule and seed. Two things
 are forced, because a single task has nothing to share and nothing to balance: ``arch=hps`` (the
-backbone plus the task's head) and ``weighting=ew`` with the task's weight 1 (the plain loss). Each run selects its epoch by
-its task's primary metric (``trainer.monitor=<task>/<primary metric>``) and is tested there.
+backbone plus the task's head) and ``weighting=ew`` with the task's weight 1 (the plain loss).
+Each run selects its epoch by its task's primary metric
+(``trainer.monitor=<task>/<primary metric>``) and is tested there.
 ``baselines.json`` (:mod:`mtl_cli.results.baselines`) then holds every task's test and val
 (selected epoch) metrics, directions and primary metric, and the settings that make runs
 comparable; Δm against it is :mod:`mtl_cli.results.delta_m`.
