@@ -348,3 +348,10 @@ def test_user_config_dir_overrides_builtin(tmp_path, monkeypatch):
     assert "image_size" not in cfg.data  # the user's file replaces the built-in one entirely
     plan = validate(cfg)
     assert plan.source.sizes == {"train": 64, "val": 16, "test": 16}
+
+
+def test_flatten_is_the_one_flattener():
+    from mtl_cli.config.typecheck import flatten
+
+    assert flatten({"a": {"b": 1, "c": {}}, "d": [1, 2]}) == {"a.b": 1, "a.c": {}, "d": [1, 2]}
+    assert flatten({}) == {} and flatten(None) == {} and flatten([1]) == {}  # nothing at the top

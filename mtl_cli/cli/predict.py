@@ -139,7 +139,7 @@ def columns(record: dict) -> dict:
     """A record as one CSV row: nested dicts and lists -> one level of ``a.b.c`` / ``a.0`` keys
     (``config.typecheck.flatten`` over lists made index-keyed; an empty dict or list makes no column)."""
     record = _indexed(record)
-    return flatten(record) if record else {}
+    return flatten(record)
 
 
 def _indexed(v):

@@ -230,10 +230,11 @@ def all_params(fn: Callable, skip: tuple[str, ...] = ()) -> dict[str, tuple[Any,
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as {dotted key: leaf value} (an empty mapping is a leaf)."""
+    """A nested mapping as {dotted key: leaf value}. Below the top, an empty mapping is a leaf; at
+    the top, anything but a non-empty mapping (an empty or missing config) flattens to nothing."""
     if isinstance(node, dict) and node:
         out = {}
         for k, v in node.items():
             out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
         return out
-    return {prefix: node}
+    return {prefix: node} if prefix else {}

@@ -37,12 +37,6 @@ class Group:
         return [r.seed for r in self.runs]
 
 
-def _flat_config(config: Any) -> dict[str, Any]:
-    """A run's config.yaml as {dotted key: leaf value}; {} for none, an empty one or a non-mapping
-    (:func:`flatten` alone gives ``{"": config}`` for those: no key a group or ``--group-by`` may use)."""
-    return flatten(config) if isinstance(config, dict) and config else {}
-
-
 def _text(v: Any) -> str:
     if v is None:
         return "null"
@@ -84,7 +78,7 @@ def default_items(run: Run) -> tuple[tuple[str, str], ...]:
             if _grouped(k):
                 kv[o.split("=", 1)[0]] = canonical(o.split("=", 1)[1]) if "=" in o else ""
         return tuple(kv.items())
-    flat = _flat_config(run.config)
+    flat = flatten(run.config)
     return tuple((k, _text(v)) for k, v in flat.items() if _grouped(k))
 
 
@@ -107,7 +101,7 @@ def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Gro
         problems = []
         for key in by:
             if runs and not any(config_value(r.config, key)[0] for r in runs):
-                keys = sorted({k for r in runs for k in _flat_config(r.config)})
+                keys = sorted({k for r in runs for k in flatten(r.config)})
                 close = difflib.get_close_matches(key, keys, n=4, cutoff=0.5)
                 problems.append(
                     Problem(

@@ -180,7 +180,7 @@ def shared_settings(cfg: dict) -> dict:
 
 def setting_differences(baseline_config: dict, cfg: dict) -> list[tuple[str, Any, Any]]:
     """``(key, value in the baselines, value here)`` for every shared setting that differs."""
-    a, b = flatten(baseline_config or {}), flatten(shared_settings(cfg))
+    a, b = flatten(baseline_config), flatten(shared_settings(cfg))
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

@@ -165,7 +165,7 @@ def _resumable(key: str) -> bool:
 
 def config_differences(saved_yaml: str, cfg: dict) -> list[tuple[str, Any, Any]]:
     """(key, value in the checkpoint, value now) for every key that shapes the run and differs."""
-    saved = flatten(yaml.safe_load(saved_yaml) or {})
+    saved = flatten(yaml.safe_load(saved_yaml))
     now = flatten(cfg)
     out = []
     for k in sorted(set(saved) | set(now)):
