@@ -116,6 +116,8 @@ class MetricsWriter:
 
     ``tensorboard``: every record also goes to TensorBoard event files in ``<run_dir>/tensorboard/``
     (see :class:`TensorBoardSink`); metrics.jsonl stays the source of truth.
+
+    Construction touches no file; ``open()`` reads the kept records and opens the files.
     """
 
     def __init__(
@@ -124,20 +126,25 @@ class MetricsWriter:
         self.records: list[dict] = []
         self.csv_path = run_dir / "metrics.csv" if csv_ else None
         self.path = run_dir / "metrics.jsonl"
+        self.jsonl = jsonl
+        self.tb_dir = run_dir / "tensorboard" if tensorboard else None
+        self.keep = keep
         self.f = None
         self.tb: TensorBoardSink | None = None
-        if keep is not None:
-            self.records = self._read(keep)
-        if tensorboard:  # the kept records first: the event files mirror metrics.jsonl from its first line
-            self.tb = TensorBoardSink(run_dir / "tensorboard", self.records)
-        if jsonl:
+
+    def open(self) -> None:
+        if self.keep is not None:
+            self.records = self._read(self.keep)
+        if self.tb_dir is not None:  # the kept records first: the event files mirror metrics.jsonl from its first line
+            self.tb = TensorBoardSink(self.tb_dir, self.records)
+        if self.jsonl:
             with writing(self.path):
-                if keep is not None:  # rewrite atomically with the kept lines, then append
+                if self.keep is not None:  # rewrite atomically with the kept lines, then append
                     tmp = self.path.with_suffix(".jsonl.tmp")
                     with open(tmp, "w") as f:
                         f.writelines(json.dumps(r) + "\n" for r in self.records)
                     os.replace(tmp, self.path)
-                self.f = open(self.path, "a" if keep is not None else "w", buffering=1)
+                self.f = open(self.path, "a" if self.keep is not None else "w", buffering=1)
 
     def _read(self, keep: int) -> list[dict]:
         records = []

@@ -21,7 +21,7 @@ reshuffled at each pass; a seeded generator makes the order reproducible.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -40,8 +40,31 @@ def batch_size_of(batch: dict) -> int:
     return next(iter(batch["inputs"].values())).shape[0]
 
 
+class MicroBatch(NamedTuple):
+    """One step of the stream: a batch, the dataset(s) it comes from, and its number of samples."""
+
+    batch: dict
+    datasets: tuple[str, ...]
+    n_samples: int
+
+
+class Group:
+    """The micro-batches of one optimizer step. ``len()`` is known before any is drawn; iterating
+    draws them from the stream, one at a time (once)."""
+
+    def __init__(self, size: int, micro_batches: Iterator[MicroBatch]):
+        self.size, self.micro_batches = size, micro_batches
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[MicroBatch]:
+        return self.micro_batches
+
+
 class TrainStream:
-    """Training batches, one epoch at a time: ``for batch, datasets, n_samples in stream.epoch()``.
+    """Training batches, one epoch at a time: ``for group in stream.groups(k)`` (one group of ``k``
+    micro-batches per optimizer step), or ``for batch, datasets, n_samples in stream.epoch()``.
 
     Where the stream stands is a few numbers (``state_dict``): for each dataset the pass it is in
     and the batches taken from that pass, the steps done in the current epoch, and the sampling
@@ -142,23 +165,41 @@ class TrainStream:
         idx = torch.multinomial(p, self.steps, replacement=True, generator=self.g).tolist()
         return [[self.names[i]] for i in idx]
 
-    def epoch(self) -> Iterator[tuple[dict, tuple[str, ...], int]]:
-        """The rest of the current epoch (all of it unless restored mid-epoch)."""
+    def groups(self, size: int) -> Iterator[Group]:
+        """The rest of the current epoch (all of it unless restored mid-epoch) in groups of
+        ``size`` micro-batches, one group per optimizer step; the epoch's last group holds what is
+        left and may be shorter. Groups start at the position the stream is at, so a stream
+        saved between groups (the trainer checkpoints only between optimizer steps) continues
+        with the same groups."""
+        order = self._epoch_order()
+        for start in range(self.position, len(order), size):
+            stop = min(start + size, len(order))
+            yield Group(stop - start, (self._draw(order, i) for i in range(start, stop)))
+        self.position = 0  # the epoch ran to its end
+
+    def epoch(self) -> Iterator[MicroBatch]:
+        """The rest of the current epoch, one micro-batch at a time."""
+        for group in self.groups(1):
+            yield from group
+
+    def _epoch_order(self) -> list[list[str]]:
+        """The dataset(s) of each step of the current epoch: a new epoch's order, or, restored
+        mid-epoch, the order the epoch had."""
         if self.position == 0 or self._epoch_start is None:
             self.position = 0
             self._epoch_start = (self.g.get_state(), self._turn)
             if self.sampling == "single":  # with one dataset an epoch is one pass
                 self._new_pass(self.names[0])
-        else:  # restored mid-epoch: the same order as before, from where it stopped
+        else:
             self.g.set_state(self._epoch_start[0])
             self._turn = self._epoch_start[1]
-        order = self._order()
-        for i in range(self.position, len(order)):
-            names = order[i]
-            parts = [self._next(n) for n in names]
-            self.position = i + 1
-            yield merge(parts), tuple(names), sum(batch_size_of(b) for b in parts)
-        self.position = 0  # the epoch ran to its end
+        return self._order()
+
+    def _draw(self, order: list[list[str]], i: int) -> MicroBatch:
+        """Step ``i`` of the epoch: a batch from each of its datasets, merged."""
+        parts = [self._next(n) for n in order[i]]
+        self.position = i + 1
+        return MicroBatch(merge(parts), tuple(order[i]), sum(batch_size_of(b) for b in parts))
 
     def end_epoch(self) -> None:
         """Mark the epoch done (also when training stopped part-way, at max_steps)."""

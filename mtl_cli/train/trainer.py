@@ -1,10 +1,31 @@
-"""The training loop, top to bottom: build, train epochs, evaluate, select, test, summarise.
+"""The training loop, outer loop first: epochs, optimizer steps, micro-batches.
 
-Hot path (``Trainer.train_step``, one micro-batch): move the batch, forward under autocast,
-per-task masked losses [T], ``weighting.backward`` (which scales for AMP and accumulation), and
-every ``accumulate_grad_batches`` micro-batches ``optimizer_step``: unscale, clip, optimizer and
-scheduler step. Nothing in it synchronises with the host: losses accumulate on the device and are
-read (``.tolist()``) only every ``logger.log_every`` optimizer steps.
+``Trainer.fit`` runs the epochs left (all of them, or from where a resumed checkpoint stopped),
+then tests the selected model and writes summary.json. ``train_epoch`` takes the epoch from the
+``TrainStream`` in groups, one group per optimizer step: ``trainer.accumulate_grad_batches``
+micro-batches, the epoch's last group possibly fewer. ``train_step`` runs ``forward_backward`` on
+each micro-batch of its group, then ``optimizer_step`` (unscale, clip, optimizer and scheduler
+step). Only between optimizer steps does the loop log, stop at ``trainer.max_steps``, write the
+``trainer.checkpoint_every`` checkpoint and answer SIGTERM/SIGINT, so a checkpoint never holds
+part of an accumulation. ``end_epoch`` validates (every ``trainer.eval_every`` epochs and at the
+end) and writes ``checkpoints/last.pt``.
+
+Where the host waits for the device (a sync; on CPU there is nothing to wait for):
+
+- every micro-batch: the non-finite check of the [T] losses (one ``.tolist()``), unless
+  ``trainer.on_nonfinite=ignore``; with fp16 and a method that needs task gradients, reading the
+  GradScaler's scale (``get_scale()``);
+- every optimizer step: the non-finite check of the global gradient norm (``bool(...)``), unless
+  ``on_nonfinite=ignore`` or fp16; with fp16, ``scaler.step`` reads the GradScaler's inf flags
+  instead, and a skipped step reads its scale;
+- every ``logger.log_every`` optimizer steps: the summed losses and weights (one ``.tolist()``);
+  losses, weights and presence counts accumulate on the device in between;
+- every ``logger.grad_diagnostics_every`` optimizer steps: the task gradients' norms and cosines;
+- inside ``weighting.backward`` and ``on_step_end``: whatever the method reads (the gradient
+  engine, e.g., checks its task gradients for non-finite values; see ``mtl_cli.weighting``).
+
+Construction builds the run's objects and, on a resume, checks the checkpoint's model against the
+model before anything else; no file is written until ``fit`` opens the run directory.
 """
 
 from __future__ import annotations
@@ -36,7 +57,7 @@ from .batches import make_loader, to_device
 from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import Selector, evaluate
 from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
-from .sampling import TrainStream
+from .sampling import Group, MicroBatch, TrainStream, batch_size_of
 
 log = logging.getLogger("mtl_cli")
 
@@ -85,15 +106,15 @@ class Trainer:
 
     ``resume``: a checkpoint dict (``checkpoint.load_checkpoint``) to continue from; everything the
     run's future depends on is restored (see ``state``), so the resumed run ends as the
-    uninterrupted one would have.
+    uninterrupted one would have. A checkpoint of another model is refused here, before the run
+    directory is touched.
     """
 
     def __init__(self, plan: Plan, run_dir: Path, resume: dict | None = None, resume_path: Path | None = None):
         self.plan, self.run_dir = plan, run_dir
-        cfg = plan.cfg
-        self.tcfg, self.lcfg = cfg["trainer"], cfg["logger"]
-        self.device = resolve_device(cfg["device"])
-        seed_everything(cfg["seed"], self.tcfg["deterministic"])
+        self.settings, self.log_settings = plan.trainer, plan.logger
+        self.device = resolve_device(plan.cfg["device"])
+        seed_everything(plan.cfg["seed"], self.settings.deterministic)
         self.t_start = time.perf_counter()
         self.tasks = build_tasks(plan)
         self.names = [t.name for t in self.tasks]
@@ -104,39 +125,36 @@ class Trainer:
             load_model_state(self.model, resume["model"], resume_path or run_dir)
         self.weighting = build_weighting(plan, self.tasks).to(self.device)
         self.optimizer = build_optimizer(plan, self.model, self.weighting)
-        self.accum = self.tcfg["accumulate_grad_batches"]
         self.scheduler, self.interval = build_scheduler(plan, self.optimizer, self._scheduler_length())
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.tcfg["precision"] == "fp16")
-        self.autocast = autocast_for(self.tcfg["precision"], self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.precision == "fp16")
+        self.autocast = autocast_for(self.settings.precision, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        lg = self.log_settings
         keep = resume["metrics_records"] if resume is not None else None
-        self.metrics = MetricsWriter(run_dir, self.lcfg["jsonl"], self.lcfg["csv"], keep, self.lcfg["tensorboard"])
+        self.metrics = MetricsWriter(run_dir, lg.jsonl, lg.csv, keep, lg.tensorboard)  # opened by fit()
         # baseline_dir: single-task baselines for delta_m (summary.json; trainer.monitor=delta_m selects by it)
         self.baselines = None
-        if cfg.get("baseline_dir"):
-            self.baselines = load_baselines(cfg["baseline_dir"])
-            warn_if_settings_differ(self.baselines, cfg, cfg["baseline_dir"])
+        if plan.cfg.get("baseline_dir"):
+            self.baselines = load_baselines(plan.cfg["baseline_dir"])
+            warn_if_settings_differ(self.baselines, plan.cfg, plan.cfg["baseline_dir"])
         base_val = {n: b["val"] for n, b in self.baselines["tasks"].items()} if self.baselines else None
-        self.selector = Selector(self.tcfg["monitor"], self.tasks, base_val)
+        self.selector = Selector(self.settings.monitor, self.tasks, base_val)
         self.prog = Progress()
         self.history: list[dict] = []
         self.ckpt_dir = run_dir / "checkpoints"
-        self.top_k = TopK(self.tcfg["save_top_k"], self.ckpt_dir / "top")
-        self.on_nonfinite = self.tcfg["on_nonfinite"]
+        self.top_k = TopK(self.settings.save_top_k, self.ckpt_dir / "top")
         self.skipped = 0  # optimizer steps skipped for non-finite losses or gradients
+        self._skip = False  # something in this step is non-finite: drop its update
         self._skip_why: list[str] = []
         self._stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint after this step
         n = len(self.tasks)
         self.loss_acc = torch.zeros(n, device=self.device)  # summed on the device between logs
         self.weight_acc = torch.zeros(n, device=self.device)
-        self.count_acc = torch.zeros(n, device=self.device)  # steps in which each task had a batch
+        self.count_acc = torch.zeros(n, device=self.device)  # micro-batches in which each task had a batch
         self._present: dict[tuple[str, ...], torch.Tensor] = {}
-        self._skip = False  # set by a weighting (non-finite task gradients): skip the next update
-        self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
+        self.samples, self.t_log = 0, time.perf_counter()
         if resume is not None:
             self._restore(resume, resume_path or run_dir)
-        for stale in ("summary.json", "error.json"):  # left by an earlier run (or attempt) in this directory
-            (run_dir / stale).unlink(missing_ok=True)
 
     def _restore(self, state: dict, path: Path) -> None:
         """Continue from a checkpoint (the model is loaded already); the global RNG states last,
@@ -156,29 +174,27 @@ class Trainer:
         self.loss_acc.copy_(acc["loss"])
         self.weight_acc.copy_(acc["weight"])
         self.count_acc.copy_(acc["count"])
-        self.n_acc, self.samples = acc["n"], acc["samples"]
+        self.samples = acc["samples"]
         self.skipped = state["skipped"]
         set_rng_state(state["rng"])
         log.info("resumed from %s: epoch %d, step %d", path, self.prog.epoch, self.prog.step)
 
     def _build_data(self) -> None:
         """Loaders of every dataset that an enabled task reads; keys of datasets other than
-        `data` are prefixed with ``<dataset>/`` (see ``data.base.qualify``)."""
-        cfg, t = self.plan.cfg, self.tcfg
-        ebs = t["eval_batch_size"] or 2 * t["batch_size"]
+        `data` are prefixed with ``<dataset>/`` (see ``data.base.qualify``). What data.json will
+        hold is kept in ``data_info``."""
+        t, seed = self.settings, self.plan.cfg["seed"]
+        ebs = t.eval_batch_size or 2 * t.batch_size
         train, self.val_loaders, self.test_loaders, sizes = {}, {}, {}, {}
         for d in self.plan.used_datasets():
             splits = self.plan.sources[d].load()
             splits = {k: with_prefix(v, "" if d == PRIMARY else f"{d}/") for k, v in splits.items()}
             sizes[d] = {k: len(v) for k, v in splits.items()}
-            train[d] = make_loader(splits["train"], t["batch_size"], True, cfg["seed"], t["num_workers"], self.device)
-            self.val_loaders[d] = make_loader(splits["val"], ebs, False, cfg["seed"], t["num_workers"], self.device)
-            self.test_loaders[d] = make_loader(splits["test"], ebs, False, cfg["seed"], t["num_workers"], self.device)
-        self.stream = TrainStream(
-            train, t["sampling"], t["temperature"], t["epoch_length"], cfg["seed"], t["limit_train_batches"]
-        )
-        self.train_loader = next(iter(train.values()))
-        self.batches_per_epoch = len(self.stream)
+            train[d] = make_loader(splits["train"], t.batch_size, True, seed, t.num_workers, self.device)
+            self.val_loaders[d] = make_loader(splits["val"], ebs, False, seed, t.num_workers, self.device)
+            self.test_loaders[d] = make_loader(splits["test"], ebs, False, seed, t.num_workers, self.device)
+        self.stream = TrainStream(train, t.sampling, t.temperature, t.epoch_length, seed, t.limit_train_batches)
+        self.train_loader = next(iter(train.values()))  # (benchmarks/ draw batches from it)
         # artifacts as the sources hold them after load() (statistics, label maps): the merged
         # spec's copy was taken before loading
         specs = self.plan.specs
@@ -191,31 +207,161 @@ class Trainer:
             others = {d: specs[d].artifacts for d in sizes if d != PRIMARY and d in specs and specs[d].artifacts}
             if others:
                 info["dataset_artifacts"] = others
-        write_json(self.run_dir / "data.json", info)
+        self.data_info = info
         self.tasks_of = {d: [task for task in self.tasks if task.dataset == d] for d in sizes}
 
     def _scheduler_length(self) -> int:
         """Scheduler steps in the whole run: optimizer steps, or epochs for interval=epoch."""
+        t = self.settings
         if self.plan.cfg["scheduler"].get("interval", "step") == "epoch":
-            return self.tcfg["max_epochs"]
-        total = self.tcfg["max_epochs"] * max(1, self.batches_per_epoch // self.accum)
-        return min(total, self.tcfg["max_steps"]) if self.tcfg["max_steps"] is not None else total
+            return t.max_epochs
+        total = t.max_epochs * math.ceil(len(self.stream) / t.accumulate_grad_batches)
+        return min(total, t.max_steps) if t.max_steps is not None else total
 
-    # ---------------------------------------------------------------- hot path
-    def _backward(self, total: torch.Tensor, inputs=None) -> None:
-        self.scaler.scale(total / self.accum).backward(inputs=inputs)
+    # ---------------------------------------------------------------- the run: epochs
+    def fit(self) -> dict:
+        """Open the run directory, train the epochs left, test the selected model; returns the
+        summary (also in summary.json)."""
+        self.open_run_dir()
+        self._log_model_size()
+        with self._signals():
+            self.model.train()
+            for epoch in range(self.prog.epoch, self.settings.max_epochs):
+                reached_max_steps = self.train_epoch(epoch)
+                self.end_epoch(last=reached_max_steps or epoch + 1 == self.settings.max_epochs)
+                self._stop_if_signalled()
+                if reached_max_steps:
+                    break
+        return self.finish()
 
-    def _skip_step(self, why: str) -> None:
-        """Something in this step is non-finite: stop (on_nonfinite=stop) or drop the update."""
-        if self.on_nonfinite == "stop":
-            raise TrainingError(
-                f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; stopped "
-                f"(trainer.on_nonfinite=stop). The last checkpoint in {self.ckpt_dir} holds "
-                "finite weights"
-            )
-        if why not in self._skip_why:
-            self._skip_why.append(why)
-        self._skip = True
+    def open_run_dir(self) -> None:
+        """The run's first writes: data.json, metrics.jsonl (a resume keeps the checkpoint's
+        records), and no summary.json or error.json left by an earlier run or attempt."""
+        for stale in ("summary.json", "error.json"):
+            (self.run_dir / stale).unlink(missing_ok=True)
+        write_json(self.run_dir / "data.json", self.data_info)
+        self.metrics.open()
+
+    def _log_model_size(self) -> None:
+        g = self.model.parameter_groups()
+        log.info(
+            "model: %s shared parameters, %s task-specific (%s)",
+            f"{g['shared']:,}",
+            f"{sum(v for k, v in g.items() if k != 'shared'):,}",
+            self.device,
+        )
+
+    def train_epoch(self, epoch: int) -> bool:
+        """The epoch's optimizer steps (those left, on a resume); returns True when
+        ``trainer.max_steps`` is reached. Logging, signals and checkpoints between the steps."""
+        if self._max_steps_reached():
+            return True
+        bar = self._progress_bar(epoch)
+        t0 = time.perf_counter()
+        for group in self.stream.groups(self.settings.accumulate_grad_batches):
+            stepped = self.train_step(group)
+            bar.update(len(group))
+            if stepped and self.prog.step % self.log_settings.log_every == 0:
+                self.log_train(epoch, bar)
+            if self._max_steps_reached():
+                break
+            if self._stop_signal is not None:
+                bar.close()
+                self.prog.train_time += time.perf_counter() - t0
+                self._stop_if_signalled()
+            if stepped and self._checkpoint_due():
+                self.prog.train_time += time.perf_counter() - t0
+                self.save("last")
+                t0 = time.perf_counter()  # writing the checkpoint is not training time
+        bar.close()
+        self.prog.train_time += time.perf_counter() - t0
+        return self._max_steps_reached()
+
+    def end_epoch(self, last: bool) -> None:
+        """After the epoch's steps: the epoch schedules, validation when due (always after the
+        ``last`` epoch), and last.pt."""
+        self.stream.end_epoch()
+        self.prog.epoch += 1
+        if self.scheduler is not None and self.interval == "epoch":
+            self.scheduler.step()
+        self.weighting.on_epoch_end(self.prog.epoch)
+        if last or self.prog.epoch % self.settings.eval_every == 0:
+            self.validate()
+        self.save("last")
+
+    def _max_steps_reached(self) -> bool:
+        return self.settings.max_steps is not None and self.prog.step >= self.settings.max_steps
+
+    def _checkpoint_due(self) -> bool:
+        every = self.settings.checkpoint_every
+        return every is not None and self.prog.step % every == 0
+
+    def _progress_bar(self, epoch: int) -> tqdm:
+        bar = tqdm(
+            total=len(self.stream),
+            desc=f"epoch {epoch + 1}/{self.settings.max_epochs}",
+            disable=not self.settings.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        bar.update(self.stream.position)  # resumed mid-epoch
+        return bar
+
+    # ---------------------------------------------------------------- one optimizer step
+    def train_step(self, group: Group | list[MicroBatch] | dict) -> bool:
+        """One optimizer step: ``forward_backward`` of each micro-batch of ``group``, then
+        ``optimizer_step``. Each micro-batch's loss is divided by ``len(group)``, so the step
+        follows the mean loss over the micro-batches it has (an epoch's short last group
+        included). Returns whether the update was applied (not skipped for non-finite values).
+
+        A bare batch dict (as benchmarks/ pass) is a group of one micro-batch of ``data``."""
+        if isinstance(group, dict):
+            group = [MicroBatch(group, (PRIMARY,), batch_size_of(group))]
+        step, n = self.prog.step, len(group)
+        diagnose = self._grad_diagnostics_due()
+        for i, micro in enumerate(group):
+            self.forward_backward(micro, n, diagnose=diagnose and i == 0)
+        self.optimizer_step()
+        return self.prog.step != step
+
+    def forward_backward(self, micro: MicroBatch, divisor: int, diagnose: bool = False) -> None:
+        """Forward one micro-batch, check its [T] losses, and let the weighting method
+        back-propagate them (gradients divided by ``divisor``, the micro-batches of the step,
+        added to ``.grad``); the losses and weights add to the logging sums. ``diagnose``: log
+        the gradient diagnostics of these losses first."""
+        inputs, targets, masks = to_device(micro.batch, self.device)
+        present = self._present_mask(micro.datasets, targets)
+        with self.autocast():
+            rep = self.model.encode(inputs)
+            losses = self.compute_losses(self.model.decode(rep), targets, masks)  # [T]; 0 for absent tasks
+        self.prog.micro += 1
+        if not self._losses_finite(losses):
+            return
+        if diagnose:
+            self.log_grad_diagnostics(losses, present)
+        amp = 1.0
+        if self.scaler.is_enabled() and "grads" in self.weighting.requires:  # a host read: gradient methods only
+            amp = self.scaler.get_scale()
+        ctx = BackwardContext(
+            model=self.model,
+            backward=functools.partial(self._backward, divisor=divisor),
+            step=self.prog.step,
+            present=present,
+            rep=rep,
+            grad_scale=amp / divisor,
+            skip_step=self._skip_step,
+            amp_scale=amp,
+        )
+        w = self.weighting.backward(losses, ctx)
+        self.loss_acc += losses.detach().float() * present
+        self.weight_acc += w.float() * present
+        self.count_acc += present
+        self.samples += micro.n_samples
+
+    def _backward(self, total: torch.Tensor, inputs=None, *, divisor: int) -> None:
+        """``ctx.backward``: AMP-scale ``total``, divide it by the step's micro-batches, and
+        back-propagate it (into ``inputs`` only, when given)."""
+        self.scaler.scale(total / divisor).backward(inputs=inputs)
 
     def _present_mask(self, datasets: tuple[str, ...], targets: dict) -> torch.Tensor:
         """[T] 1.0 for the tasks that have a batch this step (cached per dataset combination)."""
@@ -225,52 +371,45 @@ class Trainer:
             self._present[datasets] = m
         return m
 
-    def train_step(self, batch: dict, datasets: tuple[str, ...] = (PRIMARY,), n_samples: int | None = None) -> None:
-        inputs, targets, masks = to_device(batch, self.device)
-        present = self._present_mask(datasets, targets)
-        with self.autocast():
-            rep = self.model.encode(inputs)
-            preds = self.model.decode(rep)
-            losses = self.compute_losses(preds, targets, masks)  # [T], task order; 0 for absent tasks
-        if self.on_nonfinite != "ignore" and not bool(torch.isfinite(losses.detach()).all()):
-            # before any backward: a NaN must not reach the weighting's state or other tasks' rows
-            bad = [n for n, v in zip(self.names, torch.isfinite(losses.detach()).tolist()) if not v]
-            self._skip_step(f"non-finite loss of task(s) {', '.join(bad)}")
-            self.prog.micro += 1
-            if self.prog.micro % self.accum == 0:
-                self.optimizer_step()
-            return
-        every = self.lcfg["grad_diagnostics_every"]
-        if every and self.prog.micro % self.accum == 0 and (self.prog.step + 1) % every == 0:
-            self.log_grad_diagnostics(losses, present)
-        amp = 1.0
-        if self.scaler.is_enabled() and "grads" in self.weighting.requires:  # a host read: gradient methods only
-            amp = self.scaler.get_scale()
-        ctx = BackwardContext(
-            self.model, self._backward, self.prog.step, present, rep, amp / self.accum, self._skip_step, amp
-        )
-        w = self.weighting.backward(losses, ctx)
-        self.prog.micro += 1
-        self.loss_acc += losses.detach().float() * present
-        self.weight_acc += w.float() * present
-        self.count_acc += present
-        self.n_acc += 1
-        self.samples += n_samples if n_samples is not None else next(iter(inputs.values())).shape[0]
-        if self.prog.micro % self.accum == 0:
-            self.optimizer_step()
+    def _losses_finite(self, losses: torch.Tensor) -> bool:
+        """Checked before any backward: a NaN must not reach the weighting's state or other
+        tasks' gradient rows. A non-finite loss skips the step (or stops the run)."""
+        if self.settings.on_nonfinite == "ignore":
+            return True
+        finite = torch.isfinite(losses.detach()).tolist()  # the host sync of every micro-batch
+        if all(finite):
+            return True
+        bad = [n for n, ok in zip(self.names, finite) if not ok]
+        self._skip_step(f"non-finite loss of task(s) {', '.join(bad)}")
+        return False
+
+    def _skip_step(self, why: str) -> None:
+        """Something in this step is non-finite: stop (on_nonfinite=stop) or drop the update."""
+        if self.settings.on_nonfinite == "stop":
+            raise TrainingError(
+                f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; stopped "
+                f"(trainer.on_nonfinite=stop). The last checkpoint in {self.ckpt_dir} holds "
+                "finite weights"
+            )
+        if why not in self._skip_why:
+            self._skip_why.append(why)
+        self._skip = True
 
     def optimizer_step(self) -> None:
+        """Unscale and clip, check the gradient norm, then the optimizer and scheduler step (or
+        drop the update when something in the step was non-finite)."""
+        clip = self.settings.gradient_clip_val
         norm = None
-        if self.tcfg["gradient_clip_val"] is not None and not self._skip:
+        if clip is not None and not self._skip:
             self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.tcfg["gradient_clip_val"])
-        if not self._skip and self.on_nonfinite != "ignore" and not self.scaler.is_enabled():
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        if not self._skip and self.settings.on_nonfinite != "ignore" and not self.scaler.is_enabled():
             # (with fp16 the GradScaler finds and skips non-finite gradients itself)
             if norm is None:
                 norm = _total_norm([p.grad for p in self.params if p.grad is not None])
             if norm is not None and not bool(torch.isfinite(norm)):
                 self._skip_step("non-finite gradient (every task's loss was finite)")
-        if self._skip:  # non-finite losses or gradients: drop this update
+        if self._skip:
             self._drop_update()
             return
         self.scaler.step(self.optimizer)
@@ -289,7 +428,7 @@ class Trainer:
         self.skipped += 1
         why = "; ".join(self._skip_why) or "non-finite values"
         self._skip_why = []
-        limit = self.tcfg["max_skipped_steps"]
+        limit = self.settings.max_skipped_steps
         if limit is not None and self.skipped > limit:
             raise TrainingError(
                 f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; {self.skipped} "
@@ -299,116 +438,10 @@ class Trainer:
             )
         log.warning("step %d skipped (%d so far): %s", self.prog.step + 1, self.skipped, why)
 
-    # ---------------------------------------------------------------- checkpoints and signals
-    def save(self, kind: str, path: Path | None = None) -> Path:
-        """Write a checkpoint (never one with non-finite weights over a good one)."""
-        path = path or self.ckpt_dir / f"{kind}.pt"
-        state = self.state(kind)
-        if not all_finite(state["model"]):
-            raise TrainingError(
-                f"the weights are non-finite at step {self.prog.step}; {path} was not "
-                "overwritten and holds the last finite weights. Lower optimizer.lr or set "
-                "trainer.gradient_clip_val"
-            )
-        save_checkpoint(state, path)
-        return path
-
-    @contextlib.contextmanager
-    def _signals(self):
-        """SIGTERM / SIGINT: finish the current step, write last.pt, stop (RunInterrupted).
-        A second SIGINT stops at once (KeyboardInterrupt)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_signal(signum, frame):
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            log.warning(
-                "%s received: stopping after this step and writing a checkpoint (Ctrl-C again to stop at once)",
-                signal.Signals(signum).name,
-            )
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def _stop_if_signalled(self) -> None:
-        if self._stop_signal is None:
-            return
-        path = self.save("last")
-        self.metrics.close()
-        raise RunInterrupted(signal.Signals(self._stop_signal).name, self.prog.step, str(path))
-
-    # ---------------------------------------------------------------- epochs
-    def fit(self) -> dict:
-        g = self.model.parameter_groups()
-        log.info(
-            "model: %s shared parameters, %s task-specific (%s)",
-            f"{g['shared']:,}",
-            f"{sum(v for k, v in g.items() if k != 'shared'):,}",
-            self.device,
-        )
-        with self._signals():
-            self.model.train()
-            for epoch in range(self.prog.epoch, self.tcfg["max_epochs"]):
-                done = self.train_epoch(epoch)
-                self.stream.end_epoch()
-                self.prog.epoch = epoch + 1
-                if self.scheduler is not None and self.interval == "epoch":
-                    self.scheduler.step()
-                self.weighting.on_epoch_end(self.prog.epoch)
-                if self.prog.epoch % self.tcfg["eval_every"] == 0 or done or self.prog.epoch == self.tcfg["max_epochs"]:
-                    self.validate()
-                if done and self.prog.micro % self.accum != 0:  # an incomplete accumulation at the very end
-                    self.optimizer_step()
-                self.save("last")
-                self._stop_if_signalled()
-                if done:
-                    break
-            if self.prog.micro % self.accum != 0:  # the same, at the end of the last epoch
-                self.optimizer_step()
-                self.save("last")
-        return self.finish()
-
-    def train_epoch(self, epoch: int) -> bool:
-        """One epoch; returns True when max_steps is reached."""
-        bar = tqdm(
-            total=self.batches_per_epoch,
-            desc=f"epoch {epoch + 1}/{self.tcfg['max_epochs']}",
-            disable=not self.tcfg["progress"],
-            leave=False,
-            dynamic_ncols=True,
-        )
-        max_steps, every = self.tcfg["max_steps"], self.tcfg["checkpoint_every"]
-        t0, done = time.perf_counter(), max_steps is not None and self.prog.step >= max_steps
-        bar.update(self.stream.position)
-        for batch, datasets, n in [] if done else self.stream.epoch():
-            step_before = self.prog.step
-            self.train_step(batch, datasets, n)
-            bar.update(1)
-            stepped = self.prog.step != step_before
-            if stepped and self.prog.step % self.lcfg["log_every"] == 0:
-                self.log_train(epoch, bar)
-            if max_steps is not None and self.prog.step >= max_steps:
-                done = True
-                break
-            if self.prog.micro % self.accum == 0:  # at an optimizer-step boundary
-                if self._stop_signal is not None:
-                    self.prog.train_time += time.perf_counter() - t0
-                    bar.close()
-                    self._stop_if_signalled()
-                if stepped and every is not None and self.prog.step % every == 0:
-                    self.prog.train_time += time.perf_counter() - t0
-                    self.save("last")
-                    t0 = time.perf_counter()
-        bar.close()
-        self.prog.train_time += time.perf_counter() - t0
-        return done
+    # ---------------------------------------------------------------- logging
+    def _grad_diagnostics_due(self) -> bool:
+        every = self.log_settings.grad_diagnostics_every
+        return every is not None and (self.prog.step + 1) % every == 0
 
     def log_grad_diagnostics(self, losses: torch.Tensor, present: torch.Tensor) -> None:
         """Norms of the task gradients of the shared parameters, their pairwise cosines, and the
@@ -456,8 +489,9 @@ class Trainer:
         self.loss_acc.zero_()
         self.weight_acc.zero_()
         self.count_acc.zero_()
-        self.n_acc, self.samples, self.t_log = 0, 0, time.perf_counter()
+        self.samples, self.t_log = 0, time.perf_counter()
 
+    # ---------------------------------------------------------------- evaluation
     def evaluate(self, loaders: dict, limit: int | None) -> dict:
         """Metrics of every task on its own dataset's loader, in task order."""
         res = {}
@@ -466,7 +500,7 @@ class Trainer:
         return {t.name: res[t.name] for t in self.tasks}
 
     def validate(self) -> None:
-        res = self.evaluate(self.val_loaders, self.tcfg["limit_val_batches"])
+        res = self.evaluate(self.val_loaders, self.settings.limit_val_batches)
         score, improved = self.selector.update(res, self.prog.epoch)
         rec = {"split": "val", "epoch": self.prog.epoch, "step": self.prog.step, "score": score}
         rec |= {f"{t}/{m}": v for t, r in res.items() for m, v in r.items()}
@@ -478,6 +512,20 @@ class Trainer:
         if improved:
             self.save("best")
         self.top_k.update(score, self.prog.epoch, self.prog.step, lambda: self.state("top"))
+
+    # ---------------------------------------------------------------- checkpoints and signals
+    def save(self, kind: str, path: Path | None = None) -> Path:
+        """Write a checkpoint (never one with non-finite weights over a good one)."""
+        path = path or self.ckpt_dir / f"{kind}.pt"
+        state = self.state(kind)
+        if not all_finite(state["model"]):
+            raise TrainingError(
+                f"the weights are non-finite at step {self.prog.step}; {path} was not "
+                "overwritten and holds the last finite weights. Lower optimizer.lr or set "
+                "trainer.gradient_clip_val"
+            )
+        save_checkpoint(state, path)
+        return path
 
     def state(self, kind: str) -> dict:
         """Everything a checkpoint holds: tensors and plain containers only (weights_only loads)."""
@@ -499,7 +547,6 @@ class Trainer:
                 "loss": self.loss_acc.clone(),
                 "weight": self.weight_acc.clone(),
                 "count": self.count_acc.clone(),
-                "n": self.n_acc,
                 "samples": self.samples,
             },
             "skipped": self.skipped,
@@ -509,11 +556,42 @@ class Trainer:
             "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.plan.cfg)),
         }
 
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGTERM / SIGINT: finish the current step, write last.pt, stop (RunInterrupted).
+        A second SIGINT stops at once (KeyboardInterrupt)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            log.warning(
+                "%s received: stopping after this step and writing a checkpoint (Ctrl-C again to stop at once)",
+                signal.Signals(signum).name,
+            )
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _stop_if_signalled(self) -> None:
+        if self._stop_signal is None:
+            return
+        path = self.save("last")
+        self.metrics.close()
+        raise RunInterrupted(signal.Signals(self._stop_signal).name, self.prog.step, str(path))
+
     # ---------------------------------------------------------------- end of run
     def finish(self) -> dict:
         best = torch.load(self.ckpt_dir / "best.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(best["model"])
-        test = self.evaluate(self.test_loaders, self.tcfg["limit_test_batches"])
+        test = self.evaluate(self.test_loaders, self.settings.limit_test_batches)
         self.metrics.log(
             {"split": "test", "epoch": self.selector.best_epoch, "step": best["step"]}
             | {f"{t}/{m}": v for t, r in test.items() for m, v in r.items()}
@@ -528,7 +606,7 @@ class Trainer:
         peak, peak_kind = peak_memory_mb(self.device)
         out = {
             "run_dir": str(self.run_dir),
-            "objective": {"monitor": self.tcfg["monitor"], "value": self.selector.best_score, "direction": "maximize"},
+            "objective": {"monitor": self.settings.monitor, "value": self.selector.best_score, "direction": "maximize"},
             "selected_epoch": self.selector.best_epoch,
             "epochs": self.prog.epoch,
             "steps": self.prog.step,
@@ -560,11 +638,6 @@ class Trainer:
                 test, out["val_selected"], self.baselines, self.selector.directions, self.plan.cfg["baseline_dir"]
             )
         return out
-
-
-def fit(plan: Plan, run_dir: Path, resume: dict | None = None, resume_path: Path | None = None) -> dict:
-    """Train (or continue from a checkpoint), select, test; write the run directory; return the summary."""
-    return Trainer(plan, run_dir, resume, resume_path).fit()
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor | None:
