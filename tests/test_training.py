@@ -71,12 +71,15 @@ def test_static_weights_are_logged_and_used(tmp_path, small_overrides):
     assert r["loss"] == pytest.approx(expected)
 
 
-def test_ew_ignores_task_weights(tmp_path, small_overrides):
+def test_task_weight_prescales_the_loss_under_ew_too(tmp_path, small_overrides):
+    """``tasks.<name>.weight`` is one pre-scale of the loss under every method; the log shows the
+    effective weight on the raw loss."""
     _, rd = run(
         tmp_path,
         small_overrides + ["weighting=ew", "trainer.max_steps=1", "logger.log_every=1", "tasks.shape.weight=0.5"],
     )
-    assert records(rd, "train")[0]["weight/shape"] == 1.0
+    rec = records(rd, "train")[0]
+    assert rec["weight/shape"] == 0.5 and rec["weight/size"] == 1.0
 
 
 def test_task_without_any_label_still_trains_the_others(tmp_path, small_overrides):
