@@ -154,6 +154,29 @@ def test_accumulation_and_scheduler_resume_bitwise(monkeypatch, tmp_path):
     assert_same_run(tmp_path / "ref", tmp_path / "run")
 
 
+def test_short_last_accumulation_group_is_its_own_step_and_resumes_bitwise(monkeypatch, tmp_path):
+    """4 batches per epoch with accumulate_grad_batches=3: each epoch is a step of 3 micro-batches
+    (losses divided by 3) and a step of the 1 left (divided by 1), never carried into the next
+    epoch, so the epoch-end checkpoint holds no half-accumulated gradient; resuming after the
+    short step and after a full one is bitwise."""
+    ov = BASE + ["trainer.accumulate_grad_batches=3", "trainer.checkpoint_every=1"]
+    divisors = []
+    orig = trainer_mod.Trainer._backward
+
+    def backward(self, total, inputs=None, *, divisor):
+        divisors.append(divisor)
+        return orig(self, total, inputs, divisor=divisor)
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.Trainer, "_backward", backward)
+        summary = run(ov, tmp_path / "ref")
+    assert summary["steps"] == 6  # 2 steps per epoch, 3 epochs
+    assert divisors == [3, 3, 3, 1] * 3
+    for step in (2, 3):
+        interrupted_then_resumed(monkeypatch, ov, tmp_path / f"run{step}", step)
+        assert_same_run(tmp_path / "ref", tmp_path / f"run{step}")
+
+
 def test_several_datasets_with_random_sampling_resume_bitwise(monkeypatch, tmp_path):
     """Two datasets drawn at random: the sampling generator and each dataset's pass and position
     are part of the checkpoint."""
