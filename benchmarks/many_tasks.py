@@ -361,6 +361,7 @@ def step_interleaved(plan1, plann, pairs: int, warmup: int = 3, chunk: int = 3) 
     train_epoch) is not part of this loop. Returns None where this version of mtl_cli has no
     Trainer.train_step."""
     from mtl_cli.train import trainer as tr
+    from mtl_cli.train.sampling import MicroBatch, batch_size_of
 
     if not hasattr(getattr(tr, "Trainer", None), "train_step"):
         return None
@@ -371,7 +372,8 @@ def step_interleaved(plan1, plann, pairs: int, warmup: int = 3, chunk: int = 3) 
             (Path(d) / key).mkdir()
             t = tr.Trainer(plan, Path(d) / key)
             t.model.train()
-            sides[key] = {"t": t, "it": iter(t.train_loader), "bs": plan.cfg["trainer"]["batch_size"]}
+            loader = t.stream.loaders["data"]
+            sides[key] = {"t": t, "loader": loader, "it": iter(loader), "bs": plan.cfg["trainer"]["batch_size"]}
 
         def one(key):
             s = sides[key]
@@ -379,10 +381,10 @@ def step_interleaved(plan1, plann, pairs: int, warmup: int = 3, chunk: int = 3) 
             try:
                 batch = next(s["it"])
             except StopIteration:
-                s["it"] = iter(s["t"].train_loader)
+                s["it"] = iter(s["loader"])
                 batch = next(s["it"])
             full = next(iter(batch["inputs"].values())).shape[0] == s["bs"]
-            s["t"].train_step(batch)
+            s["t"].train_step([MicroBatch(batch, ("data",), batch_size_of(batch))])
             return clock() - t0, full
 
         out = []

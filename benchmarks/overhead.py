@@ -422,7 +422,9 @@ def hot_path_audit(plan) -> list[dict]:
         T = trainer.Trainer
         for name, note in [
             ("train_epoch", "per-step loop"),
-            ("train_step", "every micro-batch"),
+            ("train_step", "every optimizer step"),
+            ("forward_backward", "every micro-batch"),
+            ("_losses_finite", "every micro-batch"),
             ("_backward", "every micro-batch"),
             ("optimizer_step", "every optimizer step"),
             ("log_train", f"every logger.log_every={plan.cfg['logger']['log_every']} steps"),
@@ -441,6 +443,7 @@ def hot_path_audit(plan) -> list[dict]:
 
     hits += _grep_source(InMemoryDataset.__getitems__, "InMemoryDataset.__getitems__")
     hits += _grep_source(Weighting.backward, "Weighting.backward")
+    hits += _grep_source(Weighting.weighted_backward, "Weighting.weighted_backward")
     hits += _grep_source(Weighting.combine, "Weighting.combine")
     w = WEIGHTINGS.get(plan.cfg["weighting"]["name"])
     hits += _grep_source(w.weights, f"{w.__name__}.weights")

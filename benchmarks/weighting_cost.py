@@ -49,11 +49,12 @@ def make_plan(n_tasks: int, method: str, extra: list[str]):
 
 
 def make_trainer(plan):
+    from mtl_cli.train.sampling import MicroBatch, batch_size_of
     from mtl_cli.train.trainer import Trainer
 
     tr = Trainer(plan, Path(tempfile.mkdtemp()))
-    batch = next(iter(tr.train_loader))
-    return tr, batch
+    batch = next(iter(tr.stream.loaders["data"]))
+    return tr, [MicroBatch(batch, ("data",), batch_size_of(batch))]  # one optimizer step of one micro-batch
 
 
 def time_steps(tr, batch, n: int) -> list[float]:

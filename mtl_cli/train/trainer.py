@@ -57,7 +57,7 @@ from .batches import make_loader, to_device
 from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import Selector, evaluate
 from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
-from .sampling import Group, MicroBatch, TrainStream, batch_size_of
+from .sampling import Group, MicroBatch, TrainStream
 
 log = logging.getLogger("mtl_cli")
 
@@ -194,7 +194,6 @@ class Trainer:
             self.val_loaders[d] = make_loader(splits["val"], ebs, False, seed, t.num_workers, self.device)
             self.test_loaders[d] = make_loader(splits["test"], ebs, False, seed, t.num_workers, self.device)
         self.stream = TrainStream(train, t.sampling, t.temperature, t.epoch_length, seed, t.limit_train_batches)
-        self.train_loader = next(iter(train.values()))  # (benchmarks/ draw batches from it)
         # artifacts as the sources hold them after load() (statistics, label maps): the merged
         # spec's copy was taken before loading
         specs = self.plan.specs
@@ -308,15 +307,11 @@ class Trainer:
         return bar
 
     # ---------------------------------------------------------------- one optimizer step
-    def train_step(self, group: Group | list[MicroBatch] | dict) -> bool:
+    def train_step(self, group: Group | list[MicroBatch]) -> bool:
         """One optimizer step: ``forward_backward`` of each micro-batch of ``group``, then
         ``optimizer_step``. Each micro-batch's loss is divided by ``len(group)``, so the step
         follows the mean loss over the micro-batches it has (an epoch's short last group
-        included). Returns whether the update was applied (not skipped for non-finite values).
-
-        A bare batch dict (as benchmarks/ pass) is a group of one micro-batch of ``data``."""
-        if isinstance(group, dict):
-            group = [MicroBatch(group, (PRIMARY,), batch_size_of(group))]
+        included). Returns whether the update was applied (not skipped for non-finite values)."""
         step, n = self.prog.step, len(group)
         diagnose = self._grad_diagnostics_due()
         for i, micro in enumerate(group):
