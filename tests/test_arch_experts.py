@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mtl_cli.build import build_model, build_tasks
+from mtl_cli.config.checks import component_problems
 from mtl_cli.config.compose import compose
 from mtl_cli.config.locate import builtin_config_dir
 from mtl_cli.config.typecheck import config_params
@@ -514,7 +515,7 @@ INFO = ArchInfo(
     inputs={"image": InputSpec("image", (3, 16, 16))},
 )
 
-BAD = [  # arch, node, the key named, its value
+BAD = [  # arch, node, the key named, its value (a key's own domain is its annotation's, the rest check()'s)
     ("mmoe", {"num_experts": 0}, "arch.num_experts", 0),
     ("mmoe", {"shared_stages": 3}, "arch.shared_stages", 3),
     ("mmoe", {"shared_stages": -1}, "arch.shared_stages", -1),
@@ -535,8 +536,10 @@ BAD = [  # arch, node, the key named, its value
 
 
 @pytest.mark.parametrize("arch,node,key,value", BAD)
-def test_check_refuses_and_names_the_key(arch, node, key, value):
-    problems = ARCHS.get(arch).check({"name": arch, **node}, INFO)
+def test_validation_refuses_and_names_the_key(arch, node, key, value):
+    """What validation reports: the annotations' problems, then check()'s (each problem once)."""
+    node = {"name": arch, **node}
+    problems = component_problems("arch", node, ARCHS) + ARCHS.get(arch).check(node, INFO)
     assert [(p.key, p.value) for p in problems] == [(key, value)]
     assert problems[0].allowed and key in problems[0].fix
 

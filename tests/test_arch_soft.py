@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_cli.build import build_model, build_tasks
+from mtl_cli.config.checks import component_problems
 from mtl_cli.config.compose import compose
 from mtl_cli.data.base import InputSpec
 from mtl_cli.errors import ConfigError
@@ -287,11 +288,14 @@ def test_check_refuses_bad_mixing_keys(arch):
     assert cls.check({"name": arch, "init_self": 0.9, "stages": None}, info()) == []
     assert cls.check({"name": arch, "init_self": 1.0, "stages": [2, 0]}, info()) == []
     assert cls.check({"name": arch, "init_self": 5.0, "stages": [9]}, info(stages=False)) == []  # not stageable
-    problems = cls.check({"name": arch, "init_self": 0.0, "stages": [0, 3]}, info())
+    node = {"name": arch, "init_self": 0.0, "stages": [0, 3]}
+    problems = component_problems("arch", node, ARCHS) + cls.check(node, info())  # as validation reports them
     assert [p.key for p in problems] == ["arch.init_self", "arch.stages"]
-    assert problems[0].value == 0.0 and problems[0].allowed == "0 < init_self <= 1"
+    assert problems[0].value == 0.0 and problems[0].allowed == "a number > 0 and <= 1"
     assert problems[1].value == 3 and problems[1].allowed == "integers 0..2" and "block3" in problems[1].message
     assert problems[1].fix
+    assert cls.check({"name": arch, "stages": [-1]}, info()) == []  # the annotation's: an integer >= 0
+    assert [p.key for p in component_problems("arch", {"name": arch, "stages": [-1]}, ARCHS)] == ["arch.stages"]
     dup = cls.check({"name": arch, "stages": [1, 1]}, info())
     assert [p.key for p in dup] == ["arch.stages"] and dup[0].value == [1]
     few = cls.check({"name": arch, "stages": None}, info(n_stages=1))
@@ -300,9 +304,8 @@ def test_check_refuses_bad_mixing_keys(arch):
 
 
 def test_check_refuses_bad_hidden_ratio_and_building_refuses_bad_stages():
-    mtan = ARCHS.get("mtan")
-    assert mtan.check({"name": "mtan", "hidden_ratio": 0.5}, info()) == []
-    problems = mtan.check({"name": "mtan", "hidden_ratio": -1}, info())
+    assert component_problems("arch", {"name": "mtan", "hidden_ratio": 0.5}, ARCHS) == []
+    problems = component_problems("arch", {"name": "mtan", "hidden_ratio": -1}, ARCHS)
     assert [p.key for p in problems] == ["arch.hidden_ratio"] and problems[0].value == -1
     with pytest.raises(ConfigError, match=r"arch\.stages"):
         build("nddr", stages=[3])  # small_cnn [8, 16, 16] has stages 0..2: the constructor refuses too

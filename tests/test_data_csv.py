@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mtl_cli.config.checks import component_problems
 from mtl_cli.data.sources.csv import CsvSource
 from mtl_cli.errors import DataError
 from mtl_cli.registry import SOURCES
@@ -179,10 +180,14 @@ def test_bad_target_value_and_config_problems(tmp_path):
     path = write(tmp_path / "d.csv", "a,y\n1,maybe\n2,1")
     with pytest.raises(DataError, match=r"row 1.*'y'.*binary"):
         CsvSource(path=path, targets={"y": "y"}, kinds={"y": "binary"}).load()
-    with pytest.raises(DataError, match="unknown kind"):
-        CsvSource(path=path, targets={"y": "y"}, kinds={"y": "ordinal"})
+    [p] = component_problems("data", {"name": "csv", "path": path, "kinds": {"y": "ordinal"}}, SOURCES)
+    assert p.key == "data.kinds" and "entry 'y' ('ordinal'): not one of the allowed values" in p.message
     with pytest.raises(DataError, match="no targets"):
         CsvSource(path=path)
+    with pytest.raises(DataError, match=r"data\.val_fraction \+ data\.test_fraction must be below 1") as e:
+        CsvSource(path=path, targets={"y": "y"}, val_fraction=0.5, test_fraction=0.5)
+    assert [q.key for q in e.value.problems] == ["data.test_fraction"]
+    CsvSource(path=path, targets={"y": "y"}, val_path=path, val_fraction=0.5, test_fraction=0.5)  # val not carved
 
 
 def test_missing_file_names_absolute_path(tmp_path, monkeypatch):

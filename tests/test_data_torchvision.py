@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mtl_cli.config.checks import component_problems
 from mtl_cli.data.sources import multi_mnist as mm
 from mtl_cli.data.sources.multi_mnist import MultiMnistSource
 from mtl_cli.data.sources.torchvision_sets import CELEBA_ATTRS, TorchvisionSource
@@ -69,8 +70,8 @@ def test_missing_cifar_and_relative_root(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_known():
-    with pytest.raises(DataError, match="allowed: MNIST, FashionMNIST, CIFAR10, CIFAR100, CelebA"):
-        TorchvisionSource(dataset="SVHN")
+    [p] = component_problems("data", {"name": "torchvision", "dataset": "SVHN"}, SOURCES)
+    assert p.key == "data.dataset" and p.allowed == "'MNIST', 'FashionMNIST', 'CIFAR10', 'CIFAR100' or 'CelebA'"
 
 
 def test_corrupt_idx_file_is_a_data_error(mnist):
@@ -258,8 +259,8 @@ def test_multi_fashion_missing_files_message(tmp_path):
     with pytest.raises(DataError) as e:
         MultiMnistSource(base="FashionMNIST", root=str(tmp_path)).load()
     assert str(tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte") in str(e.value)
-    with pytest.raises(DataError, match="allowed: MNIST, FashionMNIST"):
-        MultiMnistSource(base="CIFAR10")
+    [p] = component_problems("data", {"name": "multi_mnist", "base": "CIFAR10"}, SOURCES)
+    assert p.key == "data.base" and p.allowed == "'MNIST' or 'FashionMNIST'"
 
 
 def test_multi_mnist_too_few_items(mnist):

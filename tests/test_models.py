@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from mtl_cli.config.checks import component_problems
 from mtl_cli.data.base import InputSpec
-from mtl_cli.errors import ConfigError
 from mtl_cli.models.backbones.torchvision_models import TorchvisionBackbone
 from mtl_cli.registry import BACKBONES, HEADS
 
@@ -32,11 +32,20 @@ def test_torchvision_backbone_grayscale_and_local_weights(tmp_path):
     assert bb(torch.rand(2, 1, 32, 32)).shape == (2, 512, 1, 1)
 
 
-def test_unknown_torchvision_model_and_missing_weights_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="backbone.model"):
-        TorchvisionBackbone(InputSpec("image", (3, 32, 32)), model="resnet19")
-    with pytest.raises(ConfigError, match="backbone.weights"):
-        TorchvisionBackbone(InputSpec("image", (3, 32, 32)), model="resnet18", weights=str(tmp_path / "no.pt"))
+def test_unknown_torchvision_model_and_missing_weights_are_refused_at_validation(tmp_path):
+    """Declared in the constructor's annotations, so validation refuses them before any build."""
+
+    def problems(**keys):
+        return [(p.key, p.value) for p in component_problems("backbone", {"name": "torchvision", **keys}, BACKBONES)]
+
+    assert problems(model="resnet18", weights=None) == []
+    assert problems(model="resnet19") == [("backbone.model", "resnet19")]
+    assert problems(weights=str(tmp_path / "no.pt")) == [("backbone.weights", str(tmp_path / "no.pt"))]
+    assert problems(weights="NO_SUCH_WEIGHTS") == [("backbone.weights", "NO_SUCH_WEIGHTS")]
+    for ok in ("DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"):
+        assert problems(weights=ok) == []
+    (tmp_path / "w.pt").write_bytes(b"")
+    assert problems(weights=str(tmp_path / "w.pt")) == []
 
 
 def test_small_cnn_and_mlp_shapes():

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from mtl_cli.config.checks import component_problems
 from mtl_cli.data.base import InputSpec
 from mtl_cli.data.sources import shapes
 from mtl_cli.data.sources.tones import F_HI, F_LO, WAVEFORMS, TonesSource, generate
@@ -149,11 +150,13 @@ def test_tones_missing_labels():
 
 
 def test_tones_bad_args_name_the_key():
-    with pytest.raises(ConfigError) as e:
-        TonesSource(train_size=0, length=100, sample_rate=0, noise=-1, missing_labels={"nope": 0.5, "pitch": 2})
-    names = "train_size length sample_rate noise missing_labels.nope missing_labels.pitch"
-    assert keys(e) == {f"data.{k}" for k in names.split()}
-    assert "onset" in {p.allowed for p in e.value.problems if p.key == "data.missing_labels.nope"}.pop()
+    node = {"train_size": 0, "length": 100, "sample_rate": 0, "noise": -1, "missing_labels": {"pitch": 2}}
+    problems = component_problems("data", {"name": "tones", **node}, SOURCES)  # the declared domains
+    assert {p.key for p in problems} == {f"data.{k}" for k in node}
+    with pytest.raises(ConfigError) as e:  # what only the source knows: its targets
+        TonesSource(missing_labels={"nope": 0.5, "pitch": 0.5})
+    assert keys(e) == {"data.missing_labels.nope"}
+    assert "onset" in e.value.problems[0].allowed
 
 
 # ---------------------------------------------------------------- signal_cnn
@@ -206,9 +209,10 @@ def test_signal_cnn_bad_input_and_keys():
             SignalCNN(InputSpec("image", shape, "image"))
         assert keys(e) == {"backbone.name"}
         assert "signal" in e.value.problems[0].fix
-    with pytest.raises(ConfigError) as e:
-        SignalCNN(SIGNAL, features="mel", n_fft=4, hop_length=0, channels=[], kernel_size=4, dropout=1.0)
-    assert keys(e) == {f"backbone.{k}" for k in "features n_fft hop_length channels kernel_size dropout".split()}
+    node = {"features": "mel", "n_fft": 4, "hop_length": 0, "channels": [], "kernel_size": 4, "dropout": 1.0}
+    problems = component_problems("backbone", {"name": "signal_cnn", **node}, BACKBONES)  # the declared domains
+    assert {p.key for p in problems} == {f"backbone.{k}" for k in node}
+    assert "odd" in next(p.allowed for p in problems if p.key == "backbone.kernel_size")
     with pytest.raises(ConfigError) as e:
         SignalCNN(InputSpec("x", (1, 100), "signal"), n_fft=256, hop_length=300)
     assert keys(e) == {"backbone.n_fft", "backbone.hop_length"}
@@ -285,6 +289,5 @@ def test_shapes_grayscale_and_style_errors():
     rgb = shapes.generate(16, 16, 3, 0.05, 0, style="outline")["image"]
     assert img.shape == (16, 1, 16, 16)
     assert torch.allclose(img[:, 0], 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2], atol=1e-6)
-    with pytest.raises(ConfigError) as e:
-        shapes.ShapesSource(style="dotted")
-    assert keys(e) == {"data.style"} and e.value.problems[0].allowed == "filled, outline"
+    [p] = component_problems("data", {"name": "shapes", "style": "dotted"}, SOURCES)
+    assert p.key == "data.style" and p.allowed == "'filled' or 'outline'"

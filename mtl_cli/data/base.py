@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
+from ..config.params import Range
 from ..errors import DataError, Problem
 
 SPLITS = ("train", "val", "test")
@@ -352,6 +353,10 @@ class InMemoryDataset(Dataset):
         )
 
 
+#: the fraction of a split's samples set aside for another split (val, test): the rest must stay
+Fraction = Annotated[float, Range(ge=0, lt=1)]
+
+
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:
     """Seeded random split of ``range(n)`` into train/val/test index tensors."""
     g = torch.Generator().manual_seed(seed)
@@ -420,41 +425,20 @@ def with_prefix(ds: Dataset, prefix: str) -> Dataset:
 
 
 # --- helpers of the generated sources (shapes, tones) ----------------------------------------------
-def split_size_problems(sizes: dict[str, int]) -> list[Problem]:
-    """``data.<split>_size`` values below 1."""
+def missing_label_problems(missing: dict[str, float], targets: Sequence[str], source: str) -> list[Problem]:
+    """``data.missing_labels`` entries naming an unknown target (each fraction's domain, [0, 1],
+    is declared in the source's annotation)."""
     return [
         Problem(
-            f"data.{s}_size",
-            "a split needs at least one sample",
-            n,
-            "an integer >= 1",
-            f"set data.{s}_size to 1 or more",
+            f"data.missing_labels.{target}",
+            f"not a target of the {source} source",
+            target,
+            ", ".join(targets),
+            "name one of the allowed targets",
         )
-        for s, n in sizes.items()
-        if n < 1
+        for target in missing
+        if target not in targets
     ]
-
-
-def missing_label_problems(missing: dict[str, float], targets: Sequence[str], source: str) -> list[Problem]:
-    """``data.missing_labels`` entries naming an unknown target or a fraction outside [0, 1]."""
-    out = []
-    for target, frac in missing.items():
-        key = f"data.missing_labels.{target}"
-        if target not in targets:
-            out.append(
-                Problem(
-                    key,
-                    f"not a target of the {source} source",
-                    target,
-                    ", ".join(targets),
-                    "name one of the allowed targets",
-                )
-            )
-        elif not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
-            out.append(
-                Problem(key, "a fraction of samples must be in [0, 1]", frac, "a number in [0, 1]", f"e.g. {key}=0.5")
-            )
-    return out
 
 
 def missing_label_masks(n: int, missing: dict[str, float], seed: int) -> dict[str, torch.Tensor]:

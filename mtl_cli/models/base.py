@@ -8,6 +8,7 @@ enforces its keys by its signature alone.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -34,9 +35,27 @@ class Backbone(nn.Module):
     modalities: tuple[str, ...] = ("image", "signal", "tabular")  # class attribute: inputs it reads
     out_shape: tuple[int, ...]  # per sample, set by __init__
 
+    @classmethod
+    def check(cls, node: dict, input_spec: InputSpec) -> list:
+        """Problems (``mtl_cli.errors.Problem``) of this ``backbone`` config node on an input of
+        ``input_spec``, for rules between keys or with the input that the keys' annotations
+        cannot state (each key's own domain is its annotation's); none by default. The
+        constructor raises them too; validation may ask first."""
+        return []
+
     def stages(self) -> list[tuple[str, nn.Module]]:
         """Successive (name, module) stages whose composition is ``forward``."""
         raise NotImplementedError(f"{type(self).__name__} cannot be cut into stages")
+
+
+def node_values(cls: type, node: dict) -> dict:
+    """A component's keys: the node's values over the defaults of ``cls.__init__``."""
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return defaults | {k: v for k, v in node.items() if k != "name"}
 
 
 class Head(nn.Module):

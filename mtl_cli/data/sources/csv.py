@@ -38,15 +38,17 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 
+from ...config.params import Check, Len, Seed, Text
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
     DataSource,
     DataSpec,
+    Fraction,
     InMemoryDataset,
     InputSpec,
     PreparedInputs,
@@ -56,7 +58,8 @@ from ..base import (
 )
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null"})
-SCALAR_KINDS = ("classification", "binary", "regression")
+ScalarKind = Literal["classification", "binary", "regression"]
+SCALAR_KINDS = get_args(ScalarKind)
 BINARY_VALUES = {
     "0": 0.0,
     "1": 1.0,
@@ -67,8 +70,27 @@ BINARY_VALUES = {
     "no": 0.0,
     "yes": 1.0,
 }
-IMPUTE = ("mean", "zero")
 MAX_PROBLEMS = 10  # problems listed per error; the rest are counted
+
+#: value domains shared with the other CSV-based sources
+Column = Annotated[str, Text("a column name")]
+Delimiter = Annotated[str, Check(lambda d: len(d) == 1, "of one character")]
+
+
+def fraction_problems(fractions: dict[str, float], carved: dict[str, bool]) -> list[Problem]:
+    """The fractions of a file carved as val and test (``carved``: which are) must leave rows to train."""
+    used = {s: f for s, f in fractions.items() if carved[s]}
+    if len(used) < 2 or sum(used.values()) < 1:
+        return []
+    return [
+        Problem(
+            "data.test_fraction",
+            "data.val_fraction + data.test_fraction must be below 1: the rest of the rows is the train split",
+            used["test"],
+            f"a number below {1 - used['val']:g} (with data.val_fraction={used['val']:g})",
+            "lower data.val_fraction or data.test_fraction",
+        )
+    ]
 
 
 def is_missing(cell: str) -> bool:
@@ -311,19 +333,19 @@ class CsvSource(DataSource):
     def __init__(
         self,
         *,
-        path: str | None = None,
-        val_path: str | None = None,
-        test_path: str | None = None,
-        features: list[str] | None = None,
-        exclude: list[str] | None = None,
-        targets: dict[str, str] | None = None,
-        kinds: dict[str, str] | None = None,
+        path: Annotated[str, Text("the train file: CSV, TSV or Parquet")] | None = None,
+        val_path: Annotated[str, Text("the val file")] | None = None,
+        test_path: Annotated[str, Text("the test file")] | None = None,
+        features: Annotated[list[Column], Len(min=1)] | None = None,
+        exclude: list[Column] | None = None,
+        targets: dict[str, Column] | None = None,
+        kinds: dict[str, ScalarKind] | None = None,
         standardize: bool = False,
-        impute: str | None = None,
-        delimiter: str | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
+        impute: Literal["mean", "zero"] | None = None,
+        delimiter: Delimiter | None = None,
+        val_fraction: Fraction = 0.1,
+        test_fraction: Fraction = 0.1,
+        split_seed: Seed = 0,
     ):
         self.paths = {"train": path, "val": val_path, "test": test_path}
         self.features = list(features) if features is not None else None
@@ -350,7 +372,7 @@ class CsvSource(DataSource):
                     "data.targets", "no targets given", fix="map target names to columns, e.g. targets: {price: price}"
                 )
             )
-        for name, kind in self.kinds.items():
+        for name in self.kinds:
             if name not in self.targets:
                 problems.append(
                     Problem(
@@ -361,10 +383,7 @@ class CsvSource(DataSource):
                         "use a name from data.targets",
                     )
                 )
-            elif kind not in SCALAR_KINDS:
-                problems.append(Problem(f"data.kinds.{name}", "unknown kind", kind, ", ".join(SCALAR_KINDS)))
-        if self.impute not in (None, *IMPUTE):
-            problems.append(Problem("data.impute", "unknown imputation", self.impute, "null, mean, zero"))
+        problems += fraction_problems(self.fractions, {s: not self.paths[s] for s in ("val", "test")})
         both = set(self.features or []) & set(self.targets.values())
         if both:
             problems.append(

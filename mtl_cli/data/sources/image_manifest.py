@@ -34,7 +34,7 @@ rows by the seeded ``val_fraction`` / ``test_fraction``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -43,11 +43,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ...config.params import Len, NonNegInt, PosInt, Seed, Text
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
     DataSource,
     DataSpec,
+    Fraction,
     InMemoryDataset,
     InputSpec,
     PreparedInputs,
@@ -60,9 +62,12 @@ from ..base import (
     split_indices,
 )
 from .csv import (
+    Column,
+    Delimiter,
     Problems,
     Table,
     encode_scalar,
+    fraction_problems,
     infer_kind,
     is_missing,
     label_map,
@@ -71,8 +76,9 @@ from .csv import (
     resolve,
 )
 
-SCALAR_KINDS = ("classification", "binary", "regression")
-DENSE_KINDS = ("segmentation", "dense_regression")
+Kind = Literal["classification", "binary", "regression", "segmentation", "dense_regression"]
+SCALAR_KINDS = get_args(Kind)[:3]
+DENSE_KINDS = get_args(Kind)[3:]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 DENSE_SCALE = {
@@ -153,21 +159,21 @@ class ImageManifestSource(DataSource):
     def __init__(
         self,
         *,
-        path: str | None = None,
-        image_column: str = "image",
-        targets: dict[str, str] | None = None,
-        kinds: dict[str, str] | None = None,
-        classes: dict[str, list[str]] | None = None,
-        split_column: str = "split",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        image_size: int = 64,
-        channels: int = 3,
+        path: Annotated[str, Text("the manifest file: CSV, TSV or Parquet")] | None = None,
+        image_column: Column = "image",
+        targets: dict[str, Column] | None = None,
+        kinds: dict[str, Kind] | None = None,
+        classes: dict[str, Annotated[list[Annotated[str, Text("a class name")]], Len(min=1)]] | None = None,
+        split_column: Column = "split",
+        val_fraction: Fraction = 0.1,
+        test_fraction: Fraction = 0.1,
+        split_seed: Seed = 0,
+        image_size: PosInt = 64,
+        channels: Literal[1, 3] = 3,  # grayscale or RGB
         cache: bool = True,
-        ignore_index: int = 255,
-        dense_missing_value: int | None = None,
-        delimiter: str | None = None,
+        ignore_index: NonNegInt = 255,  # a mask pixel value
+        dense_missing_value: NonNegInt | None = None,  # a raw pixel value
+        delimiter: Delimiter | None = None,
     ):
         self.path = path
         self.image_column = image_column
@@ -192,15 +198,6 @@ class ImageManifestSource(DataSource):
         problems = []
         if not self.path:
             problems.append(Problem("data.path", "no manifest CSV given", fix="set data.path=manifest.csv"))
-        if self.channels not in (1, 3):
-            problems.append(
-                Problem("data.channels", "unsupported channel count", self.channels, "1 (grayscale) or 3 (RGB)")
-            )
-        for name, kind in self.kinds.items():
-            if kind not in SCALAR_KINDS + DENSE_KINDS:
-                problems.append(
-                    Problem(f"data.kinds.{name}", "unknown kind", kind, ", ".join(SCALAR_KINDS + DENSE_KINDS))
-                )
         if problems:
             raise DataError(problems)
 
@@ -242,6 +239,7 @@ class ImageManifestSource(DataSource):
     def describe(self) -> DataSpec:
         if self._spec is None:
             self._check_unknown_names()
+            self._check_fractions()
             s, targets, maps = self.size, {}, {}
             for name in self.columns():
                 targets[name] = self._target_spec(name, maps)
@@ -263,6 +261,18 @@ class ImageManifestSource(DataSource):
             for n in d
             if n not in names
         ]
+        if problems:
+            raise DataError(problems)
+
+    def _check_fractions(self) -> None:
+        """The fractions carved from the train rows (for the splits the manifest does not give)
+        must leave train rows."""
+        table = self.table()
+        given = set()
+        if self.split_column in table.header:
+            column = table.column(self.split_column, "data.split_column")
+            given = {SPLIT_NAMES.get(c.strip().lower()) for c in column}
+        problems = fraction_problems(self.fractions, {s: s not in given for s in ("val", "test")})
         if problems:
             raise DataError(problems)
 

@@ -23,16 +23,20 @@ N items of the base train / test split. Same ``seed``, same data; another seed, 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ...config.params import PosInt, Seed
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
     IMAGE_SUFFIXES,
     DataSource,
     DataSpec,
+    Fraction,
     InMemoryDataset,
     InputSpec,
     PreparedInputs,
@@ -44,13 +48,14 @@ from ..base import (
     size_problem,
     split_indices,
 )
-from .torchvision_sets import SETS, first, load_mnist_like, require_files, resolve
+from .torchvision_sets import SETS, Root, first, load_mnist_like, require_files, resolve
 
 CANVAS = 36  # side of the canvas the two 28 x 28 items are placed on
 ITEM = 28
 LEFT_AT = 0  # top-left corner (row = column) of the left item on the canvas
 RIGHT_AT = 6  # top-left corner (row = column) of the right item on the canvas
-BASES = ("MNIST", "FashionMNIST")
+Base = Literal["MNIST", "FashionMNIST"]
+BASES = get_args(Base)
 
 
 def pair_partners(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -99,27 +104,15 @@ class MultiMnistSource(DataSource):
     def __init__(
         self,
         *,
-        base: str = "MNIST",
-        root: str = "data/",
+        base: Base = "MNIST",  # MultiMNIST or MultiFashion
+        root: Root = "data/",
         download: bool = False,
-        train_size: int | None = None,
-        test_size: int | None = None,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        image_size: int = 28,
+        train_size: PosInt | None = None,
+        test_size: PosInt | None = None,
+        val_fraction: Fraction = 0.1,
+        seed: Seed = 0,
+        image_size: PosInt = 28,
     ):
-        if base not in BASES:
-            raise DataError(
-                [
-                    Problem(
-                        "data.base",
-                        "unknown base dataset for multi_mnist",
-                        base,
-                        ", ".join(BASES),
-                        "use base: MNIST (MultiMNIST) or FashionMNIST (MultiFashion)",
-                    )
-                ]
-            )
         self.base = base
         self.root = resolve(root)
         self.download = download

@@ -23,10 +23,13 @@ The seed fixes everything: same seed, same data, on any machine.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
-from ...errors import ConfigError, DataError, Problem
+from ...config.params import NonNeg, PosInt, Range, Seed, Unit
+from ...errors import ConfigError, DataError
 from ...registry import SOURCES
 from ..base import (
     IMAGE_SUFFIXES,
@@ -42,7 +45,6 @@ from ..base import (
     missing_label_problems,
     read_image_file,
     size_problem,
-    split_size_problems,
 )
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -51,7 +53,8 @@ COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan")
 _RGB = torch.tensor(
     [[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.2, 0.95], [0.9, 0.85, 0.1], [0.85, 0.1, 0.85], [0.1, 0.85, 0.85]]
 )
-STYLES = ("filled", "outline")
+Style = Literal["filled", "outline"]
+STYLES = get_args(Style)
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 luminance weights
 
 
@@ -148,42 +151,19 @@ class ShapesSource(DataSource):
 
     def __init__(
         self,
-        train_size: int = 2000,
-        val_size: int = 500,
-        test_size: int = 500,
-        image_size: int = 32,
-        max_objects: int = 3,
-        noise: float = 0.05,
-        seed: int = 0,
-        missing_labels: dict[str, float] | None = None,
-        style: str = "filled",
+        train_size: PosInt = 2000,
+        val_size: PosInt = 500,
+        test_size: PosInt = 500,
+        image_size: Annotated[int, Range(ge=8)] = 32,  # smaller images cannot hold the shapes
+        max_objects: PosInt = 3,
+        noise: NonNeg = 0.05,
+        seed: Seed = 0,
+        missing_labels: dict[str, Unit] | None = None,
+        style: Style = "filled",
         grayscale: bool = False,
     ):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        bad = split_size_problems(self.sizes)
-        if image_size < 8:
-            bad.append(
-                Problem(
-                    "data.image_size",
-                    "images this small cannot hold the shapes",
-                    image_size,
-                    "an integer >= 8",
-                    "set data.image_size=32",
-                )
-            )
-        if max_objects < 1:
-            bad.append(Problem("data.max_objects", "each image needs an object", max_objects, "an integer >= 1"))
-        if style not in STYLES:
-            bad.append(
-                Problem(
-                    "data.style",
-                    "unknown drawing style",
-                    style,
-                    ", ".join(STYLES),
-                    "set data.style=filled (solid shapes) or data.style=outline (2 px rings)",
-                )
-            )
-        bad += missing_label_problems(dict(missing_labels or {}), TARGETS, "shapes")
+        bad = missing_label_problems(dict(missing_labels or {}), TARGETS, "shapes")
         if bad:
             raise ConfigError(bad)
         self.style = style

@@ -25,10 +25,12 @@ The seed fixes everything: same seed, same data, on any machine.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
-from ...errors import ConfigError, Problem
+from ...config.params import NonNeg, PosInt, Range, Seed, Unit
+from ...errors import ConfigError
 from ...registry import SOURCES
 from ..base import (
     DataSource,
@@ -38,7 +40,6 @@ from ..base import (
     TargetSpec,
     missing_label_masks,
     missing_label_problems,
-    split_size_problems,
 )
 
 WAVEFORMS = ("tone", "up_chirp", "down_chirp", "am_tone")
@@ -122,42 +123,17 @@ class TonesSource(DataSource):
 
     def __init__(
         self,
-        train_size: int = 2000,
-        val_size: int = 500,
-        test_size: int = 500,
-        length: int = 2048,
-        sample_rate: int = 8000,
-        noise: float = 0.1,
-        seed: int = 0,
-        missing_labels: dict[str, float] | None = None,
+        train_size: PosInt = 2000,
+        val_size: PosInt = 500,
+        test_size: PosInt = 500,
+        length: Annotated[int, Range(ge=256)] = 2048,  # shorter clips cannot hold a sound event
+        sample_rate: PosInt = 8000,  # samples per second
+        noise: NonNeg = 0.1,  # a standard deviation
+        seed: Seed = 0,
+        missing_labels: dict[str, Unit] | None = None,
     ):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        bad = split_size_problems(self.sizes)
-        if length < 256:
-            bad.append(
-                Problem(
-                    "data.length",
-                    "clips this short cannot hold a sound event",
-                    length,
-                    "an integer >= 256",
-                    "set data.length=2048",
-                )
-            )
-        if sample_rate <= 0:
-            bad.append(
-                Problem(
-                    "data.sample_rate",
-                    "the sample rate must be positive",
-                    sample_rate,
-                    "a number > 0 (samples per second)",
-                    "set data.sample_rate=8000",
-                )
-            )
-        if noise < 0:
-            bad.append(
-                Problem("data.noise", "noise is a standard deviation", noise, "a number >= 0", "set data.noise=0.1")
-            )
-        bad += missing_label_problems(dict(missing_labels or {}), TARGETS, "tones")
+        bad = missing_label_problems(dict(missing_labels or {}), TARGETS, "tones")
         if bad:
             raise ConfigError(bad)
         self.length = length

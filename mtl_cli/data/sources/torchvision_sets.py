@@ -24,18 +24,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.error import URLError
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from ...config.params import PosInt, Seed, Text
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
     IMAGE_SUFFIXES,
     DataSource,
     DataSpec,
+    Fraction,
     InMemoryDataset,
     InputSpec,
     PreparedInputs,
@@ -277,26 +280,17 @@ SETS: dict[str, SetInfo] = {
 }
 
 
+#: the folder holding torchvision's file layout
+Root = Annotated[str, Text("a folder, relative to the current directory or absolute")]
+
+
+#: the torchvision datasets this source reads (the names of SETS)
+DatasetName = Literal[tuple(SETS)]
+
+
 def resolve(path: str) -> Path:
     """A config path made absolute against the current working directory."""
     return Path(path).expanduser().resolve()
-
-
-def check_dataset_name(dataset: str, key: str = "data.dataset") -> SetInfo:
-    """The static facts of ``dataset``; DataError listing the known names otherwise."""
-    if dataset not in SETS:
-        raise DataError(
-            [
-                Problem(
-                    key,
-                    "unknown torchvision dataset",
-                    dataset,
-                    ", ".join(SETS),
-                    "pick one of the allowed names (spelling and case as shown)",
-                )
-            ]
-        )
-    return SETS[dataset]
 
 
 def _fix_for(dataset: str, folder: Path) -> str:
@@ -460,16 +454,16 @@ class TorchvisionSource(DataSource):
     def __init__(
         self,
         *,
-        dataset: str = "MNIST",
-        root: str = "data/",
+        dataset: DatasetName = "MNIST",
+        root: Root = "data/",
         download: bool = False,
-        image_size: int | None = None,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        limit: int | None = None,
-        test_limit: int | None = None,
+        image_size: PosInt | None = None,
+        val_fraction: Fraction = 0.1,
+        split_seed: Seed = 0,
+        limit: PosInt | None = None,
+        test_limit: PosInt | None = None,
     ):
-        self.info = check_dataset_name(dataset)
+        self.info = SETS[dataset]
         self.dataset = dataset
         self.root = resolve(root)
         self.download = download

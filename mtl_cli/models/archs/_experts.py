@@ -175,9 +175,10 @@ def is_int(v) -> bool:
 
 
 def check_shared_stages(cls: type, node: dict, info: ArchInfo) -> list[Problem]:
+    """The stem (``shared_stages``, an integer >= 0 by its annotation) must leave the experts a stage."""
     n = len(info.stages or [])
     s = config_value(cls, node, "shared_stages")
-    if is_int(s) and not 0 <= s < n:
+    if is_int(s) and s >= n:  # (a negative value is refused by the annotation)
         stages = f"{n} stage{'s' if n != 1 else ''} ({', '.join(info.stages)})"
         return [
             Problem(
@@ -189,28 +190,6 @@ def check_shared_stages(cls: type, node: dict, info: ArchInfo) -> list[Problem]:
             )
         ]
     return []
-
-
-def check_at_least(cls: type, node: dict, key: str, minimum: int, what: str) -> list[Problem]:
-    v = config_value(cls, node, key)
-    if is_int(v) and v < minimum:
-        return [
-            Problem(
-                f"arch.{key}",
-                f"{what} must be at least {minimum}",
-                v,
-                allowed=f"integer >= {minimum}",
-                fix=f"set arch.{key} to {minimum} or more",
-            )
-        ]
-    return []
-
-
-def check_cgc_counts(cls: type, node: dict) -> list[Problem]:
-    """CGC/PLE: at least one shared expert (it is what tasks share), any number >= 0 of task experts."""
-    return check_at_least(cls, node, "num_shared_experts", 1, "the number of shared experts") + check_at_least(
-        cls, node, "num_task_experts", 0, "the number of experts per task"
-    )
 
 
 def stages_after_stem(cls: type, node: dict, info: ArchInfo) -> int | None:

@@ -4,10 +4,11 @@ Personalized Recommendations")."""
 
 from __future__ import annotations
 
+from ...config.params import NonNegInt, PosInt
 from ...registry import ARCHS
 from ..base import ArchInfo, ModelContext
 from ..staged import Gate
-from ._experts import ExpertModel, check_cgc_counts, check_shared_stages
+from ._experts import ExpertModel, check_shared_stages
 
 
 @ARCHS.register("cgc")
@@ -27,7 +28,12 @@ class CGC(ExpertModel):
     """
 
     def __init__(
-        self, ctx: ModelContext, *, num_shared_experts: int = 2, num_task_experts: int = 1, shared_stages: int = 1
+        self,
+        ctx: ModelContext,
+        *,
+        num_shared_experts: PosInt = 2,
+        num_task_experts: NonNegInt = 1,
+        shared_stages: NonNegInt = 1,
     ):
         super().__init__([t.name for t in ctx.tasks])
         node = {
@@ -49,4 +55,4 @@ class CGC(ExpertModel):
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []
-        return check_cgc_counts(cls, node) + check_shared_stages(cls, node, info)
+        return check_shared_stages(cls, node, info)

@@ -3,19 +3,24 @@ Multi-task Learning"): one backbone column per task, mixed linearly between stag
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from ...config.params import NonNegInt, Range
 from ...errors import ConfigError, Problem
 from ...registry import ARCHS
 from ..base import ArchInfo, ModelContext, MTLModel
 from ..staged import Staged, channels, make_staged
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+#: a task's own weight in each unit at the start; the other tasks share the rest
+InitSelf = Annotated[float, Range(gt=0, le=1)]
 
 
 def unit_stages(stages: list[int] | None, n: int) -> list[int]:
@@ -23,21 +28,11 @@ def unit_stages(stages: list[int] | None, n: int) -> list[int]:
     return list(range(n - 1)) if stages is None else sorted(stages)
 
 
-def check_mixing_keys(unit: str, init_self, stages, names: list[str], n_tasks: int) -> list[Problem]:
-    """Problems with ``init_self`` and ``stages`` of an architecture that mixes task columns after
-    the backbone stages ``names`` (cross-stitch, NDDR)."""
+def check_mixing_keys(unit: str, stages, names: list[str], n_tasks: int) -> list[Problem]:
+    """Problems with ``stages`` of an architecture that mixes task columns after the backbone
+    stages ``names`` (cross-stitch, NDDR): indices of those stages, each once. (``init_self`` and
+    the indices' type and sign are declared in the constructor's annotations.)"""
     out: list[Problem] = []
-    if _is_number(init_self) and not 0 < init_self <= 1:
-        out.append(
-            Problem(
-                "arch.init_self",
-                "expected a number in (0, 1]",
-                init_self,
-                allowed="0 < init_self <= 1",
-                fix=f"e.g. arch.init_self=0.9: a task's own column weighs 0.9 in each {unit}, the other "
-                "tasks share the rest (1.0 starts as independent columns)",
-            )
-        )
     n = len(names)
     listing = ", ".join(f"{i}={name}" for i, name in enumerate(names))
     if stages is None:
@@ -53,9 +48,9 @@ def check_mixing_keys(unit: str, init_self, stages, names: list[str], n_tasks: i
                 )
             )
         return out
-    if not isinstance(stages, (list, tuple)):
-        return out  # a wrong type: the generic validator reports it
-    bad = [s for s in stages if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < n]
+    if not isinstance(stages, (list, tuple)) or not all(_index(s) for s in stages):
+        return out  # a wrong type or a negative index: the annotation reports it
+    bad = [s for s in stages if s >= n]
     if bad:
         out.append(
             Problem(
@@ -113,17 +108,15 @@ class MixedColumns(MTLModel):
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []  # not stageable: the generic validator reports it
-        return check_mixing_keys(
-            cls.unit_name, node.get("init_self", 0.9), node.get("stages"), list(info.stages), len(info.task_names)
-        )
+        return check_mixing_keys(cls.unit_name, node.get("stages"), list(info.stages), len(info.task_names))
 
-    def __init__(self, ctx: ModelContext, *, init_self: float = 0.9, stages: list[int] | None = None):
+    def __init__(self, ctx: ModelContext, *, init_self: InitSelf = 0.9, stages: list[NonNegInt] | None = None):
         super().__init__([t.name for t in ctx.tasks])
         self.input_key = ctx.tasks[0].input
         spec = ctx.inputs[self.input_key]
         self.columns = nn.ModuleDict({t: make_staged(ctx.make_backbone, spec) for t in self.task_names})
         first: Staged = self.columns[self.task_names[0]]
-        problems = check_mixing_keys(self.unit_name, init_self, stages, first.names, len(self.task_names))
+        problems = check_mixing_keys(self.unit_name, stages, first.names, len(self.task_names))
         if problems:
             raise ConfigError(problems)
         n_tasks = len(self.task_names)
@@ -187,7 +180,7 @@ class CrossStitch(MixedColumns):
 
     unit_name = "cross-stitch unit"
 
-    def __init__(self, ctx: ModelContext, *, init_self: float = 0.9, stages: list[int] | None = None):
+    def __init__(self, ctx: ModelContext, *, init_self: InitSelf = 0.9, stages: list[NonNegInt] | None = None):
         super().__init__(ctx, init_self=init_self, stages=stages)
 
     def make_unit(self, n_tasks: int, shape: tuple[int, ...], init_self: float) -> nn.Module:

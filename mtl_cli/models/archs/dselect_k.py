@@ -3,6 +3,7 @@ Experts with Applications to Multi-Task Learning"): MMoE with sparse, differenti
 
 from __future__ import annotations
 
+from ...config.params import NonNegInt, PosInt, Positive
 from ...errors import Problem
 from ...registry import ARCHS
 from ..base import ArchInfo, ModelContext
@@ -32,7 +33,13 @@ class DSelectK(MMoE):
     """
 
     def __init__(
-        self, ctx: ModelContext, *, num_experts: int = 4, k: int = 2, gamma: float = 1.0, shared_stages: int = 1
+        self,
+        ctx: ModelContext,
+        *,
+        num_experts: PosInt = 4,
+        k: PosInt = 2,
+        gamma: Positive = 1.0,
+        shared_stages: NonNegInt = 1,
     ):
         self.k, self.gamma = k, gamma
         super().__init__(ctx, num_experts=num_experts, shared_stages=shared_stages)
@@ -48,26 +55,15 @@ class DSelectK(MMoE):
         if info.stages is None:
             return []
         out = super().check(node, info)
-        e, k, gamma = (config_value(cls, node, key) for key in ("num_experts", "k", "gamma"))
-        if is_int(k) and (k < 1 or (is_int(e) and e >= 1 and k > e)):
-            top = e if is_int(e) and e >= 1 else "arch.num_experts"
+        e, k = (config_value(cls, node, key) for key in ("num_experts", "k"))
+        if is_int(k) and is_int(e) and 1 <= e < k:  # (each >= 1 by its annotation)
             out.append(
                 Problem(
                     "arch.k",
                     "k (experts each task mixes) must be between 1 and the number of experts",
                     k,
-                    allowed=f"1..{top}",
+                    allowed=f"1..{e}",
                     fix="set arch.k to at most arch.num_experts",
-                )
-            )
-        if isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and gamma <= 0:
-            out.append(
-                Problem(
-                    "arch.gamma",
-                    "the smooth-step width must be positive",
-                    gamma,
-                    allowed="number > 0",
-                    fix="set arch.gamma to a positive number (the paper uses 1.0)",
                 )
             )
         return out

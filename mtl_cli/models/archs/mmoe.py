@@ -3,10 +3,11 @@ Learning with Multi-gate Mixture-of-Experts")."""
 
 from __future__ import annotations
 
+from ...config.params import NonNegInt, PosInt
 from ...registry import ARCHS
 from ..base import ArchInfo, ModelContext
 from ..staged import Gate
-from ._experts import ExpertModel, check_at_least, check_shared_stages
+from ._experts import ExpertModel, check_shared_stages
 
 
 @ARCHS.register("mmoe")
@@ -24,7 +25,7 @@ class MMoE(ExpertModel):
     is 1 and the model is hard parameter sharing with one backbone.
     """
 
-    def __init__(self, ctx: ModelContext, *, num_experts: int = 4, shared_stages: int = 1):
+    def __init__(self, ctx: ModelContext, *, num_experts: PosInt = 4, shared_stages: NonNegInt = 1):
         super().__init__([t.name for t in ctx.tasks])
         self.num_experts, self.shared_stages = num_experts, shared_stages
         self._build(
@@ -59,6 +60,4 @@ class MMoE(ExpertModel):
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []
-        return check_at_least(cls, node, "num_experts", 1, "the number of experts") + check_shared_stages(
-            cls, node, info
-        )
+        return check_shared_stages(cls, node, info)

@@ -9,24 +9,10 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError, Problem
+from ...config.params import Positive
 from ...registry import ARCHS
-from ..base import ArchInfo, ModelContext, MTLModel
+from ..base import ModelContext, MTLModel
 from ..staged import channels, make_staged, norm, pointwise, resize
-
-
-def _check_hidden_ratio(v) -> list[Problem]:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
-        return [
-            Problem(
-                "arch.hidden_ratio",
-                "expected a number > 0",
-                v,
-                allowed="hidden_ratio > 0",
-                fix="e.g. arch.hidden_ratio=0.5 (mask blocks half as wide as the stage; 1.0 as in the paper)",
-            )
-        ]
-    return []
 
 
 class StageAttention(nn.Module):
@@ -85,17 +71,8 @@ class MTAN(MTLModel):
     shared_representation = False
     mixes_task_parameters = False
 
-    @classmethod
-    def check(cls, node: dict, info: ArchInfo) -> list:
-        if info.stages is None:
-            return []  # not stageable: the generic validator reports it
-        return _check_hidden_ratio(node.get("hidden_ratio", 0.5))
-
-    def __init__(self, ctx: ModelContext, *, hidden_ratio: float = 0.5):
+    def __init__(self, ctx: ModelContext, *, hidden_ratio: Positive = 0.5):
         super().__init__([t.name for t in ctx.tasks])
-        problems = _check_hidden_ratio(hidden_ratio)
-        if problems:
-            raise ConfigError(problems)
         self.input_key = ctx.tasks[0].input
         self.backbone = make_staged(ctx.make_backbone, ctx.inputs[self.input_key])
         shapes = self.backbone.shapes

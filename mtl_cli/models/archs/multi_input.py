@@ -31,17 +31,20 @@ one task reads that input, and to the shared group when several do.
 
 from __future__ import annotations
 
-from typing import Iterator
+import dataclasses
+from typing import Iterator, Literal, get_args
 
 from torch import Tensor, nn
 
+from ...config.params import PosInt
 from ...data.base import InputSpec
 from ...errors import Problem
 from ...registry import ARCHS, BACKBONES
 from ..base import ArchInfo, HeadRunner, ModelContext, MTLModel, pool, pooled_dim
 from ..staged import channels, per_input_norms, pointwise
 
-JOINS = ("auto", "map", "vector")
+Join = Literal["auto", "map", "vector"]
+JOINS = get_args(Join)
 
 
 def _dataset_of(input_key: str) -> str:
@@ -69,9 +72,9 @@ class MultiInput(MTLModel):
         self,
         ctx: ModelContext,
         *,
-        stems: dict[str, dict] | None = None,
-        join: str = "auto",
-        width: int | None = None,
+        stems: dict[str, dict] | None = None,  # each a backbone node, checked by check()
+        join: Join = "auto",
+        width: PosInt | None = None,
         norm_per_input: bool = True,
     ):
         super().__init__([t.name for t in ctx.tasks])
@@ -149,22 +152,11 @@ class MultiInput(MTLModel):
 
         out: list[Problem] = []
         stems = node.get("stems") or {}
+        join = node.get("join", "auto")
+        if not isinstance(stems, dict) or not all(isinstance(v, dict) for v in stems.values()) or join not in JOINS:
+            return out  # a wrong type or value: the annotations report it
         for k, sub in stems.items():
             out += component_problems(f"arch.stems.{k}", sub, BACKBONES)
-        join = node.get("join", "auto")
-        if join not in JOINS:
-            out.append(Problem("arch.join", "unknown join", join, ", ".join(JOINS), "set arch.join=auto"))
-        width = node.get("width")
-        if width is not None and (not isinstance(width, int) or width < 1):
-            out.append(
-                Problem(
-                    "arch.width",
-                    "expected null or an integer >= 1",
-                    width,
-                    "null or an integer >= 1",
-                    "set arch.width=null (the widest stem)",
-                )
-            )
         if out:
             return out
         stem_classes = []
@@ -194,6 +186,8 @@ class MultiInput(MTLModel):
                         f"add an entry arch.stems.{_dataset_of(k)} for this dataset's own stem",
                     )
                 )
+            else:  # the stem's own rules on its input, under the stem's key
+                out += [_rekey(q, f"arch.stems.{entry}") for q in cls_.check(sub, spec)]
             stem_classes.append(cls_)
         if out:
             return out
@@ -227,7 +221,25 @@ class MultiInput(MTLModel):
                     "set arch.join=auto",
                 )
             )
+        elif resolved == "map" and len(set(modalities)) > 1:
+            out.append(
+                Problem(
+                    "arch.join",
+                    "join=map needs inputs of one modality (maps of one kind), but they are "
+                    + ", ".join(sorted(set(modalities))),
+                    join,
+                    "auto, vector",
+                    "set arch.join=auto (vector: each stem's output pooled, then shared layers such as backbone=mlp)",
+                )
+            )
         return out
+
+
+def _rekey(q: Problem, where: str) -> Problem:
+    """A backbone's problem (``backbone.<key>``) about a stem (``arch.stems.<entry>.<key>``)."""
+    key = where + q.key[len("backbone") :] if q.key == "backbone" or q.key.startswith("backbone.") else q.key
+    allowed, fix = (t.replace("backbone.", f"{where}.") if isinstance(t, str) else t for t in (q.allowed, q.fix))
+    return dataclasses.replace(q, key=key, allowed=allowed, fix=fix)
 
 
 def _resolve_join(join: str, modalities: list[str], maps: list[bool]) -> str:

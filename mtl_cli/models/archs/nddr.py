@@ -7,10 +7,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ...config.params import NonNegInt
 from ...registry import ARCHS
 from ..base import ModelContext
 from ..staged import channels, norm, pointwise
-from .cross_stitch import MixedColumns
+from .cross_stitch import InitSelf, MixedColumns
 
 
 class NDDRUnit(nn.Module):
@@ -63,7 +64,7 @@ class NDDR(MixedColumns):
 
     unit_name = "NDDR layer"
 
-    def __init__(self, ctx: ModelContext, *, init_self: float = 0.9, stages: list[int] | None = None):
+    def __init__(self, ctx: ModelContext, *, init_self: InitSelf = 0.9, stages: list[NonNegInt] | None = None):
         super().__init__(ctx, init_self=init_self, stages=stages)
 
     def make_unit(self, n_tasks: int, shape: tuple[int, ...], init_self: float) -> nn.Module:

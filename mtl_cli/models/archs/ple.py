@@ -3,19 +3,12 @@ A Novel Multi-Task Learning (MTL) Model for Personalized Recommendations"), mult
 
 from __future__ import annotations
 
+from ...config.params import NonNegInt, PosInt
 from ...errors import Problem
 from ...registry import ARCHS
 from ..base import ArchInfo, ModelContext
 from ..staged import Gate
-from ._experts import (
-    ExpertModel,
-    check_at_least,
-    check_cgc_counts,
-    check_shared_stages,
-    config_value,
-    is_int,
-    stages_after_stem,
-)
+from ._experts import ExpertModel, check_shared_stages, config_value, is_int, stages_after_stem
 
 
 @ARCHS.register("ple")
@@ -49,10 +42,10 @@ class PLE(ExpertModel):
         self,
         ctx: ModelContext,
         *,
-        levels: int = 2,
-        num_shared_experts: int = 2,
-        num_task_experts: int = 1,
-        shared_stages: int = 1,
+        levels: PosInt = 2,
+        num_shared_experts: PosInt = 2,
+        num_task_experts: NonNegInt = 1,
+        shared_stages: NonNegInt = 1,
     ):
         super().__init__([t.name for t in ctx.tasks])
         node = {
@@ -77,8 +70,7 @@ class PLE(ExpertModel):
     def check(cls, node: dict, info: ArchInfo) -> list:
         if info.stages is None:
             return []
-        out = check_cgc_counts(cls, node) + check_at_least(cls, node, "levels", 1, "the number of levels")
-        out += check_shared_stages(cls, node, info)
+        out = check_shared_stages(cls, node, info)
         levels, left = config_value(cls, node, "levels"), stages_after_stem(cls, node, info)
         if is_int(levels) and levels >= 1 and left is not None and levels > left:
             rest = info.stages[len(info.stages) - left :]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 from torch import Tensor, nn
 
+from ...config.params import Dropout, Len, PosInt
 from ...data.base import InputSpec
 from ...registry import BACKBONES
 from ..base import Backbone
@@ -22,14 +24,12 @@ class MLP(Backbone):
         self,
         input_spec: InputSpec,
         *,
-        hidden: list[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
+        hidden: Annotated[list[PosInt], Len(min=1)] = (256, 128),
+        activation: Literal["relu", "gelu", "silu", "tanh"] = "relu",
+        dropout: Dropout = 0.0,
         layer_norm: bool = False,
     ):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} not in {sorted(ACTIVATIONS)}")
         d = int(math.prod(input_spec.shape))
         layers: list[nn.Module] = [nn.Flatten()]
         for h in hidden:

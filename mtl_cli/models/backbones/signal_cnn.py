@@ -24,15 +24,16 @@ hop 64) or 128 x 128 (waveform). Stages: one per block; the front end joins the 
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import Tensor, nn
 
+from ...config.params import Check, Dropout, Len, PosInt, Range
 from ...data.base import InputSpec
 from ...errors import ConfigError, Problem
 from ...registry import BACKBONES
-from ..base import Backbone, probe_shape
-
-FEATURES = ("spectrogram", "waveform")
+from ..base import Backbone, node_values, probe_shape
 
 
 class LogSpectrogram(nn.Module):
@@ -79,89 +80,12 @@ def _block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> nn.
     )
 
 
-def _check(input_spec: InputSpec, features, n_fft, hop_length, channels, kernel_size, dropout) -> None:
-    bad = []
-    shape = tuple(input_spec.shape)
-    if len(shape) != 2:
-        bad.append(
-            Problem(
-                "backbone.name",
-                f"signal_cnn needs 1-D signal inputs of shape (channels, length); "
-                f"input {input_spec.name!r} ({input_spec.modality}) has shape {shape}",
-                "signal_cnn",
-                "inputs of per-sample shape (C, L), e.g. data=tones",
-                "use signal_cnn only for signal inputs (small_cnn or a torchvision model for images, "
-                "mlp for tabular data)",
-            )
-        )
-    if features not in FEATURES:
-        bad.append(
-            Problem(
-                "backbone.features",
-                "unknown feature front end",
-                features,
-                ", ".join(FEATURES),
-                "set backbone.features=spectrogram",
-            )
-        )
-    if not isinstance(n_fft, int) or n_fft < 8:
-        bad.append(
-            Problem(
-                "backbone.n_fft", "the STFT window is too short", n_fft, "an integer >= 8", "set backbone.n_fft=256"
-            )
-        )
-    elif features == "spectrogram" and len(shape) == 2 and n_fft > shape[1]:
-        bad.append(
-            Problem(
-                "backbone.n_fft",
-                f"the STFT window is longer than the signal ({shape[1]} samples)",
-                n_fft,
-                f"an integer in [8, {shape[1]}]",
-                f"set backbone.n_fft to at most {shape[1]}",
-            )
-        )
-    if not isinstance(hop_length, int) or not 1 <= hop_length <= (n_fft if isinstance(n_fft, int) else hop_length):
-        bad.append(
-            Problem(
-                "backbone.hop_length",
-                "the hop between STFT frames must be in [1, n_fft]",
-                hop_length,
-                "an integer in [1, backbone.n_fft]",
-                "set backbone.hop_length to n_fft // 4",
-            )
-        )
-    if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
-        bad.append(
-            Problem(
-                "backbone.channels",
-                "need one positive channel count per block",
-                channels,
-                "a non-empty list of integers >= 1",
-                "set backbone.channels=[32, 64, 128]",
-            )
-        )
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        bad.append(
-            Problem(
-                "backbone.kernel_size",
-                "the conv kernel must be odd (the blocks pad symmetrically)",
-                kernel_size,
-                "an odd integer >= 1",
-                "set backbone.kernel_size=3",
-            )
-        )
-    if not 0.0 <= dropout < 1.0:
-        bad.append(
-            Problem(
-                "backbone.dropout",
-                "dropout is a probability",
-                dropout,
-                "a number in [0, 1)",
-                "set backbone.dropout=0.0",
-            )
-        )
-    if bad:
-        raise ConfigError(bad)
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: the conv width: odd, since the blocks pad symmetrically
+Kernel = Annotated[int, Range(ge=1), Check(lambda k: k % 2 == 1, "and odd (the blocks pad symmetrically)")]
 
 
 @BACKBONES.register("signal_cnn")
@@ -174,16 +98,18 @@ class SignalCNN(Backbone):
         self,
         input_spec: InputSpec,
         *,
-        features: str = "spectrogram",
-        n_fft: int = 256,
-        hop_length: int = 64,
-        channels: list[int] = (32, 64, 128),
-        kernel_size: int = 3,
-        dropout: float = 0.0,
+        features: Literal["spectrogram", "waveform"] = "spectrogram",
+        n_fft: Annotated[int, Range(ge=8)] = 256,
+        hop_length: PosInt = 64,
+        channels: Annotated[list[PosInt], Len(min=1)] = (32, 64, 128),
+        kernel_size: Kernel = 3,
+        dropout: Dropout = 0.0,
         time_channel: bool = False,
     ):
         super().__init__()
-        _check(input_spec, features, n_fft, hop_length, channels, kernel_size, dropout)
+        problems = self.check({"features": features, "n_fft": n_fft, "hop_length": hop_length}, input_spec)
+        if problems:
+            raise ConfigError(problems)
         c_in = input_spec.shape[0]
         self.features = features
         front: list[nn.Module] = []
@@ -205,6 +131,48 @@ class SignalCNN(Backbone):
         self.blocks = nn.ModuleList(blocks)
         self.drop = nn.Dropout1d(dropout) if dropout > 0 else None
         self.out_shape = probe_shape(self, tuple(input_spec.shape))
+
+    @classmethod
+    def check(cls, node: dict, input_spec: InputSpec) -> list:
+        """What the keys' declared domains cannot say: the input must be a signal, the STFT
+        window must fit the signal and the hop the window."""
+        v = node_values(cls, node)
+        features, n_fft, hop_length = v["features"], v["n_fft"], v["hop_length"]
+        bad = []
+        shape = tuple(input_spec.shape)
+        if len(shape) != 2:
+            bad.append(
+                Problem(
+                    "backbone.name",
+                    f"signal_cnn needs 1-D signal inputs of shape (channels, length); "
+                    f"input {input_spec.name!r} ({input_spec.modality}) has shape {shape}",
+                    "signal_cnn",
+                    "inputs of per-sample shape (C, L), e.g. data=tones",
+                    "use signal_cnn only for signal inputs (small_cnn or a torchvision model for images, "
+                    "mlp for tabular data)",
+                )
+            )
+        elif features == "spectrogram" and _is_int(n_fft) and n_fft > shape[1]:
+            bad.append(
+                Problem(
+                    "backbone.n_fft",
+                    f"the STFT window is longer than the signal ({shape[1]} samples)",
+                    n_fft,
+                    f"an integer in [8, {shape[1]}]",
+                    f"set backbone.n_fft to at most {shape[1]}",
+                )
+            )
+        if _is_int(n_fft) and _is_int(hop_length) and hop_length > n_fft:
+            bad.append(
+                Problem(
+                    "backbone.hop_length",
+                    "the hop between STFT frames must be in [1, n_fft]",
+                    hop_length,
+                    "an integer in [1, backbone.n_fft]",
+                    "set backbone.hop_length to n_fft // 4",
+                )
+            )
+        return bad
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         """One stage per conv block; the front end (spectrogram, time channel) joins the first

@@ -3,8 +3,11 @@ block after the first halves the resolution, so ``channels=[32, 64, 128]`` maps 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import Tensor, nn
 
+from ...config.params import Dropout, Len, PosInt
 from ...data.base import InputSpec
 from ...registry import BACKBONES
 from ..base import Backbone
@@ -16,7 +19,13 @@ class SmallCNN(Backbone):
     has_stages = True
     modalities = ("image",)
 
-    def __init__(self, input_spec: InputSpec, *, channels: list[int] = (32, 64, 128), dropout: float = 0.0):
+    def __init__(
+        self,
+        input_spec: InputSpec,
+        *,
+        channels: Annotated[list[PosInt], Len(min=1)] = (32, 64, 128),
+        dropout: Dropout = 0.0,
+    ):
         super().__init__()
         c_in = input_spec.shape[0]
         layers: list[nn.Module] = []

@@ -10,14 +10,16 @@ the file is already in the torch hub cache). Inputs with other than 3 channels p
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
+from ...config.params import Check
 from ...data.base import InputSpec
 from ...errors import ConfigError, Problem
 from ...registry import BACKBONES
-from ..base import Backbone, probe_shape
+from ..base import Backbone, node_values, probe_shape
 
 _POOL_NAMES = ("avgpool", "global_pool", "pool")
 
@@ -33,23 +35,59 @@ def _last_feature_node(model: nn.Module) -> str:
     raise ValueError("could not find the global pooling node of this model")
 
 
+def _model_names() -> list[str]:
+    import torchvision  # imported here: torchvision.models takes seconds to import
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def _is_model(name: str) -> bool:
+    return name in _model_names()
+
+
+def _is_file_name(weights: str) -> bool:
+    """Is ``weights`` meant as a state-dict file (an existing path, or a .pt/.pth name)?"""
+    return os.path.exists(weights) or weights.endswith((".pt", ".pth"))
+
+
+def _weights_of(model: str, weights: str) -> bool:
+    """Is ``weights`` (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet18_Weights.IMAGENET1K_V1``) a
+    weights name of ``model``?"""
+    import torchvision
+
+    if weights == "DEFAULT":
+        return True
+    enum, _, member = weights.rpartition(".")
+    w = torchvision.models.get_model_weights(model)
+    return member in w.__members__ and enum in ("", w.__name__)
+
+
+def _weights_ok(weights: str) -> bool:
+    """An existing state-dict file, or a weights name of some torchvision model (that it is one
+    of the configured model's is :meth:`TorchvisionBackbone.check`'s rule)."""
+    if _is_file_name(weights):
+        return os.path.isfile(weights)
+    return any(_weights_of(m, weights) for m in _model_names())
+
+
+MODEL = Check(
+    _is_model,
+    "naming a torchvision classification model (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...: "
+    "torchvision.models.list_models(module=torchvision.models))",
+)
+WEIGHTS = Check(
+    _weights_ok,
+    "that is an existing .pt/.pth state-dict file (relative to the current directory) or a torchvision weights "
+    "name (DEFAULT, IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1, ...)",
+)
+
+
 def _load_weights(name: str, weights: str | None) -> nn.Module:
     import torchvision  # imported here: torchvision.models takes seconds to import
 
     if weights is None:
         return torchvision.models.get_model(name, weights=None)
-    if os.path.exists(weights) or weights.endswith((".pt", ".pth")):
-        if not os.path.exists(weights):
-            raise ConfigError(
-                [
-                    Problem(
-                        "backbone.weights",
-                        "weights file not found",
-                        os.path.abspath(weights),
-                        fix="give an existing .pt/.pth state-dict file, or weights=null",
-                    )
-                ]
-            )
+    if _is_file_name(weights):
         model = torchvision.models.get_model(name, weights=None)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
@@ -85,24 +123,19 @@ class TorchvisionBackbone(Backbone):
     has_stages = True
     modalities = ("image",)
 
-    def __init__(self, input_spec: InputSpec, *, model: str = "resnet18", weights: str | None = None):
+    def __init__(
+        self,
+        input_spec: InputSpec,
+        *,
+        model: Annotated[str, MODEL] = "resnet18",
+        weights: Annotated[str, WEIGHTS] | None = None,
+    ):
         super().__init__()
-        import torchvision
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        available = torchvision.models.list_models(module=torchvision.models)
-        if model not in available:
-            raise ConfigError(
-                [
-                    Problem(
-                        "backbone.model",
-                        "unknown torchvision model",
-                        model,
-                        allowed=", ".join(available[:40]) + ", ...",
-                        fix="pick a classification model from torchvision.models.list_models()",
-                    )
-                ]
-            )
+        problems = self.check({"model": model, "weights": weights}, input_spec)
+        if problems:
+            raise ConfigError(problems)
         net = _load_weights(model, weights)
         self.node = _last_feature_node(net)
         self.body = create_feature_extractor(net, return_nodes={self.node: "out"})
@@ -114,6 +147,28 @@ class TorchvisionBackbone(Backbone):
         self.model_name = model
         self.in_shape = tuple(input_spec.shape)
         self.out_shape = probe_shape(self, self.in_shape)
+
+    @classmethod
+    def check(cls, node: dict, input_spec: InputSpec) -> list:
+        """Weights given by name must be weights of the model."""
+        v = node_values(cls, node)
+        model, weights = v["model"], v["weights"]
+        if not (isinstance(model, str) and isinstance(weights, str)) or _is_file_name(weights):
+            return []
+        if not _is_model(model) or not _weights_ok(weights) or _weights_of(model, weights):
+            return []  # (a bad model or weights name alone: the annotations' problems)
+        import torchvision
+
+        names = dict.fromkeys(["DEFAULT", *torchvision.models.get_model_weights(model).__members__])
+        return [
+            Problem(
+                "backbone.weights",
+                f"not weights of {model}",
+                weights,
+                ", ".join(names),
+                f"choose weights of {model}, a .pt/.pth state-dict file, or null",
+            )
+        ]
 
     def _stage_modules(self) -> list[tuple[str, nn.Module]]:
         top = []

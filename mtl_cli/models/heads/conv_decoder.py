@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config.params import PosInt
 from ...registry import HEADS
 from ..base import Head
 
@@ -27,7 +28,7 @@ class ConvDecoder(Head):
         out_features: int,
         out_size: tuple[int, int] | None,
         *,
-        hidden: int = 64,
+        hidden: PosInt = 64,
     ):
         super().__init__()
         self.out_size = tuple(out_size) if out_size is not None else None

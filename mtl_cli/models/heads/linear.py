@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config.params import Dropout
 from ...registry import HEADS
 from ..base import Head, pool, pooled_dim
 
@@ -15,7 +16,7 @@ from ..base import Head, pool, pooled_dim
 class LinearHead(Head):
     pools_input = True
 
-    def __init__(self, in_shape: tuple[int, ...], out_features: int, out_size, *, dropout: float = 0.0):
+    def __init__(self, in_shape: tuple[int, ...], out_features: int, out_size, *, dropout: Dropout = 0.0):
         super().__init__()
         d = pooled_dim(in_shape)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ...config.params import Dropout, PosInt
 from ...registry import HEADS
 from ..base import Head, pool, pooled_dim
 
@@ -18,8 +19,8 @@ class MLPHead(Head):
         out_features: int,
         out_size,
         *,
-        hidden: list[int] = (128,),
-        dropout: float = 0.0,
+        hidden: list[PosInt] = (128,),  # [] : a linear head
+        dropout: Dropout = 0.0,
     ):
         super().__init__()
         d = pooled_dim(in_shape)
