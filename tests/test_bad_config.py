@@ -19,6 +19,16 @@ ALL_TASKS = ("shape", "size", "present", "segmentation")
 
 # (id, argv, words that must all appear in stderr)
 CASES = [
+    (
+        "backbone rule with its input, under hps",
+        ["experiment=tones", "backbone.n_fft=4096"],
+        ["backbone.n_fft", "(got 4096)", "longer than the signal", "at most 2048"],
+    ),
+    (
+        "a mapping's values are listed",
+        ["+data.missing_labels={size: 2}"],
+        ["data.missing_labels", "entry 'size'", "mapping of names to numbers >= 0 and <= 1"],
+    ),
     ("unknown arch", ["arch=nope"], ["arch", "'nope'", "unknown option of config group", "allowed:", "hps"]),
     (
         "unknown backbone",

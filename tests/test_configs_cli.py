@@ -68,9 +68,11 @@ def test_list_names_every_option_with_its_description(capsys):
     assert ("*", "small_cnn", "Small CNN for small images (mtl_cli/models/backbones/small_cnn.py)") in sections[
         "backbone"
     ]
-    assert (" ", "ew", "Equal weighting: plain sum of the task losses (ignores tasks.<name>.weight)") in sections[
-        "weighting"
-    ]
+    assert (
+        " ",
+        "ew",
+        "Equal weighting: plain sum of the task losses (times tasks.<name>.weight, like every method)",
+    ) in sections["weighting"]
     assert [o for m, o, _ in sections["weighting"] if m == "*"] == ["static"]
     assert not [o for m, o, _ in sections["launcher"] if m == "*"]  # launcher: null by default
     assert sections["launcher"][0][2].startswith("Parallel jobs on this machine (joblib, one process per job)")

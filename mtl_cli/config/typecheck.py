@@ -48,6 +48,17 @@ def _article(text: str) -> str:
     return ("an " if text[:1] in "aeiou" else "a ") + text
 
 
+def _plural(text: str) -> str:
+    """``an integer >= 1`` -> ``integers >= 1``; ``'a' or 'b'`` stays as it is."""
+    for art in ("an ", "a "):
+        if text.startswith(art):
+            text = text[len(art) :]
+    words = text.split(" ", 1)
+    if words and words[0] in ("integer", "number", "string", "mapping", "list"):
+        words[0] += "s"
+    return " ".join(words)
+
+
 def domain_text(tp: Any) -> str:
     """What ``tp`` allows, for messages: ``an integer >= 1``, ``'loop' or 'batched'``,
     ``null or a number > 0``, ``a list of integers >= 1 with at least 1 item``."""
@@ -66,15 +77,11 @@ def domain_text(tp: Any) -> str:
     elif origin in (list, tuple, typing.Sequence) or base in (list, tuple):
         args = [a for a in typing.get_args(base) if a is not Ellipsis]
         inner = domain_text(args[0]) if args else ""
-        for art in ("an ", "a "):
-            if inner.startswith(art):
-                inner = inner[len(art) :]
-        words = inner.split(" ", 1)
-        if words and words[0] in ("integer", "number", "string", "mapping"):
-            words[0] += "s"
-        text = "a list" + (f" of {' '.join(words)}" if inner else "")
+        text = "a list" + (f" of {_plural(inner)}" if inner else "")
     elif origin is dict or base is dict:
-        text = "a mapping"
+        args = typing.get_args(base)
+        values = domain_text(args[1]) if len(args) == 2 and args[1] is not Any else ""
+        text = f"a mapping of names to {_plural(values)}" if values else "a mapping"
     elif base is bool:
         text = "true or false"
     else:

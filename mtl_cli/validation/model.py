@@ -31,6 +31,8 @@ def check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec:
     bb_cls = BACKBONES.get(bb["name"]) if bb.get("name") in BACKBONES else None
     if bb_cls is None or spec is None:
         return
+    # a backbone key is wrong already: checking or building the backbone would only repeat that
+    keys_ok = not any(q.key.split(".")[0] == "backbone" for q in p.items)
     if arch_cls.single_input:
         modality = spec.inputs[input_keys[0]].modality
         if modality not in bb_cls.modalities:
@@ -43,6 +45,11 @@ def check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec:
                 fix="choose one of the allowed backbones",
             )
             return
+        if keys_ok:  # rules between the backbone's keys and its input (e.g. n_fft and the length)
+            n0 = len(p.items)
+            p.items.extend(bb_cls.check(bb, spec.inputs[input_keys[0]]))
+            if len(p.items) > n0:
+                return
     stages = None
     if arch_cls.needs_stages:
         if not bb_cls.has_stages:
@@ -53,6 +60,8 @@ def check_arch(p: Problems, arch_cls, plain: dict, tasks: dict[str, dict], spec:
                 allowed=", ".join(n for n in BACKBONES.names() if BACKBONES.get(n).has_stages),
                 fix="choose one of the allowed backbones, or arch=hps",
             )
+            return
+        if not keys_ok:
             return
         stages = _stage_names(p, bb_cls, bb, spec.inputs[input_keys[0]])
         if stages is None:
