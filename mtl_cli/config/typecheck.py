@@ -79,8 +79,8 @@ def domain_text(tp: Any) -> str:
         inner = domain_text(args[0]) if args else ""
         text = "a list" + (f" of {_plural(inner)}" if inner else "")
     elif origin is dict or base is dict:
-        args = typing.get_args(base)
-        values = domain_text(args[1]) if len(args) == 2 and args[1] is not Any else ""
+        kv = typing.get_args(base)
+        values = domain_text(kv[1]) if len(kv) == 2 and kv[1] is not Any else ""
         text = f"a mapping of names to {_plural(values)}" if values else "a mapping"
     elif base is bool:
         text = "true or false"
@@ -109,9 +109,9 @@ def _domain_problem(value: Any, tp: Any) -> str | None:
                 inner = f"item {i} ({v!r}): {r}"
                 break
     elif (origin is dict or base is dict) and isinstance(value, dict):
-        args = typing.get_args(base)
+        kv = typing.get_args(base)
         for k, v in value.items():
-            r = _domain_problem(v, args[1]) if args else None
+            r = _domain_problem(v, kv[1]) if kv else None
             if r is not None:
                 inner = f"entry {k!r} ({v!r}): {r}"
                 break
@@ -167,8 +167,8 @@ def matches(value: Any, tp: Any) -> bool:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             return False
-        args = typing.get_args(tp)
-        return all(matches(k, args[0]) and matches(v, args[1]) for k, v in value.items()) if args else True
+        kv = typing.get_args(tp)
+        return all(matches(k, kv[0]) and matches(v, kv[1]) for k, v in value.items()) if kv else True
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True
@@ -240,7 +240,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """A nested mapping as {dotted key: leaf value}. Below the top, an empty mapping is a leaf; at
     the top, anything but a non-empty mapping (an empty or missing config) flattens to nothing."""
     if isinstance(node, dict) and node:
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in node.items():
             out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
         return out

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ..config.typecheck import config_params
 from ..data.base import InputSpec
 from ..tasks.base import Task
 
@@ -49,12 +50,8 @@ class Backbone(nn.Module):
 
 
 def node_values(cls: type, node: dict) -> dict:
-    """A component's keys: the node's values over the defaults of ``cls.__init__``."""
-    defaults = {
-        k: p.default
-        for k, p in inspect.signature(cls.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    """A component's keys: the node's values over the defaults of its config keys."""
+    defaults = {k: d for k, (_, d) in config_params(cls).items() if d is not inspect.Parameter.empty}
     return defaults | {k: v for k, v in node.items() if k != "name"}
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from tqdm import tqdm
@@ -129,7 +129,7 @@ class MetricsWriter:
         self.jsonl = jsonl
         self.tb_dir = run_dir / "tensorboard" if tensorboard else None
         self.keep = keep
-        self.f = None
+        self.f: IO[str] | None = None
         self.tb: TensorBoardSink | None = None
 
     def open(self) -> None:

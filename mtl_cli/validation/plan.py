@@ -10,6 +10,7 @@ the task kinds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,7 +55,7 @@ def validate(cfg: DictConfig | dict) -> Plan:
     p = Problems()
     if isinstance(cfg, DictConfig):
         try:
-            plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+            plain: dict[str, Any] = cast(dict, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
         except Exception as e:  # noqa: BLE001 - interpolation errors from OmegaConf
             raise ConfigError(
                 [Problem("config", f"cannot resolve the config: {e}", fix="fix the interpolation")]

@@ -66,6 +66,7 @@ def present_mask(losses: Tensor, present: Tensor | None) -> Tensor:
 class Weighting(nn.Module):
     #: what the method needs from the trainer: "losses" (all), "grads" (task gradients)
     requires: frozenset[str] = frozenset({"losses"})
+    task_weights: Tensor  # [T] buffer: the static task weights (the losses' pre-scale)
 
     def __init__(self, task_names: list[str], task_weights: list[float]):
         super().__init__()

@@ -107,6 +107,8 @@ class NashMTL(StatefulGradientWeighting):
     (only the speed depends on it).
     """
 
+    prev_alpha: Tensor  # [T] buffer: the last solution (warm start)
+
     def __init__(
         self,
         task_names: list[str],

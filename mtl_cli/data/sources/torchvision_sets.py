@@ -22,6 +22,7 @@ carving ``val``); ``test_limit`` the first N test samples (and, for CelebA, of `
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -285,7 +286,9 @@ Root = Annotated[str, Text("a folder, relative to the current directory or absol
 
 
 #: the torchvision datasets this source reads (the names of SETS)
-DatasetName = Literal[tuple(SETS)]
+DatasetName = Literal["MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "CelebA"]
+if set(typing.get_args(DatasetName)) != set(SETS):  # one list, spelled twice for the type checker
+    raise RuntimeError("torchvision_sets: DatasetName must list exactly the names of SETS")
 
 
 def resolve(path: str) -> Path:
