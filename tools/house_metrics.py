@@ -130,7 +130,7 @@ def measure(root: Path) -> dict:
         graph[m] = {d for d in graph[m] if not (m.startswith(d + ".") and mods[d].name == "__init__.py")}
     lines = {m: len(p.read_text().splitlines()) for m, p in mods.items()}
     upward = sorted((m, d) for m, ds in graph.items() for d in ds if layer(d) > layer(m))
-    engine_repeats, own_backward = [], []
+    engine_repeats, own_backward, own_weighted = [], [], []
     for m, p in mods.items():
         if not m.startswith("mtl_cli.weighting.") or m.endswith(("engine", "base", "_qp")):
             continue
@@ -143,6 +143,8 @@ def measure(root: Path) -> dict:
                         engine_repeats.append(f"{m}.{node.name}")
                 if isinstance(item, ast.FunctionDef) and item.name == "backward":
                     own_backward.append(f"{m}.{node.name}")
+                if isinstance(item, ast.FunctionDef) and item.name == "weighted_backward":
+                    own_weighted.append(f"{m}.{node.name}")
     fmt = None
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if Path(ruff).exists():
@@ -162,6 +164,7 @@ def measure(root: Path) -> dict:
         "upward": upward,
         "engine_repeats": engine_repeats,
         "own_backward": own_backward,
+        "own_weighted": own_weighted,
         "format": fmt,
     }
 
@@ -181,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         ("imports pointing up the layers", len(before["upward"]), len(after["upward"])),
         ("gradient methods repeating the engine's keys", len(before["engine_repeats"]), len(after["engine_repeats"])),
         ("weighting classes with their own backward()", len(before["own_backward"]), len(after["own_backward"])),
+        (
+            "weighting classes overriding weighted_backward() (state updates, engines)",
+            len(before["own_weighted"]),
+            len(after["own_weighted"]),
+        ),
         ("files ruff format would change", before["format"], after["format"]),
         ("largest file (lines)", _big(before), _big(after)),
     ]
