@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..config.typecheck import flatten
 from ..errors import ConfigError, DataError, Problem
+from ..results.cells import csv_cell, one_line
 from .evaluate import positive_int, run_tool, split_arguments
 
 USAGE = """\
@@ -211,7 +212,10 @@ def predict_run(
 
 
 def write_records(records: list[dict], path: Path) -> None:
-    """CSV (flattened columns, in first-seen order) or JSONL, written atomically."""
+    """CSV (flattened columns, in first-seen order) or JSONL, written atomically. In the CSV, text
+    cells and headers that a spreadsheet would take as a formula (a class label ``=1+2``) get a
+    leading ``'`` (:func:`~mtl_cli.results.cells.csv_cell`); numbers are written as they are. JSONL
+    keeps the records' values as they are."""
     from ..train.rundir import writing
 
     if path.suffix.lower() == ".jsonl":
@@ -222,9 +226,9 @@ def write_records(records: list[dict], path: Path) -> None:
         for r in rows:
             cols += [k for k in r if k not in cols]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow([csv_cell(c) for c in cols])
+        w.writerows([csv_cell(r.get(c, "")) for c in cols] for r in rows)
         text = buf.getvalue()
     tmp = path.with_name(path.name + ".tmp")
     with writing(path):
@@ -237,7 +241,8 @@ def preview(records: list[dict], tasks: list) -> str:
     """The first records as a table: one column per task (a :class:`~mtl_cli.tasks.base.Task`),
     each cell its kind's ``summary`` of the record."""
     rows = [
-        [Path(r["input"]).name] + [t.kind.summary(t, r[t.name]) if t.name in r else "" for t in tasks]
+        [one_line(Path(r["input"]).name)]
+        + [one_line(t.kind.summary(t, r[t.name])) if t.name in r else "" for t in tasks]
         for r in records[:PREVIEW_ROWS]
     ]
     head = ["input", *(t.name for t in tasks)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import report as rp
 from ..errors import ConfigError, DataError, Problem, UserError
+from ..results.cells import md_cell, md_code
 
 INSTALL = 'pip install "mtl-cli[plots]"'
 
@@ -154,11 +155,14 @@ def report(args: argparse.Namespace) -> None:
         print(f"\nskipped {len(skipped)}:")
         print("\n".join(skipped_lines))
 
-    md_notes = [f"- shared by all runs: `{' '.join(common)}`"] if common else []
-    md_notes += [f"- peak memory: {', '.join(kinds)}"] if kinds else []
-    md = ["# mtl-report", "", head + ".", "", *md_notes, *([""] if md_notes else []), rp.to_markdown(rows, columns), ""]
+    # text from the runs (override values, monitor names, paths, error messages) is escaped: no
+    # line break, raw HTML or code-span end gets through into report.md
+    md_notes = [f"- shared by all runs: {md_code(' '.join(common))}"] if common else []
+    md_notes += [f"- peak memory: {md_cell(', '.join(kinds))}"] if kinds else []
+    md_head = md_cell(head) + "."
+    md = ["# mtl-report", "", md_head, "", *md_notes, *([""] if md_notes else []), rp.to_markdown(rows, columns), ""]
     if skipped:
-        md += [f"Skipped ({len(skipped)}):", "", *[f"- `{s.path}`: {s.reason}" for s in skipped], ""]
+        md += [f"Skipped ({len(skipped)}):", "", *[f"- {md_code(s.path)}: {md_cell(s.reason)}" for s in skipped], ""]
     _write(out / "report.csv", rp.to_csv(rows, columns))
     _write(out / "report.md", "\n".join(md))
     written = [out / "report.csv", out / "report.md"]

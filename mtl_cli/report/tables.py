@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ..results.cells import csv_cell, md_cell, one_line
 from .groups import Group, _text
 from .leaderboard import DELTA_M, EXTRA_COLUMNS, Column, Row
 from .stats import Stat
@@ -60,7 +61,9 @@ def table_cells(rows: Sequence[Row], columns: Sequence[Column]) -> tuple[list[st
 
 
 def to_text(rows: Sequence[Row], columns: Sequence[Column]) -> str:
+    """The console table; a line break inside a cell is shown as a space."""
     head, body = table_cells(rows, columns)
+    head, body = [one_line(c) for c in head], [[one_line(c) for c in r] for r in body]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     lines = []
     for r in [head, *body]:
@@ -70,10 +73,12 @@ def to_text(rows: Sequence[Row], columns: Sequence[Column]) -> str:
 
 
 def to_markdown(rows: Sequence[Row], columns: Sequence[Column]) -> str:
+    """A GitHub-flavoured Markdown table; every cell escaped by :func:`~mtl_cli.results.cells.md_cell`
+    (no line break, raw HTML or unescaped ``|`` gets through), so each row has the header's columns."""
     head, body = table_cells(rows, columns)
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(md_cell(c) for c in cells) + " |"
 
     align = ["---:", ":---", "---:", "---:", *["---:"] * (len(head) - 4)]
     return "\n".join([line(head), "|" + "|".join(align) + "|", *[line(r) for r in body]])
@@ -98,13 +103,15 @@ def csv_header(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
 
 def to_csv(rows: Sequence[Row], columns: Sequence[Column]) -> str:
     """The leaderboard with one column per statistic (``<key>_mean``, ``_std``, ``_n``) at full
-    precision (Python's shortest round-trip float text); empty cells for missing values."""
+    precision (Python's shortest round-trip float text); empty cells for missing values. Text cells
+    (header too) that a spreadsheet would take as a formula get a leading ``'``
+    (:func:`~mtl_cli.results.cells.csv_cell`); numbers are written as they are."""
     header = csv_header(rows, columns)
     fields = header[3 : header.index("n")]
     stats = [DELTA_M, *[c.key for c in columns], *[k for k, _ in EXTRA_COLUMNS]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    w.writerow([csv_cell(h) for h in header])
     for i, row in enumerate(rows, 1):
         g = row.group
         cells: list[Any] = [i, g.label, g.kind, *[g.fields.get(f, "") for f in fields], row.n, _seeds_text(g)]
@@ -112,5 +119,5 @@ def to_csv(rows: Sequence[Row], columns: Sequence[Column]) -> str:
             s = row.stats[k]
             cells += [repr(s.mean) if s.mean is not None else "", repr(s.std) if s.std is not None else "", s.n]
         cells += [";".join(row.memory_kinds), ";".join(row.monitors), ";".join(str(r.path) for r in g.runs)]
-        w.writerow(cells)
+        w.writerow([csv_cell(c) for c in cells])
     return buf.getvalue()
