@@ -8,13 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config.targets import import_target
 from .data.base import InputSpec
 from .models.base import ModelContext, MTLModel
 from .registry import ARCHS, BACKBONES, HEADS, TASK_KINDS, WEIGHTINGS
 from .tasks.base import Task
 from .validation import Plan
-from .validation.optim import RESERVED_SCHEDULER_KEYS
+from .validation.optim import RESERVED_SCHEDULER_KEYS, import_target_class
 from .weighting.base import Weighting
 
 
@@ -69,15 +68,15 @@ def build_weighting(plan: Plan, tasks: list[Task]) -> Weighting:
     return WEIGHTINGS.get(node["name"])([t.name for t in tasks], [t.weight for t in tasks], **_kwargs(node))
 
 
-def _import(plan: Plan, path: str, key: str = "_target_") -> Any:
+def _import(plan: Plan, path: str, where: str) -> Any:
     """The callable ``path`` names, only from an allowed module (the defaults and the plan's
     ``allowed_targets``): checked again here, as ``plan`` need not come from ``validate``."""
-    return import_target(path, plan.cfg.get("allowed_targets") or (), key=key)
+    return import_target_class(where, path, tuple(plan.cfg.get("allowed_targets") or ()))
 
 
 def build_optimizer(plan: Plan, model: nn.Module, weighting: nn.Module) -> torch.optim.Optimizer:
     node = dict(plan.cfg["optimizer"])
-    cls = _import(plan, node.pop("_target_"), "optimizer._target_")
+    cls = _import(plan, node.pop("_target_"), "optimizer")
     node = {k: v for k, v in node.items() if not k.startswith("_")}
     groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     extra = [p for p in weighting.parameters() if p.requires_grad]  # e.g. learned loss scales
@@ -106,7 +105,7 @@ def build_scheduler(plan: Plan, optimizer: torch.optim.Optimizer, total_steps: i
         for k, v in node.items():
             if v == "auto":
                 node[k] = max(1, total_steps - warmup)
-        main = _import(plan, target, "scheduler._target_")(optimizer, **node)
+        main = _import(plan, target, "scheduler")(optimizer, **node)
     if warmup <= 0:
         return main, interval
     warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=warmup)

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .build import build_model, build_tasks
+from .config.untrusted import MAX_DEPTH, UntrustedYAMLError, load_untrusted_yaml, nesting_depth
 from .errors import ConfigError, Problem
 from .models.base import MTLModel
 from .tasks.base import Task
 from .train.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from .train.trainer import autocast_for, resolve_device
 from .validation import Plan, validate
+
+#: the longest override accepted (as mtl-train's command line)
+MAX_OVERRIDE_CHARS = 100_000
 
 #: checkpoint names of a run directory (anything else is a path to a .pt file)
 CHECKPOINTS = ("best", "last")
@@ -112,8 +115,22 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
                 )
             )
             continue
+        if len(text) > MAX_OVERRIDE_CHARS or nesting_depth(text) > MAX_DEPTH:
+            problems.append(
+                Problem(
+                    key,
+                    f"too long or nested too deeply (at most {MAX_OVERRIDE_CHARS:,} characters and {MAX_DEPTH} "
+                    "levels of brackets)",
+                    text[:60] + ("..." if len(text) > 60 else ""),
+                    fix="flatten the value",
+                )
+            )
+            continue
         try:
             (o,) = parser.parse_overrides([text.lstrip("+")])
+        except RecursionError:
+            problems.append(Problem(key, "nested too deeply to parse", text[:60], fix="flatten the value"))
+            continue
         except HydraException as e:
             problems.append(
                 Problem(
@@ -191,13 +208,13 @@ def read_config(run_dir: Path) -> dict:
             ]
         )
     try:
-        cfg = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        cfg = load_untrusted_yaml(path.read_bytes())
+    except (OSError, UntrustedYAMLError) as e:
         raise CheckpointError(
             [
                 Problem(
                     str(path),
-                    f"cannot parse: {' '.join(str(e).split())}",
+                    f"cannot read: {e}",
                     fix="repair the file, or copy it from the checkpoint's config",
                 )
             ]
@@ -278,7 +295,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
         backbone["weights"] = None  # the checkpoint holds every weight: pretrained ones are not read (or fetched)
     for key, value, _ in parsed:
         _set(cfg, key, value)
-    plan = validate(cfg)
+    plan = validate(cfg, training=False)  # no optimizer or scheduler is imported or called
     state = load_checkpoint(path, map_location="cpu", key="checkpoint")
     tasks = build_tasks(plan)
     device = resolve_device(plan.cfg["device"])

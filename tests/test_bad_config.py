@@ -48,7 +48,7 @@ CASES = [
     (
         "sweep with one bad value",
         ["-m", "optimizer.lr=0.001,-1"],
-        ["job 1 (optimizer.lr=-1)", "optimizer.lr", "(got -1)", "learning rate must be a number > 0"],
+        ["job 1 (optimizer.lr=-1)", "optimizer.lr", "(got -1)", "learning rate must be a finite number > 0"],
     ),
     ("sweep without -m", ["optimizer.lr=0.001,0.01"], ["optimizer.lr", "0.001,0.01", "--multirun", "fix: add -m"]),
     (

@@ -328,17 +328,17 @@ def _plan(**cfg) -> Plan:
 @pytest.mark.parametrize("path", ["os.system", "torch.hub.load", "builtins.eval", "torch.optimx.Adam", "a..b"])
 def test_build_import_refuses_forbidden_paths(path):
     with pytest.raises(ConfigError) as err:
-        build._import(_plan(allowed_targets=None), path, "optimizer._target_")
+        build._import(_plan(allowed_targets=None), path, "optimizer")
     (problem,) = err.value.problems
     assert problem.key == "optimizer._target_" and problem.value == path
 
 
 def test_build_import_uses_the_plans_allowed_targets(modules):
-    assert build._import(_plan(), "torch.optim.SGD") is torch.optim.SGD
+    assert build._import(_plan(), "torch.optim.SGD", "optimizer") is torch.optim.SGD
     with pytest.raises(ConfigError):
-        build._import(_plan(allowed_targets=[]), f"{EVIL}.Opt")
+        build._import(_plan(allowed_targets=[]), f"{EVIL}.Opt", "optimizer")
     assert not modules.exists() and EVIL not in sys.modules
-    cls = build._import(_plan(allowed_targets=[GOOD]), f"{GOOD}.SGD")
+    cls = build._import(_plan(allowed_targets=[GOOD]), f"{GOOD}.SGD", "optimizer")
     assert issubclass(cls, torch.optim.SGD)
 
 

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..config.compose import compose
 from ..config.locate import group_options, is_group
+from ..config.untrusted import MAX_DEPTH, nesting_depth
 from ..errors import ConfigError, Problem, UserError
 
 MAX_JOBS_CHECKED = 32
@@ -185,13 +186,48 @@ def _merge_job_problems(found: list[tuple[int, list[str], Problem]], n_jobs: int
     return out
 
 
+#: the longest override and the deepest nesting of brackets accepted in one
+MAX_OVERRIDE_CHARS = 100_000
+
+
+def _check_sizes(overrides: list[str]) -> None:
+    """Refuse, before parsing, overrides so long or so deeply nested ([[[...]]]) that parsing them
+    would exhaust the stack or the memory."""
+    problems = []
+    for a in overrides:
+        key = a.split("=", 1)[0].lstrip("+~") or "command line"
+        if len(a) > MAX_OVERRIDE_CHARS:
+            problems.append(
+                Problem(
+                    key,
+                    f"an override of {len(a):,} characters, more than the {MAX_OVERRIDE_CHARS:,} accepted",
+                    a[:60] + "...",
+                    fix="put long values in a config file (--config-dir) instead",
+                )
+            )
+        elif (depth := nesting_depth(a)) > MAX_DEPTH:
+            problems.append(
+                Problem(
+                    key,
+                    f"a value nested {depth} levels deep, more than the {MAX_DEPTH} accepted",
+                    a[:60] + ("..." if len(a) > 60 else ""),
+                    fix="flatten the value; configs are a few levels deep",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
 def precheck(argv: list[str]) -> None:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return
+    _check_sizes(args.overrides)
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(args.overrides)
+    except RecursionError:  # a defence in depth: _check_sizes refuses deep values first
+        raise ConfigError([Problem("command line", "an override is nested too deeply to parse")]) from None
     except HydraException as e:
         bad = []
         for a in args.overrides:  # name the override(s) that do not parse

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -213,7 +212,6 @@ def replay_resume(argv: list[str]) -> list[str]:
     """``resume=<run dir or checkpoint>``: the run's own overrides (overrides.yaml) first, then the
     command line's, and run_dir set to that run, so the run continues as it was configured."""
     from ..train.checkpoint import CheckpointError, find_checkpoint, run_dir_of
-    from ..train.run import NOT_REPLAYED
 
     resume = _value_of(argv, "resume")
     if resume in (None, "", "null", "auto"):
@@ -242,23 +240,59 @@ def replay_resume(argv: list[str]) -> list[str]:
             ]
         )
     run = run_dir_of(ckpt)
-    saved: list[str] = []
-    if (run / "overrides.yaml").is_file():
-        try:
-            loaded = yaml.safe_load((run / "overrides.yaml").read_text()) or []
-        except yaml.YAMLError as e:
-            raise CheckpointError(
-                [Problem(str(run / "overrides.yaml"), f"cannot parse: {e}", fix="repair or delete the file")]
-            ) from None
-        # hydra.* overrides are not replayed either: hydra.searchpath could bring configs (and an
-        # allowed_targets) from anywhere into the run
-        saved = [
-            str(o)
-            for o in loaded
-            if str(o).lstrip("+~").split("=", 1)[0] not in NOT_REPLAYED and not str(o).lstrip("+~").startswith("hydra")
-        ]
+    saved = replayable_overrides(run / "overrides.yaml")
     rest = [a for a in argv if not a.lstrip("+~").startswith("run_dir=")]
     return saved + rest + [f"run_dir={run}"]
+
+
+def replayable_overrides(path: Path) -> list[str]:
+    """The overrides of a run's ``overrides.yaml`` that a resume replays, read as untrusted data.
+
+    mtl-train writes there only the plain ``key=value`` overrides of its command line, so the file
+    must be a list of such lines: a Hydra flag (``--config-dir``, ``--experimental-rerun`` ...), a
+    ``hydra`` key or group, a sweep or anything that does not parse is refused (the file was not
+    written by mtl-train, and replaying it could load another config or run code), naming the
+    line. The keys in ``NOT_REPLAYED`` (where to resume, ``allowed_targets``) are left out.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from ..config.untrusted import UntrustedYAMLError, load_untrusted_yaml
+    from ..train.checkpoint import CheckpointError
+    from ..train.run import NOT_REPLAYED
+
+    if not path.is_file():
+        return []
+    fix = "this file is not one mtl-train wrote; remove the line (or the file) if you trust the rest of the run"
+    try:
+        loaded = load_untrusted_yaml(path.read_bytes())
+    except (OSError, UntrustedYAMLError) as e:
+        raise CheckpointError([Problem(str(path), f"cannot read: {e}", fix=fix)]) from None
+    if loaded is None:
+        return []
+    if not isinstance(loaded, list):
+        raise CheckpointError([Problem(str(path), "not a list of overrides", type(loaded).__name__, fix=fix)])
+    parser = OverridesParser.create()
+    out, problems = [], []
+    for i, line in enumerate(loaded):
+        where = f"{path}: entry {i + 1}"
+        if not isinstance(line, str) or line.strip().startswith("-") or "=" not in line:
+            problems.append(Problem(where, "not a key=value override (a flag or another value)", line, fix=fix))
+            continue
+        try:
+            (o,) = parser.parse_overrides([line])
+        except (HydraException, ValueError, RecursionError):
+            problems.append(Problem(where, "does not parse as an override", line, fix=fix))
+            continue
+        key = o.key_or_group
+        if key.split(".")[0].split("/")[0] == "hydra" or o.is_sweep_override():
+            problems.append(Problem(where, "a hydra key or a sweep: never replayed", line, fix=fix))
+            continue
+        if key not in NOT_REPLAYED:
+            out.append(line)
+    if problems:
+        raise CheckpointError(problems)
+    return out
 
 
 #: Hydra sweeper and launcher plugins: the module each needs and the extra that installs it

@@ -12,6 +12,7 @@ signatures instead; optimizer and scheduler against their ``_target_``'s signatu
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,8 @@ from .locate import builtin_config_dir
 from .params import Check, NonNeg, PosInt, Positive, Range, Seed
 
 SAMPLING = ("round_robin", "proportional", "temperature", "all")
+#: the most DataLoader worker processes a run may start (each is a process with a copy of the data)
+MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
 NONFINITE = ("skip", "stop", "ignore")
 
 
@@ -63,7 +66,9 @@ class TrainerConfig:
     max_steps: PosInt | None = _f()
     batch_size: PosInt = _f()
     eval_batch_size: PosInt | None = _f(allowed="null (2 x batch_size) or an integer >= 1")
-    num_workers: Annotated[int, Range(ge=0)] = _f()
+    num_workers: Annotated[int, Range(ge=0, le=MAX_WORKERS)] = _f(
+        allowed=f"an integer >= 0 and <= {MAX_WORKERS} (4 per CPU core of this machine, at least 8)"
+    )
     precision: Literal["32", "bf16", "fp16"] = _f(allowed="'32', 'bf16' or 'fp16' (fp16 needs CUDA)")
     accumulate_grad_batches: PosInt = _f()
     gradient_clip_val: Positive | None = _f()

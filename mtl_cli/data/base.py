@@ -19,6 +19,7 @@ never a silent zero. Dense targets may also mark single pixels as missing with `
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Sequence
@@ -83,6 +84,22 @@ class PreparedInputs:
         return len(self.names)
 
 
+def available_memory_bytes() -> int | None:
+    """The memory available to a new allocation (Linux ``MemAvailable``; else free physical
+    pages); None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class DataSource:
     """Base class of data sources. Subclasses take their config keys as typed __init__ args.
 
@@ -99,6 +116,12 @@ class DataSource:
 
     def load(self) -> dict[str, Dataset]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def estimated_bytes(self) -> int | None:
+        """About how much memory ``load()`` needs at its peak, for sources that generate or decode
+        everything into memory; None when unknown. Validation compares it with the memory the
+        machine has, so a size that cannot fit is refused before anything is allocated."""
+        return None
 
     def prediction_files(self, paths: Sequence[Path]) -> list[Path]:
         """The files to prepare for the user's input paths (see :func:`prediction_files`)."""

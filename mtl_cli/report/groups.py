@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ..config.typecheck import flatten
+from ..config.untrusted import UntrustedYAMLError, load_untrusted_yaml
 from ..errors import ConfigError, Problem
 from .runs import Run, _override_key
 
@@ -51,8 +50,8 @@ def canonical(value: str) -> str:
     """An override's value in one spelling: Hydra writes ``False`` in a sweep job's overrides for
     the ``false`` given on the command line, and ``1e-3`` and ``0.001`` are the same number."""
     try:
-        v = yaml.safe_load(value)
-    except yaml.YAMLError:
+        v = load_untrusted_yaml(value)
+    except UntrustedYAMLError:
         return value
     if isinstance(v, str):
         try:

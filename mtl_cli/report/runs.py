@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config.untrusted import UntrustedYAMLError, load_untrusted_yaml
 from ..errors import ConfigError, Problem
 from .stats import _num
 
@@ -69,9 +68,10 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
 
 
 def _read_yaml(path: Path) -> Any:
+    """A run directory's YAML as untrusted data (bounded, no aliases); None when unreadable."""
     try:
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return load_untrusted_yaml(path.read_bytes()) if path.is_file() else None
+    except (OSError, UntrustedYAMLError):
         return None
 
 
@@ -92,7 +92,10 @@ def _seed_of(config: dict | None, overrides: list[str] | None) -> Any:
         return config["seed"]
     for o in overrides or []:
         if _override_key(o) == "seed" and "=" in o:
-            return yaml.safe_load(o.split("=", 1)[1])
+            try:
+                return load_untrusted_yaml(o.split("=", 1)[1])
+            except UntrustedYAMLError:
+                return None
     return None
 
 

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ..config.checks import Problems, check_component
-from ..data.base import PRIMARY, DataSource, DataSpec, qualify
+from ..data.base import PRIMARY, DataSource, DataSpec, available_memory_bytes, qualify
 from ..errors import Problem, UserError
 from ..registry import SOURCES
 
@@ -42,7 +42,26 @@ def check_datasets(p: Problems, plain: dict) -> tuple[dict[str, DataSource], dic
         src, spec = check_data(p, "data" if name == PRIMARY else f"datasets.{name}", node)
         if src is not None:
             sources[name], specs[name] = src, spec
+    check_memory(p, sources)
     return sources, specs
+
+
+def check_memory(p: Problems, sources: dict[str, DataSource]) -> None:
+    """Sources that generate or decode everything into memory must fit in the memory available:
+    refused here, before anything is allocated (a size typo would otherwise swap or crash)."""
+    need = {n: s.estimated_bytes() for n, s in sources.items()}
+    need = {n: b for n, b in need.items() if b is not None}
+    have = available_memory_bytes()
+    if not need or have is None or sum(need.values()) <= 0.8 * have:
+        return
+    where = [n if n == PRIMARY else f"datasets.{n}" for n in need]
+    p.add(
+        where[0] if len(where) == 1 else "data",
+        f"the data needs about {sum(need.values()) / 2**30:,.1f} GiB of memory to build, more than the "
+        f"{0.8 * have / 2**30:,.1f} GiB this machine can give (80% of what is available now)",
+        ", ".join(f"{w}: {b / 2**30:,.1f} GiB" for w, b in zip(where, need.values())),
+        fix="lower the data's sizes (e.g. data.train_size, data.image_size or data.length)",
+    )
 
 
 def merge_specs(specs: dict[str, DataSpec]) -> DataSpec | None:

@@ -1,9 +1,14 @@
 """Optimizer and scheduler nodes: ``_target_`` only from allowed module prefixes (checked before
-anything is imported), keys against the target's signature, and values judged by torch on a
-throw-away parameter (the optimizer) or a dry run of a few steps (the scheduler)."""
+anything is imported), and only a class of the kind the key needs (an optimizer class for
+``optimizer._target_``, a learning-rate scheduler class for ``scheduler._target_``: checked after
+the import, before anything is called, so an allowed module's other callables, such as
+``torchvision.utils.save_image``, are never run); keys against the target's signature; values
+judged by torch on a throw-away parameter (the optimizer) or a dry run of a few steps (the
+scheduler)."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any
@@ -11,7 +16,7 @@ from typing import Any
 from ..config.checks import Problems
 from ..config.targets import import_target, is_dotted_path
 from ..config.typecheck import all_params
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 
 RESERVED_SCHEDULER_KEYS = ("warmup_steps", "warmup_start_factor", "interval")
 
@@ -33,6 +38,53 @@ def check_allowed_targets(p: Problems, value: Any) -> tuple[str, ...]:
     return tuple(v for v in value if is_dotted_path(v))
 
 
+def target_class_problem(where: str, fn: Any, target: str) -> Problem | None:
+    """Why ``fn`` (what ``<where>._target_`` names) is not a class that ``where`` can use: an
+    ``optimizer`` must be a ``torch.optim.Optimizer`` subclass whose ``step`` needs no closure, a
+    ``scheduler`` a ``torch.optim.lr_scheduler.LRScheduler`` subclass. None when it is."""
+    import torch
+
+    kinds = {
+        "optimizer": (torch.optim.Optimizer, "an optimizer class (a subclass of torch.optim.Optimizer)"),
+        "scheduler": (
+            torch.optim.lr_scheduler.LRScheduler,
+            "a learning-rate scheduler class (a subclass of torch.optim.lr_scheduler.LRScheduler)",
+        ),
+    }
+    base, what = kinds[where]
+    example = "torch.optim.AdamW" if where == "optimizer" else "torch.optim.lr_scheduler.CosineAnnealingLR"
+    if not (isinstance(fn, type) and issubclass(fn, base)):
+        return Problem(
+            f"{where}._target_",
+            f"not {what}",
+            target,
+            allowed=what,
+            fix=f"name a class such as {example}",
+        )
+    if where == "optimizer":
+        closure = inspect.signature(fn.step).parameters.get("closure")
+        if closure is not None and closure.default is inspect.Parameter.empty:
+            return Problem(
+                "optimizer._target_",
+                "this optimizer needs a closure that re-evaluates the loss at every step, which the trainer "
+                "does not give (one forward and backward per step)",
+                target,
+                allowed="optimizers whose step() needs no closure (SGD, Adam, AdamW, ...)",
+                fix="choose optimizer=adamw|adam|sgd or another torch.optim class",
+            )
+    return None
+
+
+def import_target_class(where: str, target: Any, allowed: tuple[str, ...] = ()) -> Any:
+    """The class ``<where>._target_`` names, imported from an allowed module and of the kind
+    ``where`` needs; raises ConfigError otherwise (the builder's second line of defence)."""
+    fn = import_target(target, allowed, key=f"{where}._target_")
+    problem = target_class_problem(where, fn, str(target))
+    if problem is not None:
+        raise ConfigError([problem])
+    return fn
+
+
 def _check_target(
     p: Problems,
     where: str,
@@ -41,8 +93,9 @@ def _check_target(
     extra: tuple[str, ...] = (),
     allowed: tuple[str, ...] = (),
 ):
-    """Import ``node._target_`` (only from an allowed module prefix: the defaults and ``allowed``)
-    and check the node's keys against its signature; return it, or None after a problem."""
+    """Import ``node._target_`` (only from an allowed module prefix: the defaults and ``allowed``),
+    check that it is a class of the kind ``where`` needs, and check the node's keys against its
+    signature; return it, or None after a problem."""
     if not isinstance(node, dict):
         p.add(where, "expected a mapping with _target_", node)
         return None
@@ -62,6 +115,10 @@ def _check_target(
             allowed="a dotted path such as torch.optim.AdamW",
             fix="fix the spelling of the class path",
         )
+        return None
+    problem = target_class_problem(where, fn, str(target))
+    if problem is not None:
+        p.items.append(problem)
         return None
     params = all_params(fn, skip=skip)
     if params is not None:
@@ -86,12 +143,14 @@ def check_optimizer(p: Problems, node: dict, allowed: tuple[str, ...] = ()):
             p.add("optimizer._target_", "missing", fix="choose optimizer=adamw|adam|sgd or set optimizer._target_")
         return None
     lr = node.get("lr")
-    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
+    if lr is not None and (
+        not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0 or not math.isfinite(lr)
+    ):
         p.add(
             "optimizer.lr",
-            "learning rate must be a number > 0",
+            "learning rate must be a finite number > 0",
             lr,
-            allowed="a number > 0",
+            allowed="a finite number > 0",
             fix="e.g. optimizer.lr=1e-3",
         )
         return None
@@ -121,16 +180,15 @@ def check_scheduler(p: Problems, node: dict, optimizer=None, allowed: tuple[str,
             allowed="an integer >= 0",
             fix="e.g. scheduler.warmup_steps=100 (0: no warmup)",
         )
-    elif w > 0:
-        f = node.get("warmup_start_factor", 0.01)
-        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1:
-            p.add(
-                "scheduler.warmup_start_factor",
-                "expected a number in (0, 1]",
-                f,
-                allowed="0 < factor <= 1",
-                fix="e.g. scheduler.warmup_start_factor=0.01 (the warmup starts at factor x lr)",
-            )
+    f = node.get("warmup_start_factor", 0.01)  # checked even without warmup: a typo is still a typo
+    if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1:
+        p.add(
+            "scheduler.warmup_start_factor",
+            "expected a number in (0, 1]",
+            f,
+            allowed="0 < factor <= 1",
+            fix="e.g. scheduler.warmup_start_factor=0.01 (the warmup starts at factor x lr)",
+        )
     if node.get("interval", "step") not in ("step", "epoch"):
         p.add(
             "scheduler.interval",

@@ -51,7 +51,10 @@ class Plan:
         return list(dict.fromkeys(t["dataset"] for t in self.tasks.values()))
 
 
-def validate(cfg: DictConfig | dict) -> Plan:
+def validate(cfg: DictConfig | dict, training: bool = True) -> Plan:
+    """Every check of ``cfg`` at once (ConfigError listing the problems). ``training=False`` (a
+    finished run's config, read for evaluation or prediction) skips the optimizer and the
+    scheduler: nothing of them is imported, let alone called."""
     p = Problems()
     if isinstance(cfg, DictConfig):
         try:
@@ -86,8 +89,8 @@ def validate(cfg: DictConfig | dict) -> Plan:
     weighting_cls = check_component(p, "weighting", plain.get("weighting"), WEIGHTINGS)
     weighting_ok = weighting_cls is not None and len(p.items) == n0
     allowed = check_allowed_targets(p, plain["allowed_targets"])  # module prefixes a _target_ may name
-    optimizer = check_optimizer(p, plain["optimizer"], allowed) if "optimizer" in plain else None
-    if "scheduler" in plain:
+    optimizer = check_optimizer(p, plain["optimizer"], allowed) if training and "optimizer" in plain else None
+    if training and "scheduler" in plain:
         check_scheduler(p, plain["scheduler"], optimizer, allowed)
     check_device(p, plain)
 

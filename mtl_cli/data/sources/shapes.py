@@ -155,7 +155,7 @@ class ShapesSource(DataSource):
         val_size: PosInt = 500,
         test_size: PosInt = 500,
         image_size: Annotated[int, Range(ge=8)] = 32,  # smaller images cannot hold the shapes
-        max_objects: PosInt = 3,
+        max_objects: Annotated[int, Range(ge=1, le=32)] = 3,  # each is drawn over the whole image
         noise: NonNeg = 0.05,
         seed: Seed = 0,
         missing_labels: dict[str, Unit] | None = None,
@@ -226,6 +226,13 @@ class ShapesSource(DataSource):
         if problems:
             raise DataError(problems[:10])
         return PreparedInputs({"image": torch.stack(images)}, [str(f) for f in files], file_stems(files), sizes)
+
+    def estimated_bytes(self) -> int:
+        """The splits as stored (image float32, segmentation int64, depth float32 per pixel) plus
+        the temporaries of drawing the largest split (about 50 bytes per pixel)."""
+        pixels = self.image_size**2
+        stored = sum(self.sizes.values()) * (4 * (1 if self.grayscale else 3) + 8 + 4) * pixels
+        return stored + max(self.sizes.values()) * 50 * pixels
 
     def load(self) -> dict[str, InMemoryDataset]:
         out = {}

@@ -156,6 +156,11 @@ class TonesSource(DataSource):
             artifacts={"sample_rate": self.sample_rate, "band_edges_hz": edges},
         )
 
+    def estimated_bytes(self) -> int:
+        """The splits' signals as stored (float32) plus the temporaries of drawing the largest
+        split (about 32 bytes per sample of signal)."""
+        return sum(self.sizes.values()) * 4 * self.length + max(self.sizes.values()) * 32 * self.length
+
     def load(self) -> dict[str, InMemoryDataset]:
         out = {}
         for i, split in enumerate(("train", "val", "test")):
