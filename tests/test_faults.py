@@ -451,5 +451,5 @@ def test_atomic_write_keeps_the_previous_file_on_a_crash(monkeypatch, tmp_path):
     monkeypatch.setattr(ckpt_mod.os, "replace", boom)
     with pytest.raises(KeyboardInterrupt):
         ckpt_mod.save_checkpoint({"step": 2}, path)
-    assert ckpt_mod.load_checkpoint(path)["step"] == 1
+    assert torch.load(path, weights_only=True)["step"] == 1  # a bare dict: whole, though not a full checkpoint
     assert not (tmp_path / "last.pt.tmp").exists()
