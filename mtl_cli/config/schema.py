@@ -134,6 +134,9 @@ class RootConfig:
         "null (a new run), auto (continue run_dir if it has a checkpoint), or a run directory or checkpoint file",
     )
     resume_strict: bool = _f(True)
+    overwrite: bool = _f(
+        False, "false (a run directory that holds a finished or started run is refused) or true (start it over)"
+    )
     baseline: Literal["stl"] | None = _f(
         None, "null (train the configured model) or stl (one single-task run per task)"
     )

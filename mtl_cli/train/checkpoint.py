@@ -42,6 +42,7 @@ RESUMABLE_KEYS = (
     "run_dir",
     "resume",
     "resume_strict",
+    "overwrite",
     "allowed_targets",
     "device",
     "logger",
