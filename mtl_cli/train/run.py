@@ -1,5 +1,10 @@
-"""One run of a validated plan: find the checkpoint to resume (if any), prepare the run
-directory, train, and record a failure in ``error.json`` and ``train.log``."""
+"""One run of a validated plan: find the checkpoint to resume (if any), lock and prepare the run
+directory, train, and record a failure in ``error.json`` and ``train.log``.
+
+A run holds ``<run_dir>/.lock`` from before its first write to its end (success, error or
+signal; see ``rundir.RunDirLock``): a second run into the same directory is refused while the
+first runs. A new run (no ``resume``) into a directory that holds a run is refused unless
+``overwrite=true``."""
 
 from __future__ import annotations
 
@@ -9,17 +14,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..errors import RunInterrupted, UserError
+from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from ..validation import Plan
 from .checkpoint import check_same_config, find_checkpoint, load_checkpoint, run_dir_of
-from .rundir import make_run_dir, setup_logging, write_json, write_text
+from .rundir import RunDirLock, make_run_dir, refuse_to_overwrite, setup_logging, start_over, write_json, write_text
 from .trainer import Trainer
 
 log = logging.getLogger("mtl_cli")
 
-#: overrides that a resume does not replay from a run's overrides.yaml (where to resume, and the
-#: callables a config may name: those the user must grant again on their own command line)
-NOT_REPLAYED = ("resume", "run_dir", "allowed_targets")
+#: overrides that a resume does not replay from a run's overrides.yaml (where to resume, starting
+#: over, and the callables a config may name: those the user must grant again on their own command line)
+NOT_REPLAYED = ("resume", "run_dir", "allowed_targets", "overwrite")
 
 
 def _resume_point(cfg: dict, run_dir: Path) -> tuple[Path, dict | None, Path | None]:
@@ -39,15 +44,54 @@ def _resume_point(cfg: dict, run_dir: Path) -> tuple[Path, dict | None, Path | N
     return run_dir, state, ckpt
 
 
+def overwrite_requested(cfg: dict) -> bool:
+    """``overwrite=true``: start over in a run directory that holds a run. Refused together with
+    a ``resume``, which asks for the opposite."""
+    overwrite = bool(cfg.get("overwrite", False))
+    if overwrite and cfg.get("resume") not in (None, "", "null"):
+        raise ConfigError(
+            [
+                Problem(
+                    "overwrite",
+                    f"overwrite=true starts the run over, resume={cfg.get('resume')} continues it",
+                    True,
+                    fix="give one of them: resume=auto to continue, overwrite=true to start over",
+                )
+            ]
+        )
+    return overwrite
+
+
 def run_plan(plan: Plan, run_dir: Path, overrides: list[str] | None = None) -> dict:
     """Train one validated ``plan`` into ``run_dir`` (or continue it, per ``plan.cfg['resume']``);
-    returns the summary (also written to summary.json)."""
+    returns the summary (also written to summary.json). The run directory is locked for the run."""
+    overwrite = overwrite_requested(plan.cfg)
     run_dir, state, ckpt = _resume_point(plan.cfg, run_dir)
     make_run_dir(run_dir)
+    with RunDirLock(run_dir) as lock:  # before any write, and nothing written when refused
+        refuse_to_overwrite(run_dir, plan.cfg.get("resume"), overwrite)
+        deleted = start_over(run_dir) if overwrite else []
+        return _run_locked(plan, run_dir, state, ckpt, overrides, lock.note, deleted)
+
+
+def _run_locked(
+    plan: Plan,
+    run_dir: Path,
+    state: dict | None,
+    ckpt: Path | None,
+    overrides: list[str] | None,
+    took_over: str | None,
+    deleted: list[str],
+) -> dict:
+    """The run itself, ``run_dir`` locked: train.log, the trainer, and the failure records."""
     plan.cfg["run_dir"] = str(run_dir)
     handlers = setup_logging(run_dir)
     try:
         log.info("run directory: %s", run_dir)
+        if took_over:
+            log.warning("%s", took_over)
+        if deleted:
+            log.warning("overwrite=true: deleted %s of the earlier run in %s", ", ".join(deleted), run_dir)
         for note in plan.warnings:
             log.warning("%s", note)
         trainer = Trainer(plan, run_dir, state, ckpt)

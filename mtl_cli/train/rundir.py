@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import errno
@@ -11,8 +12,12 @@ import math
 import os
 import platform
 import resource
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -101,9 +106,304 @@ def write_text(path: Path, text: str) -> None:
 def make_run_dir(path: Path) -> None:
     with writing(path):
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
+        probe = path / f".write_probe.{os.getpid()}"  # per process: two runs never share the file
         probe.write_text("")
         probe.unlink()
+
+
+# ---------------------------------------------------------------- one run per run directory
+LOCK = ".lock"
+
+#: lock files this process holds: path -> its token (released at the end, or at exit)
+_HELD: dict[Path, str] = {}
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot; Linux), None where unknown: with the
+    pid it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None  # field 22, starttime
+
+
+def _alive(owner: dict) -> bool:
+    """Whether the process that wrote ``owner`` (a lock of this host) still runs."""
+    boot = owner.get("boot_id")
+    if boot and _boot_id() and boot != _boot_id():
+        return False  # the machine restarted since
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    start = owner.get("process_start")
+    now = _process_start(pid)
+    return not (start and now and start != now)  # else: the pid now names another process
+
+
+class RunDirLock:
+    """``<run_dir>/.lock``: one run at a time in a run directory.
+
+    The file (JSON: pid, host, boot id, process start, start time, command) appears atomically
+    (written beside it, then hard-linked into place; ``O_CREAT|O_EXCL`` where the file system has
+    no hard links). A lock of this host whose process no longer runs (dead pid, pid reused,
+    machine restarted) is stale: it is taken over, with a warning in ``note``. A live lock, or one
+    from another host (whose processes cannot be checked from here), is refused with an
+    OutputError naming the owner and how to remove the lock if it is stale.
+
+    ``release()`` removes the file if it is still this one's; a run releases it in a ``finally``
+    (success, error, signal), and an ``atexit`` hook releases whatever this process still holds.
+    A kill -9 leaves the file: the next run finds it stale.
+    """
+
+    #: an unreadable lock file (being written without hard links, or cut short) this old is stale
+    UNREADABLE_STALE_S = 30.0
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self.token = uuid.uuid4().hex
+        self.note: str | None = None  # a stale lock that was taken over
+
+    def __enter__(self) -> RunDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _content(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "boot_id": _boot_id(),
+            "process_start": _process_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+            "token": self.token,
+        }
+
+    def acquire(self) -> None:
+        for _ in range(5):  # each retry follows a stale lock removed (or one that vanished meanwhile)
+            if self._create():
+                _HELD[self.path] = self.token
+                return
+            owner = self._read()
+            if owner is None:  # gone since: try again
+                continue
+            why = self._stale(owner)
+            if why is None:
+                raise self._refusal(owner)
+            self._take_over(owner, why)
+        raise OutputError(
+            [Problem("run_dir", f"cannot lock {self.path}: other runs keep taking it", str(self.run_dir))]
+        )
+
+    def _create(self) -> bool:
+        """Create the lock file with its content, atomically; False if it exists."""
+        data = json.dumps(self._content(), indent=2) + "\n"
+        tmp = self.run_dir / f"{LOCK}.{os.getpid()}.{self.token[:8]}.tmp"
+        with writing(self.path):
+            tmp.write_text(data)
+            try:
+                os.link(tmp, self.path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links on this file system: exclusive create, then write
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w") as f:
+                    f.write(data)
+                return True
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def _read(self) -> dict | None:
+        """The lock's content; None if the file is gone; {} if it cannot be read as a lock."""
+        for _ in range(10):
+            try:
+                text = self.path.read_text()
+            except FileNotFoundError:
+                return None
+            except OSError:
+                return {}
+            try:
+                owner = json.loads(text)
+                return owner if isinstance(owner, dict) else {}
+            except ValueError:
+                time.sleep(0.05)  # being written (a file system without hard links)
+        return {}
+
+    def _stale(self, owner: dict) -> str | None:
+        """Why the lock is stale, or None when its run may still be running."""
+        if not owner:
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return "it vanished"
+            return f"it is unreadable and {age:.0f} s old" if age > self.UNREADABLE_STALE_S else None
+        if owner.get("host") != socket.gethostname():
+            return None  # its process cannot be checked from here
+        if owner.get("pid") == os.getpid() and owner.get("process_start") == _process_start(os.getpid()):
+            # this very process: held, unless a lock object of it let go without removing the file
+            return None if self.path in _HELD else "this process holds no lock on it"
+        return None if _alive(owner) else f"process {owner.get('pid')} no longer runs"
+
+    def _take_over(self, owner: dict, why: str) -> None:
+        """Remove a stale lock, under a short-lived guard so that two runs finding the same stale
+        lock do not both take it."""
+        guard = self.run_dir / f"{LOCK}.takeover"
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - guard.stat().st_mtime > self.UNREADABLE_STALE_S:
+                    guard.unlink()  # left by a process killed in these few lines
+            time.sleep(0.1)
+            return
+        except OSError as e:
+            raise OutputError([Problem("run_dir", f"cannot write in {self.run_dir}: {e}", str(self.run_dir))]) from e
+        os.close(fd)
+        try:
+            if self._read() == owner:  # still the stale one, not a lock taken meanwhile
+                self.path.unlink(missing_ok=True)
+                who = _describe(owner) if owner else "an unreadable lock"
+                self.note = f"took over the stale lock {self.path} of {who}: {why}"
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def _refusal(self, owner: dict) -> OutputError:
+        if not owner:
+            msg = f"is locked by another run: {self.path} is being written or cannot be read"
+        else:
+            msg = f"is in use by another run: {_describe(owner)}"
+            if owner.get("host") != socket.gethostname():
+                msg += f" (another host: whether it still runs cannot be checked from {socket.gethostname()})"
+        return OutputError(
+            [
+                Problem(
+                    "run_dir",
+                    msg,
+                    str(self.run_dir),
+                    fix=f"choose another run_dir; if you are sure that run has ended (its machine crashed), "
+                    f"delete {self.path} and run again",
+                )
+            ]
+        )
+
+    def release(self) -> None:
+        """Remove the lock file if it is still this one's (not a forked child's to remove)."""
+        if _HELD.get(self.path) != self.token:
+            return
+        del _HELD[self.path]
+        with contextlib.suppress(OSError):
+            owner = json.loads(self.path.read_text())
+            if owner.get("token") == self.token and owner.get("pid") == os.getpid():
+                self.path.unlink()
+
+
+def _describe(owner: dict) -> str:
+    cmd = owner.get("command")
+    where = f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}"
+    return where + (f" ({cmd})" if cmd else "")
+
+
+@atexit.register
+def _release_all() -> None:
+    """At exit: the locks a run could not release itself (its ``finally`` did not run)."""
+    for path, token in list(_HELD.items()):
+        with contextlib.suppress(OSError, ValueError):
+            owner = json.loads(path.read_text())
+            if owner.get("token") == token and owner.get("pid") == os.getpid():
+                path.unlink()
+        _HELD.pop(path, None)
+
+
+#: what marks a run directory as holding a run: its files a new run would overwrite
+RUN_MARKERS = ("summary.json", "checkpoints/last.pt")
+
+
+def refuse_to_overwrite(run_dir: Path, resume, overwrite: bool, markers: tuple[str, ...] = RUN_MARKERS) -> None:
+    """A new run (no ``resume``) into a directory that holds a run, finished or interrupted, is
+    refused unless ``overwrite=true`` (then :func:`start_over` clears it)."""
+    if resume not in (None, "", "null") or overwrite:
+        return
+    found = [m for m in markers if (run_dir / m).is_file()]
+    if not found:
+        return
+    what = "a finished run" if "summary.json" in found else "an interrupted run"
+    raise OutputError(
+        [
+            Problem(
+                "run_dir",
+                f"{run_dir} holds {what} ({', '.join(found)}); a new run would overwrite it",
+                str(run_dir),
+                fix="continue it with resume=auto (same run_dir), choose another run_dir, or start "
+                "over in it with overwrite=true (deletes its checkpoints, metrics and logs)",
+            )
+        ]
+    )
+
+
+def check_run_dir(run_dir: Path | str, resume=None, overwrite: bool = False, stl: bool = False) -> None:
+    """The checks of a run's start, read-only, for callers that write into ``run_dir`` before the
+    run starts (the CLI, before Hydra writes ``.hydra/`` there): refuse a directory that a live
+    run holds, or that holds a run without ``resume`` or ``overwrite=true`` (``stl``: a
+    baseline=stl run, marked by its summary.json or baselines.json). Nothing is created."""
+    run_dir = Path(run_dir).expanduser().absolute()
+    lock = RunDirLock(run_dir)
+    owner = lock._read() if lock.path.exists() else None
+    if owner is not None and lock._stale(owner) is None:
+        raise lock._refusal(owner)
+    refuse_to_overwrite(run_dir, resume, overwrite, ("summary.json", "baselines.json") if stl else RUN_MARKERS)
+
+
+#: what ``overwrite=true`` deletes before the new run starts
+RUN_OUTPUTS = (
+    "checkpoints",
+    "summary.json",
+    "error.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "train.log",
+    "tensorboard",
+    "data.json",
+    "baselines.json",
+)
+
+
+def start_over(run_dir: Path) -> list[str]:
+    """``overwrite=true``: delete the outputs of the run that ``run_dir`` holds; returns those
+    deleted. Config and overrides files are rewritten by the new run."""
+    gone = []
+    for name in RUN_OUTPUTS:
+        p = run_dir / name
+        with writing(p):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+            else:
+                continue
+        gone.append(name)
+    return gone
 
 
 class MetricsWriter:

@@ -24,8 +24,16 @@ from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from ..results.baselines import FILE, FORMAT, shared_settings
 from ..results.delta_m import HIGHER, as_number
 from ..validation import validate
-from .run import run_plan
-from .rundir import make_run_dir, setup_logging, write_json, write_text
+from .run import overwrite_requested, run_plan
+from .rundir import (
+    RunDirLock,
+    make_run_dir,
+    refuse_to_overwrite,
+    setup_logging,
+    start_over,
+    write_json,
+    write_text,
+)
 from .trainer import objective_value
 
 log = logging.getLogger("mtl_cli")
@@ -124,10 +132,30 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
         configs[n] = c
 
     t0 = time.perf_counter()
+    overwrite = overwrite_requested(plan.cfg)
     make_run_dir(run_dir)
+    # the parent holds <run_dir>/.lock, each single-task run its own <run_dir>/<task>/.lock
+    with RunDirLock(run_dir) as lock:
+        refuse_to_overwrite(run_dir, resume, overwrite, ("summary.json", FILE))
+        for n in names:  # every task's directory checked before anything is written
+            refuse_to_overwrite(run_dir / n, resume, overwrite)
+            if overwrite:  # each single-task run starts over in its own directory
+                plans[n].cfg["overwrite"] = True
+        deleted = start_over(run_dir) if overwrite else []  # the parent's own files (not the task runs')
+        return _train_locked(plan, plans, configs, names, run_dir, overrides, t0, lock.note, deleted)
+
+
+def _train_locked(
+    plan, plans: dict, configs: dict, names: list[str], run_dir: Path, overrides, t0, took_over, deleted
+) -> dict:
+    """The single-task runs and baselines.json, ``run_dir`` locked."""
     for stale in ("summary.json", "error.json", FILE):  # a failed run must not leave an old baselines.json
         (run_dir / stale).unlink(missing_ok=True)
     handlers = setup_logging(run_dir)
+    if took_over:
+        log.warning("%s", took_over)
+    if deleted:
+        log.warning("overwrite=true: deleted %s of the earlier run in %s", ", ".join(deleted), run_dir)
     fh, console = handlers
     parent_cfg = dict(plan.cfg, run_dir=str(run_dir))
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(parent_cfg)))

@@ -24,6 +24,11 @@ Where the host waits for the device (a sync; on CPU there is nothing to wait for
 - inside ``weighting.backward`` and ``on_step_end``: whatever the method reads (the gradient
   engine, e.g., checks its task gradients for non-finite values; see ``mtl_cli.weighting``).
 
+A skipped step changes nothing in the model: the running statistics of its normalization layers
+(BatchNorm's ``running_mean``/``running_var``/``num_batches_tracked``), which every training forward
+updates, are copied before the step's first forward and put back when the step is dropped (one
+fused device copy per optimizer step with ``on_nonfinite=skip``, when the model has such layers).
+
 Construction builds the run's objects and, on a resume, checks the checkpoint's model against the
 model before anything else; no file is written until ``fit`` opens the run directory.
 """
@@ -34,6 +39,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -53,7 +59,7 @@ from ..results.delta_m import delta_m_report
 from ..tasks.base import LossComputer
 from ..validation import Plan
 from ..weighting.base import BackwardContext
-from .batches import make_loader, to_device
+from .batches import Loader, make_loader, to_device
 from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import Selector, evaluate
 from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
@@ -129,6 +135,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.precision == "fp16")
         self.autocast = autocast_for(self.settings.precision, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # running statistics that a training forward updates in place, and their copy from before
+        # the current step (restored when the step is dropped); none kept when no step is ever
+        # dropped (on_nonfinite=ignore; stop ends the run instead)
+        self.norm_stats = norm_statistics(self.model) if self.settings.on_nonfinite == "skip" else []
+        self._norm_stats_before = [b.clone() for b in self.norm_stats]
         lg = self.log_settings
         keep = resume["metrics_records"] if resume is not None else None
         self.metrics = MetricsWriter(run_dir, lg.jsonl, lg.csv, keep, lg.tensorboard)  # opened by fit()
@@ -147,6 +158,7 @@ class Trainer:
         self._skip = False  # something in this step is non-finite: drop its update
         self._skip_why: list[str] = []
         self._stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint after this step
+        self._written: dict[str, int] = {}  # checkpoint kind -> the step it was last written at (this process)
         n = len(self.tasks)
         self.loss_acc = torch.zeros(n, device=self.device)  # summed on the device between logs
         self.weight_acc = torch.zeros(n, device=self.device)
@@ -176,6 +188,8 @@ class Trainer:
         self.count_acc.copy_(acc["count"])
         self.samples = acc["samples"]
         self.skipped = state["skipped"]
+        if Path(path).resolve() == (self.ckpt_dir / "last.pt").resolve():
+            self._written["last"] = self.prog.step  # for messages: the step last.pt holds
         set_rng_state(state["rng"])
         log.info("resumed from %s: epoch %d, step %d", path, self.prog.epoch, self.prog.step)
 
@@ -223,15 +237,42 @@ class Trainer:
         summary (also in summary.json)."""
         self.open_run_dir()
         self._log_model_size()
-        with self._signals():
-            self.model.train()
-            for epoch in range(self.prog.epoch, self.settings.max_epochs):
-                reached_max_steps = self.train_epoch(epoch)
-                self.end_epoch(last=reached_max_steps or epoch + 1 == self.settings.max_epochs)
-                self._stop_if_signalled()
-                if reached_max_steps:
-                    break
-        return self.finish()
+        try:
+            with self._signals():
+                self.model.train()
+                for epoch in range(self.prog.epoch, self.settings.max_epochs):
+                    reached_max_steps = self.train_epoch(epoch)
+                    self.end_epoch(last=reached_max_steps or epoch + 1 == self.settings.max_epochs)
+                    self._stop_if_signalled()
+                    if reached_max_steps:
+                        break
+            return self.finish()
+        except RuntimeError as e:
+            if not str(e).startswith("DataLoader worker (pid"):
+                raise
+            raise self._worker_died(str(e)) from e
+        finally:  # the run's worker processes end with it, whatever keeps the trainer alive
+            self.close_loaders()
+
+    def close_loaders(self) -> None:
+        for loader in [*self.stream.loaders.values(), *self.val_loaders.values(), *self.test_loaders.values()]:
+            if isinstance(loader, Loader):
+                loader.close()
+        self.stream._iters.clear()
+
+    def _worker_died(self, what: str) -> TrainingError:
+        """A DataLoader worker process died (torch raises it in the main process, at the next batch
+        or from its SIGCHLD handler, wherever the main process is): no checkpoint is written, as
+        the step it was in may be half done. Stop signals sent to the run do not kill workers
+        (``batches.Loader``); this is something else: the out-of-memory killer, a signal sent to
+        the worker alone."""
+        first = what.strip().splitlines()[0]
+        return TrainingError(
+            f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): a data loading worker process died "
+            f"({first}); something outside the run ended it (the out-of-memory killer, a signal sent to "
+            f"that process alone). Nothing was written after it. {self._checkpoints_note()}; continue "
+            "with resume=auto (same run_dir). Fewer workers (trainer.num_workers, 0: none) use less memory"
+        )
 
     def open_run_dir(self) -> None:
         """The run's first writes: data.json, metrics.jsonl (a resume keeps the checkpoint's
@@ -314,6 +355,8 @@ class Trainer:
         included). Returns whether the update was applied (not skipped for non-finite values)."""
         step, n = self.prog.step, len(group)
         diagnose = self._grad_diagnostics_due()
+        if self.norm_stats:  # a dropped step puts these back (see _drop_update)
+            _copy(self._norm_stats_before, self.norm_stats)
         for i, micro in enumerate(group):
             self.forward_backward(micro, n, diagnose=diagnose and i == 0)
         self.optimizer_step()
@@ -383,8 +426,7 @@ class Trainer:
         if self.settings.on_nonfinite == "stop":
             raise TrainingError(
                 f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; stopped "
-                f"(trainer.on_nonfinite=stop). The last checkpoint in {self.ckpt_dir} holds "
-                "finite weights"
+                f"(trainer.on_nonfinite=stop). {self._checkpoints_note()}"
             )
         if why not in self._skip_why:
             self._skip_why.append(why)
@@ -416,8 +458,12 @@ class Trainer:
         self.weighting.on_step_end(self.prog.step)
 
     def _drop_update(self) -> None:
+        """The step changes nothing: no update, its gradients dropped, the normalization layers'
+        running statistics as they were before its first forward."""
         self._skip = False
         self.optimizer.zero_grad(set_to_none=True)
+        if self.norm_stats:
+            _copy(self.norm_stats, self._norm_stats_before)
         if self.scaler.is_enabled():  # as GradScaler does on an overflow: lower the scale
             self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
         self.skipped += 1
@@ -427,9 +473,8 @@ class Trainer:
         if limit is not None and self.skipped > limit:
             raise TrainingError(
                 f"step {self.prog.step + 1} (epoch {self.prog.epoch + 1}): {why}; {self.skipped} "
-                f"steps skipped, more than trainer.max_skipped_steps={limit}. The last checkpoint "
-                f"in {self.ckpt_dir} holds finite weights; lower optimizer.lr, set "
-                "trainer.gradient_clip_val, or check the data of those tasks"
+                f"steps skipped, more than trainer.max_skipped_steps={limit}. {self._checkpoints_note()}; "
+                "lower optimizer.lr, set trainer.gradient_clip_val, or check the data of those tasks"
             )
         log.warning("step %d skipped (%d so far): %s", self.prog.step + 1, self.skipped, why)
 
@@ -514,13 +559,27 @@ class Trainer:
         path = path or self.ckpt_dir / f"{kind}.pt"
         state = self.state(kind)
         if not all_finite(state["model"]):
+            kept = f"{path} was not overwritten" if path.is_file() else f"{path} was not written"
             raise TrainingError(
-                f"the weights are non-finite at step {self.prog.step}; {path} was not "
-                "overwritten and holds the last finite weights. Lower optimizer.lr or set "
-                "trainer.gradient_clip_val"
+                f"the weights are non-finite at step {self.prog.step}; {kept}. {self._checkpoints_note()}. "
+                "Lower optimizer.lr or set trainer.gradient_clip_val"
             )
         save_checkpoint(state, path)
+        if path.parent == self.ckpt_dir:
+            self._written[path.stem] = self.prog.step
         return path
+
+    def _checkpoints_note(self) -> str:
+        """Which checkpoints of the run exist (the only ones a message may point to): last.pt
+        and best.pt, with the step each was written at when this process wrote it."""
+        found = []
+        for kind, what in (("last", "the last finite weights written"), ("best", "the best weights so far")):
+            if (self.ckpt_dir / f"{kind}.pt").is_file():
+                at = f" (step {self._written[kind]})" if kind in self._written else ""
+                found.append(f"{kind}.pt{at} holds {what}")
+        if not found:
+            return f"No checkpoint was written yet (nothing in {self.ckpt_dir})"
+        return f"In {self.ckpt_dir}: " + "; ".join(found)
 
     def state(self, kind: str) -> dict:
         """Everything a checkpoint holds: tensors and plain containers only (weights_only loads)."""
@@ -554,12 +613,17 @@ class Trainer:
     @contextlib.contextmanager
     def _signals(self):
         """SIGTERM / SIGINT: finish the current step, write last.pt, stop (RunInterrupted).
-        A second SIGINT stops at once (KeyboardInterrupt)."""
+        A second SIGINT stops at once (KeyboardInterrupt). A signal sent to the whole process
+        group reaches the DataLoader workers too; they leave it to this process
+        (``batches.Loader``), so it is answered once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        owner = os.getpid()
 
         def on_signal(signum, frame):
+            if os.getpid() != owner:  # a forked DataLoader worker (see batches.Loader): the main process answers
+                return
             if self._stop_signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self._stop_signal = signum
@@ -633,6 +697,25 @@ class Trainer:
                 test, out["val_selected"], self.baselines, self.selector.directions, self.plan.cfg["baseline_dir"]
             )
         return out
+
+
+def norm_statistics(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The buffers that a training forward of ``model`` updates in place: the running statistics
+    of its BatchNorm (and InstanceNorm with ``track_running_stats``) layers."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            out += [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    return out
+
+
+def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``dst[i].copy_(src[i])`` for all i (one fused call where torch has it; no host sync)."""
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(dst, src)
+    else:
+        for d, s_ in zip(dst, src):
+            d.copy_(s_)
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor | None:
