@@ -74,12 +74,23 @@ def test_nash_mtl_method_clips_the_norm_and_warm_starts():
 
 
 def test_solver_survives_dependent_and_zero_gradients():
+    """Linearly dependent gradients without a non-negative null vector (v, v, 2v) have a positive
+    solution; a zero gradient has none (``0 = 1/a``): it gets weight 0 and the others are solved
+    without it; an all-zero block gives zero weights (issue 13: no arbitrary finite weights)."""
     g = torch.Generator().manual_seed(4)
     v = torch.randn(1, 6, generator=g, dtype=torch.float64)
+    for alpha in (0.5, 1.0, 2.0):
+        G = torch.cat([v, v, 2 * v])
+        M = G @ G.T
+        w = alpha_fair_solve(M, alpha)
+        assert (w > 0).all() and torch.allclose(M @ w, w ** (-1 / alpha), rtol=1e-9)
+        G = torch.cat([v, torch.zeros_like(v)])
+        w = alpha_fair_solve(G @ G.T, alpha)
+        assert w[1] == 0 and torch.allclose(w[:1], alpha_fair_solve(v @ v.T, alpha), rtol=1e-12)
+        assert torch.equal(
+            alpha_fair_solve(torch.zeros(3, 3, dtype=torch.float64), alpha), torch.zeros(3, dtype=torch.float64)
+        )
     for G in (torch.cat([v, v, 2 * v]), torch.cat([v, torch.zeros_like(v)]), torch.zeros(3, 6, dtype=torch.float64)):
-        for alpha in (0.5, 1.0, 2.0):
-            w = alpha_fair_solve(G @ G.T, alpha)
-            assert torch.isfinite(w).all() and (w > 0).all()
         assert torch.isfinite(make("nash_mtl", G.shape[0]).aggregate(G)[1]).all()
         assert torch.isfinite(make("fairgrad", G.shape[0]).aggregate(G)[1]).all()
 
@@ -101,7 +112,9 @@ def test_fairgrad_special_cases():
     G = next(random_matrices())
     M = G @ G.T
     assert torch.allclose(fairgrad_weights(M, 1.0), nash_weights(M), rtol=1e-8)  # alpha = 1: Nash-MTL
-    assert torch.equal(fairgrad_weights(M, 0.0), torch.ones(2, dtype=torch.float64))
+    # alpha = 0: linear scalarisation with torchjd's uniform weights 1/n (issue 13; was 1)
+    assert torch.equal(fairgrad_weights(M, 0.0), torch.full((2,), 0.5, dtype=torch.float64))
+    assert torch.allclose(fairgrad_weights(M, 0.0), A.FairGrad(0.0).gramian_weighting(M))
     # scale: G -> s G gives w -> s^(-2 alpha / (alpha + 1)) w
     assert torch.allclose(fairgrad_weights(9 * M, 2.0), fairgrad_weights(M, 2.0) * 9 ** (-2 / 3), rtol=1e-8)
     w, d = make("fairgrad", 2).aggregate(G.float())

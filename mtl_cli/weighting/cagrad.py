@@ -6,144 +6,169 @@ and ``d = g_0 + sqrt(phi) / ||g_w*|| g_w*``, i.e. the weights ``1/n + sqrt(phi) 
 (linear in G). ``rescale`` divides d as in the paper's code: 0 none (torchjd), 1 by ``1 + c^2``
 (the code's default), 2 by ``1 + c``. Defaults: ``c = 0.4`` (the paper's NYUv2/Cityscapes value).
 
-The dual is solved exactly on the Gramian (normalised by its trace): at the optimum, with
-``beta = ||g_w*|| / sqrt(phi)``, ``g_w*`` is the point of the convex hull of the gradients closest
-to ``-beta g_0`` (an MGDA problem on the shifted gradients ``g_i + beta g_0``), and on a fixed
-support w is affine in beta, so the condition ``||g_w|| = sqrt(phi) beta`` is a quadratic equation.
-A batched grid over beta (non-negative QPs, :mod:`._qp`) brackets the root and gives the candidate
-supports; each candidate is solved in closed form and accepted when it satisfies the problem's
-optimality conditions (else the grid is refined; after 4 rounds the bracket's interpolation is
-used). As in torchjd, the direction is zero (weights 0) when ``||g_w*||`` falls below ``norm_eps``
-times the Frobenius norm of G (a Pareto-stationary point).
+The dual is solved exactly on the Gramian (normalised by its trace), in float64 on the host: at
+the optimum, with ``beta = ||g_w*|| / sqrt(phi)``, ``g_w*`` is the point of the convex hull of the
+gradients closest to ``-beta g_0``, i.e. ``w*`` is the min-norm point of the hull of the shifted
+gradients ``g_i + beta g_0`` (Wolfe's algorithm, :func:`._qp.min_norm_point`), and ``beta`` is a
+*positive* root of ``h(beta) = ||g_w(beta)|| - sqrt(phi) beta``. ``h`` is continuous, negative for
+large ``beta`` and positive just above 0 unless ``g_w* = 0`` (then ``h(0) = 0`` is the trivial
+root, which says nothing about the optimum when 0 lies in the convex hull of the gradients and
+``c < 1``). The positive root is bracketed and bisected; on the support found at each trial
+``beta`` the weights are affine in ``beta`` and the root is the solution of a quadratic equation,
+accepted when it satisfies the dual's optimality conditions (usually at the first or second trial).
+When no positive root exists (``c >= 1`` with 0 in the convex hull: ``d = 0`` is optimal), or
+``||g_w*||`` falls below ``norm_eps`` (in trace-normalised units), the direction is zero (weights 0),
+as in torchjd. With ``c >= 1`` the update never conflicts with a task (``d = 0`` is feasible).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from ..config.params import NonNeg
 from ..registry import WEIGHTINGS
-from ._qp import nonneg_qp
+from ._qp import host, min_norm_point, to_torch
 from .engine import GradientWeighting, Rows
 
 
-def _shifted_min_norm(M: Tensor, a: Tensor, gamma: Tensor, betas: Tensor) -> Tensor:
-    """For each beta: the simplex weights of the point of conv(g_i) closest to ``-beta g_0``
-    (min-norm point of conv(g_i + beta g_0), via ``min 1/2 x^T K x - 1^T x, x >= 0``, w = x / sum x)."""
-    n = M.shape[0]
-    ones = torch.ones(n, dtype=M.dtype, device=M.device)
-    b = betas[:, None, None]
-    K = M + b * (a[:, None] * ones[None, :] + ones[:, None] * a[None, :]) + b**2 * gamma
-    K = K + 1e-12 * torch.eye(n, dtype=M.dtype, device=M.device)
-    x = nonneg_qp(K, -ones.expand(len(betas), n).contiguous())
-    return x / x.sum(-1, keepdim=True).clamp_min(1e-300)
-
-
-def _on_support(M: Tensor, a: Tensor, s: Tensor, S: Tensor, tol: float = 1e-9) -> Tensor | None:
-    """The dual's optimum when its support is ``S`` (bool [n]), or None when S is not the support."""
-    idx = S.nonzero()[:, 0]
-    k = len(idx)
-    KKT = torch.zeros(k + 1, k + 1, dtype=M.dtype, device=M.device)
-    KKT[:k, :k] = M[idx][:, idx]
+def _on_support(M: np.ndarray, a: np.ndarray, s: float, S: np.ndarray, tol: float = 1e-10) -> np.ndarray | None:
+    """The dual's optimum when its support is ``S`` (indices), or None when S is not its support."""
+    k = len(S)
+    KKT = np.zeros((k + 1, k + 1))
+    KKT[:k, :k] = M[np.ix_(S, S)]
     KKT[:k, k] = 1.0
     KKT[k, :k] = 1.0
-    rhs = torch.zeros(k + 1, 2, dtype=M.dtype, device=M.device)
+    rhs = np.zeros((k + 1, 2))
     rhs[k, 0] = 1.0
-    rhs[:k, 1] = -a[idx]
-    sol = torch.linalg.pinv(KKT) @ rhs
-    w0, w1 = sol[:k, 0], sol[:k, 1]
-    Ms = M[idx][:, idx]
-    A, B, C = w0 @ Ms @ w0, w0 @ Ms @ w1, w1 @ Ms @ w1
-    q = C - s**2
-    if abs(float(q)) < 1e-14:
-        roots = [-A / (2 * B)] if abs(float(B)) > 0 else []
+    rhs[:k, 1] = -a[S]
+    sol = np.linalg.lstsq(KKT, rhs, rcond=None)[0]
+    w0, w1 = sol[:k, 0], sol[:k, 1]  # w(beta) = w0 + beta w1 on the support
+    Ms = M[np.ix_(S, S)]
+    A, B, C = float(w0 @ Ms @ w0), float(w0 @ Ms @ w1), float(w1 @ Ms @ w1)
+    q = C - s**2  # A + 2 B beta + q beta^2 = 0
+    if abs(q) <= 1e-14 * (abs(C) + s**2):
+        roots = [-A / (2 * B)] if B != 0 else []
     else:
-        disc = B**2 - q * A
-        if float(disc) < 0:
+        disc = B * B - q * A
+        if disc < 0:
             return None
-        roots = [(-B + disc.sqrt()) / q, (-B - disc.sqrt()) / q]
-    for beta in roots:
-        if not float(beta) > 0:
+        r = math.sqrt(disc)
+        roots = [(-B + r) / q, (-B - r) / q]
+    norms = np.sqrt(np.clip(np.diag(M), 0.0, None))
+    g0 = math.sqrt(max(float(M.mean()), 0.0))
+    for beta in sorted(roots):
+        if not beta > 0:
             continue
         ws = w0 + beta * w1
-        if float(ws.min()) < -tol:
+        if ws.min() < -tol:
             continue
-        w = torch.zeros_like(a)
-        w[idx] = ws.clamp_min(0.0)
-        norm = (w @ M @ w).clamp_min(0.0).sqrt()
-        if not float(norm) > 0:
+        w = np.zeros(len(a))
+        w[S] = np.clip(ws, 0.0, None)
+        w /= w.sum()
+        Mw = M @ w
+        gw = math.sqrt(max(float(w @ Mw), 0.0))
+        if not gw > 0:
             continue
-        grad = a + (s / norm) * (M @ w)  # gradient of the dual objective
-        mu = grad[idx].mean()
-        outside_ok = bool(S.all()) or float(grad[~S].min()) >= float(mu) - 1e-7
-        if float((grad[idx] - mu).abs().max()) <= 1e-7 and outside_ok:
+        grad = a + (s / gw) * Mw  # gradient of the dual objective; at the optimum >= F(w), = on S
+        F = float(w @ grad)
+        slack = tol * (norms * (g0 + s) + abs(F))
+        inside = np.zeros(len(a), dtype=bool)
+        inside[S] = True
+        if (np.abs(grad[inside] - F) <= slack[inside]).all() and (grad[~inside] >= F - slack[~inside]).all():
             return w
     return None
 
 
-def cagrad_dual_weights(M: Tensor, c: float, rounds: int = 4, grid: int = 24) -> Tensor:
-    """``w*`` [n] on the simplex minimising ``g_w . g_0 + c ||g_0|| ||g_w||`` (M: Gramian, any scale)."""
+def cagrad_dual(M: np.ndarray, c: float, max_trials: int = 200) -> np.ndarray | None:
+    """``w*`` [n] on the simplex minimising ``g_w . g_0 + c ||g_0|| ||g_w||`` (M: a float64 Gramian,
+    trace-normalised), or None when the minimum is at ``g_w = 0`` (no positive root: the zero
+    direction is optimal)."""
     n = M.shape[0]
-    M = M.double()
-    M = M / M.diagonal().sum().clamp_min(1e-300)
     a = M.mean(1)  # g_i . g_0
-    gamma = M.mean()  # ||g_0||^2
-    s = c * gamma.clamp_min(0.0).sqrt()
-    if n == 1 or not float(s) > 0:
-        return torch.full((n,), 1.0 / n, dtype=M.dtype, device=M.device)
-    lo, hi = float(M.diagonal().max().sqrt() / s) * 1e-10, float(M.diagonal().max().sqrt() / s) * 1.01
-    w_lo = w_hi = None
-    for _ in range(rounds):
-        betas = torch.logspace(
-            torch.log10(torch.tensor(lo)).item(),
-            torch.log10(torch.tensor(hi)).item(),
-            grid,
-            dtype=M.dtype,
-            device=M.device,
-        )
-        W = _shifted_min_norm(M, a, gamma, betas)
-        h = torch.einsum("bi,ij,bj->b", W, M, W).clamp_min(0.0).sqrt() - s * betas
-        below = (h <= 0).nonzero()
-        k = int(below[0]) if len(below) else grid - 1
-        if k == 0:  # the root lies below the grid: g_w* ~ 0 (Pareto stationary)
-            return W[0]
-        supports = {tuple((W[i] > 1e-12).tolist()) for i in (k - 1, k)}
-        for S in supports:
-            w = _on_support(M, a, s, torch.tensor(S, device=M.device))
-            if w is not None:
-                return w
-        lo, hi = float(betas[k - 1]), float(betas[k])
-        w_lo, w_hi, h_lo, h_hi = W[k - 1], W[k], h[k - 1], h[k]
-    t = h_lo / (h_lo - h_hi).clamp_min(1e-300)
+    s = c * math.sqrt(max(float(M.mean()), 0.0))  # sqrt(phi)
+    if n == 1 or not s > 0:
+        return np.full(n, 1.0 / n)
+    tried: set[tuple[int, ...]] = set()
+
+    def h(beta: float) -> tuple[np.ndarray, float]:
+        K = M + beta * (a[:, None] + a[None, :]) + beta * beta * float(M.mean())
+        w = min_norm_point(K)[0]
+        return w, math.sqrt(max(float(w @ M @ w), 0.0)) - s * beta
+
+    def exact(w: np.ndarray) -> np.ndarray | None:
+        S = tuple(int(i) for i in np.flatnonzero(w > 0))
+        if S in tried:
+            return None
+        tried.add(S)
+        return _on_support(M, a, s, np.array(S))
+
+    hi = 1.01 * math.sqrt(float(np.diag(M).max())) / s  # ||g_w|| <= max ||g_i|| < s hi: h(hi) < 0
+    w_hi, h_hi = h(hi)
+    found = exact(w_hi)
+    if found is not None:
+        return found
+    lo, w_lo, h_lo = hi, w_hi, h_hi
+    for k in range(1, 17):  # a lower end where h > 0
+        lo = hi * 10.0**-k
+        w_lo, h_lo = h(lo)
+        found = exact(w_lo)
+        if found is not None:
+            return found
+        if h_lo > 0:
+            break
+        hi, w_hi, h_hi = lo, w_lo, h_lo
+    else:
+        return None  # h <= 0 down to 1e-16 hi: g_w* = 0
+    for _ in range(max_trials):
+        if hi / lo - 1 < 1e-14:
+            break
+        mid = math.sqrt(lo * hi)
+        w_mid, h_mid = h(mid)
+        found = exact(w_mid)
+        if found is not None:
+            return found
+        if h_mid > 0:
+            lo, w_lo, h_lo = mid, w_mid, h_mid
+        else:
+            hi, w_hi, h_hi = mid, w_mid, h_mid
+    t = h_lo / max(h_lo - h_hi, 1e-300)  # not reached in practice: interpolate the bracket
     return (1 - t) * w_lo + t * w_hi
+
+
+def cagrad_dual_weights(M: Tensor, c: float) -> Tensor:
+    """``w*`` [n] on the simplex minimising ``g_w . g_0 + c ||g_0|| ||g_w||`` (M: Gramian, any scale;
+    MGDA's min-norm weights when that minimum is at ``g_w = 0``)."""
+    M64 = host(M)
+    M64 = M64 / max(float(np.trace(M64)), 1e-300)
+    w = cagrad_dual(M64, c)
+    return to_torch(min_norm_point(M64)[0] if w is None else w, M)
 
 
 def cagrad_weights(M: Tensor, c: float = 0.4, rescale: int = 1, norm_eps: float = 1e-4) -> Tensor:
     """CAGrad weights [n] from a Gramian ``M`` [n, n] (the update is ``weights @ G``)."""
     n = M.shape[0]
-    M64 = M.double()
-    tr = M64.diagonal().sum()
-    mean = torch.full((n,), 1.0 / n, dtype=torch.float64, device=M.device)
-    if float(tr) < norm_eps:  # torchjd zeroes the normalised Gramian: the plain mean gradient
-        out = mean
-    elif c == 0:
+    M64 = host(M)
+    tr = float(np.trace(M64))
+    mean = np.full(n, 1.0 / n)
+    if tr < norm_eps or c == 0:  # torchjd zeroes the normalised Gramian: the plain mean gradient
         out = mean
     else:
         Mn = M64 / tr
-        w = cagrad_dual_weights(Mn, c)
-        gw = (w @ Mn @ w).clamp_min(0.0).sqrt()
-        if float(gw) < norm_eps:
-            out = torch.zeros_like(mean)
+        w = cagrad_dual(Mn, c)
+        gw = 0.0 if w is None else math.sqrt(max(float(w @ Mn @ w), 0.0))
+        if w is None or gw < norm_eps:
+            out = np.zeros(n)
         else:
-            out = mean + c * Mn.mean().clamp_min(0.0).sqrt() / gw * w
+            out = mean + c * math.sqrt(max(float(Mn.mean()), 0.0)) / gw * w
     if rescale == 1:
         out = out / (1 + c**2)
     elif rescale == 2:
         out = out / (1 + c)
-    return out.to(M.dtype)
+    return to_torch(out, M)
 
 
 @WEIGHTINGS.register("cagrad")

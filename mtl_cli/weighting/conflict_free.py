@@ -8,36 +8,44 @@ a direction with equal cosines to every task gradient (for full-rank U), scaled 
 gradients' projections on it. ``U^+ p = U^T (U U^T)^+ p`` is a combination of the rows, so the
 method runs on the Gramian and returns weights: with ``D = diag(1 / ||g_i||)``,
 ``a = (D M D)^+ p``, ``c = D a`` (``U^+ p = c @ G``) and ``w = (1^T M c) c / (c^T M c)``.
-Zero gradients get weight 0 (torchjd zeroes their unit rows). Computed in float64 on the Gramian's
-device; the pseudo-inverse drops eigenvalues below ``1e-12`` of the largest (singular values of U
-below 1e-6 of the largest, about float32's precision).
+Zero and negligible gradients (:func:`.engine.informative_rows`) get weight 0 (torchjd zeroes
+their unit rows). Computed in float64 on the host; the pseudo-inverse of ``U U^T`` drops
+eigenvalues below :func:`._qp.rank_rtol` of the largest: ``1e-12`` for a float64 Gramian
+(singular values of U below 1e-6 of the largest), ``8 n eps`` for a float32 one, whose round-off
+eigenvalues would otherwise be inverted (a rank-deficient U then gave a zero direction).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..config.params import NonNeg
 from ..errors import Problem
 from ..registry import WEIGHTINGS
-from .engine import GradientWeighting, Rows
+from ._qp import host, pinv_psd, rank_rtol
+from .engine import GradientWeighting, Rows, weights_on_informative_rows
 
 
-def config_weights(M: Tensor, pref: Tensor | None = None, rtol: float = 1e-12) -> Tensor:
-    """ConFIG weights from a Gramian ``M`` [n, n] and a preference vector [n] (default ones)."""
-    dtype = M.dtype
-    M = M.double()
-    n = M.shape[0]
-    p = torch.ones(n, dtype=M.dtype, device=M.device) if pref is None else pref.to(M)
-    norms = M.diagonal().clamp_min(0).sqrt()
-    inv = torch.where(norms > 0, 1 / norms.clamp_min(1e-300), torch.zeros_like(norms))
+def config_on_rows(M: np.ndarray, p: np.ndarray, rtol: float) -> np.ndarray:
+    """ConFIG weights of a float64 Gramian whose rows are all non-zero, preference ``p``."""
+    inv = 1.0 / np.sqrt(np.diag(M))
     Mu = M * inv[:, None] * inv[None, :]  # U U^T
-    c = (torch.linalg.pinv(Mu, rtol=rtol, hermitian=True) @ p) * inv  # U^+ p = c @ G
+    c = (pinv_psd(Mu, rtol) @ p) * inv  # U^+ p = c @ G
     Mc = M @ c
-    sq = c @ Mc  # ||U^+ p||^2
-    scale = torch.where(sq > 0, Mc.sum() / sq.clamp_min(1e-300), torch.zeros_like(sq))  # 0 when every g_i = 0
-    return (scale * c).to(dtype)
+    sq = float(c @ Mc)  # ||U^+ p||^2
+    return (float(Mc.sum()) / sq) * c if sq > 0 else np.zeros_like(c)
+
+
+def config_weights(M: Tensor, pref: Tensor | None = None, rtol: float | None = None) -> Tensor:
+    """ConFIG weights from a Gramian ``M`` [n, n] and a preference vector [n] (default ones);
+    ``rtol``: the eigenvalue cut-off of ``U U^T`` (default :func:`._qp.rank_rtol` of M's dtype)."""
+    n = M.shape[0]
+    p = np.ones(n) if pref is None else host(pref)
+    return weights_on_informative_rows(
+        M, lambda K, keep: config_on_rows(K, p[keep], rank_rtol(n, M.dtype) if rtol is None else rtol)
+    )
 
 
 @WEIGHTINGS.register("conflict_free")

@@ -2,7 +2,7 @@
 projection of Lopez-Paz & Ranzato 2017, GEM, Eq. 11): the mean gradient ``g_0 = G^T 1 / n`` is
 projected onto the dual cone of the task gradients, ``{x: G x >= 0}``. By the paper's
 Proposition 1 the projection is ``G^T w`` with ``w = argmin_{v >= 1/n} v^T M v`` (``M = G G^T``),
-one non-negative QP solved in torch by an active-set method (:mod:`._qp`), exact up to round-off;
+one non-negative QP solved in float64 on the host by an active-set method (:mod:`._qp`), exact up to round-off;
 the update is ``w @ G`` (linear in G). As in torchjd (``DualProjWeighting`` with its default
 ``QuadprogProjector``), ``M`` is divided by its trace (zeroed when the trace is below ``norm_eps``)
 and ``reg_eps I`` is added; the preference vector is the mean.
@@ -10,20 +10,19 @@ and ``reg_eps I`` is added; the preference vector is the mean.
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from ..registry import WEIGHTINGS
-from ._qp import dual_cone_weights
+from ._qp import dual_cone_weights, host, to_torch
 from .engine import Rows
 from .upgrad import UPGrad
 
 
 def dualproj_weights(M: Tensor, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> Tensor:
-    """DualProj weights [n] from a Gramian ``M`` [n, n]."""
+    """DualProj weights [n] from a Gramian ``M`` [n, n] (M's dtype and device)."""
     n = M.shape[0]
-    u = torch.full((1, n), 1.0 / n, dtype=M.dtype, device=M.device)
-    return dual_cone_weights(M, u, norm_eps, reg_eps)[0]
+    return to_torch(dual_cone_weights(host(M), np.full((1, n), 1.0 / n), norm_eps, reg_eps)[0], M)
 
 
 @WEIGHTINGS.register("dualproj")

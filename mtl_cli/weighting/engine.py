@@ -28,21 +28,43 @@ weighted backward). The Gramian ``G G^T`` [T, T] is all that ``gramian_weights``
 data parallelism it is the only quantity to all-reduce for representation gradients (the Gramian
 of the global Jacobian is the sum of the local ones), while methods with their own ``aggregate``
 need ``G`` whole.
+
+Hard inputs, one rule each, for every registered method:
+
+- non-finite input: ``gramian_weights`` / ``aggregate`` given a non-finite ``M`` or ``G`` return
+  NaN weights (None for direction-only methods) and a NaN direction, without running the method or
+  touching its state (:meth:`GradientWeighting.__init_subclass__` wraps every implementation). The
+  engine never gets there: it skips such a step first. It also skips a step whose update comes back
+  non-finite, naming the method, so ``.grad`` never receives a NaN;
+- zero and negligible rows (a gradient whose norm is at most the dtype's epsilon times the largest
+  row's, a head that got no gradient this step): a method that divides by a row or is dominated by
+  it (IMTL-G, Nash-MTL, FairGrad, ConFIG, MGDA with ``normalization``) solves on the other rows and
+  gives these weight 0 (:func:`informative_rows`, :func:`weights_on_informative_rows`); an all-zero
+  block gives zero weights and a zero direction;
+- ill-posed problems (Nash-MTL and FairGrad when 0 is in the convex hull of the gradients: no
+  direction improves every task) give a zero direction and a warning, once per run
+  (:meth:`GradientWeighting.warn_once`, logger ``mtl_cli``).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..config.params import PosInt
 from ..config.typecheck import config_params
 from ..errors import Problem
+from ._qp import eps_of, host, to_torch
 from .base import BackwardContext, Weighting
+
+log = logging.getLogger("mtl_cli")
 
 
 def shared_params(model: nn.Module) -> list[nn.Parameter]:
@@ -117,6 +139,59 @@ class Rows:
         return Rows(list(range(n)), losses, 0, 0, 1, G.shape[1])
 
 
+def informative_rows(M64: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """bool [n]: the rows of a Gramian (float64 host array) whose gradient carries information: a
+    norm above ``eps(dtype)`` times the largest row's norm (``dtype``: the precision the Gramian was
+    computed in). Zero rows, rows below that and every row of an all-zero Gramian are False."""
+    norms = np.sqrt(np.clip(np.diag(M64), 0.0, None))
+    top = float(norms.max()) if norms.size else 0.0
+    return norms > eps_of(dtype) * top
+
+
+def weights_on_informative_rows(M: Tensor, solve: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Tensor:
+    """Weights [n] (M's dtype and device) of a method that must not see zero or negligible rows:
+    ``solve(M_kept, keep)`` gets the float64 host Gramian of the informative rows (and their mask)
+    and returns their weights; the other rows get 0 (all of them when every row is negligible: a
+    zero direction)."""
+    M64 = host(M)
+    keep = informative_rows(M64, M.dtype)
+    w = np.zeros(M64.shape[0])
+    if keep.any():
+        w[keep] = solve(M64[np.ix_(keep, keep)], keep)
+    return to_torch(w, M)
+
+
+def _finite_guard(fn: Callable, kind: str) -> Callable:
+    """``fn`` (a method's ``gramian_weights`` or ``aggregate``) that returns NaN instead of running
+    on a non-finite input (the one rule for non-finite inputs, see the module docstring)."""
+    if getattr(fn, "_finite_guard", False):
+        return fn
+    wrapped: Callable
+
+    if kind == "gramian_weights":
+
+        @functools.wraps(fn)
+        def gramian_weights(self, M, rows, *args, **kwargs):
+            if not bool(torch.isfinite(M).all()):
+                return torch.full((M.shape[0],), math.nan, dtype=M.dtype, device=M.device)
+            return fn(self, M, rows, *args, **kwargs)
+
+        wrapped = gramian_weights
+    else:
+
+        @functools.wraps(fn)
+        def aggregate(self, G, rows=None, *args, **kwargs):
+            if not bool(torch.isfinite(G).all()):
+                d = torch.full((G.shape[1],), math.nan, dtype=G.dtype, device=G.device)
+                w = torch.full((G.shape[0],), math.nan, dtype=G.dtype, device=G.device) if self.linear else None
+                return w, d
+            return fn(self, G, rows, *args, **kwargs)
+
+        wrapped = aggregate
+    setattr(wrapped, "_finite_guard", True)  # noqa: B010
+    return wrapped
+
+
 class GradientWeighting(Weighting):
     """Base of gradient-based methods: subclasses implement :meth:`gramian_weights` (weights from
     the Gramian) or :meth:`aggregate` (weights and/or a direction from G itself).
@@ -161,6 +236,20 @@ class GradientWeighting(Weighting):
     @staticmethod
     def gramian(G: Tensor) -> Tensor:
         return G @ G.T
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("gramian_weights", "aggregate"):
+            if name in cls.__dict__:
+                setattr(cls, name, _finite_guard(cls.__dict__[name], name))
+
+    def warn_once(self, key: str, message: str) -> None:
+        """Log ``message`` as a warning on the ``mtl_cli`` logger the first time ``key`` is seen by
+        this method object (once per run)."""
+        warned = self.__dict__.setdefault("_warned", set())
+        if key not in warned:
+            warned.add(key)
+            log.warning(message)
 
     # ------------------------------------------------------------------ the engine
     @classmethod
@@ -241,6 +330,11 @@ class GradientWeighting(Weighting):
             ctx.backward((losses * 0).sum())  # keeps the graph freed; adds nothing
             return torch.full_like(losses.detach(), math.nan)
         weights, direction = self._aggregate_blocks(G, wrt, use_rep, index, losses.detach()[index])
+        if not bool(torch.isfinite(direction).all()):  # a method's failure never reaches .grad
+            if ctx.skip_step is not None:
+                ctx.skip_step(f"weighting {type(self).__name__} returned a non-finite update")
+            ctx.backward((losses * 0).sum())
+            return torch.full_like(losses.detach(), math.nan)
         full_w = torch.zeros_like(losses.detach())
         if weights is not None:
             full_w[index] = weights.to(full_w.dtype)
@@ -280,3 +374,7 @@ class GradientWeighting(Weighting):
             g = direction[lo:hi].reshape_as(p).to(p.dtype)
             p.grad = g.clone() if p.grad is None else p.grad.add_(g)
             lo = hi
+
+
+for _name in ("gramian_weights", "aggregate"):
+    setattr(GradientWeighting, _name, _finite_guard(getattr(GradientWeighting, _name), _name))

@@ -4,30 +4,39 @@ weights solve ``(G G^T) w = w^(-1/alpha)`` (element-wise power, ``w > 0``). ``al
 proportional fairness (Nash-MTL's equation), ``alpha -> 0`` linear scalarisation (equal weights),
 large ``alpha`` approaches max-min fairness (MGDA-like).
 
-Solved in torch by the damped Newton method of :func:`.nash_mtl.alpha_fair_solve` on the
-Gramian divided by its Frobenius norm ``c``, then rescaled exactly: the solution on ``M`` is
-``w' c^(-alpha / (alpha + 1))`` where ``w'`` solves it on ``M / c``.
+Solved in float64 on the host by the damped Newton method of :func:`.nash_mtl.alpha_fair` on the
+Gramian equilibrated to a unit diagonal, then rescaled exactly (no ridge: tasks with small
+gradients are solved as accurately as the others). Zero and negligible gradients get weight 0
+(the equation has no solution for them); when 0 lies in the convex hull of the others the weights
+are 0 (a zero update) and the method warns once per run, as Nash-MTL.
 """
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from ..config.params import NonNeg, PosInt
 from ..registry import WEIGHTINGS
+from ._qp import host, to_torch
 from .engine import GradientWeighting, Rows
-from .nash_mtl import _solver_dtype, alpha_fair_solve
+from .nash_mtl import alpha_fair, ill_posed_message
+
+
+def fairgrad_solve(M: Tensor, alpha: float = 2.0, max_iter: int = 50) -> tuple[Tensor, str]:
+    """FairGrad weights on a Gramian ``M`` [n, n] (``M w = w^(-1/alpha)``; ``alpha = 0``: ``1/n``,
+    as torchjd, the equation's limit up to the update's scale) and :func:`.nash_mtl.alpha_fair`'s
+    status."""
+    n = M.shape[0]
+    if alpha == 0:
+        return to_torch(np.full(n, 1.0 / n), M), "ok"
+    w, status = alpha_fair(host(M), alpha, M.dtype, None, max_iter)
+    return to_torch(w, M), status
 
 
 def fairgrad_weights(M: Tensor, alpha: float = 2.0, max_iter: int = 50) -> Tensor:
-    """FairGrad weights on a Gramian ``M`` [n, n]: ``M w = w^(-1/alpha)``; ``alpha = 0``: ones."""
-    n = M.shape[0]
-    if alpha == 0:
-        return torch.ones(n, dtype=_solver_dtype(M.device), device=M.device)
-    M = M.to(_solver_dtype(M.device))
-    c = torch.linalg.matrix_norm(M).clamp_min(1e-30)
-    return alpha_fair_solve(M / c, alpha, None, max_iter) * c ** (-alpha / (alpha + 1))
+    """FairGrad weights on a Gramian ``M`` [n, n] (M's dtype and device), see :func:`fairgrad_solve`."""
+    return fairgrad_solve(M, alpha, max_iter)[0]
 
 
 @WEIGHTINGS.register("fairgrad")
@@ -37,9 +46,9 @@ class FairGrad(GradientWeighting):
 
     ``alpha`` (default 2.0: the value of the authors' released run scripts for their MTL
     benchmarks; the paper also reports 1.0 = Nash-MTL's equation and other values) must be >= 0;
-    ``alpha = 0`` gives equal weights 1 (the equation's limit; linear scalarisation). The authors
+    ``alpha = 0`` gives equal weights ``1/n`` (linear scalarisation, as torchjd). The authors
     solve the equation with ``scipy.optimize.least_squares`` from the uniform point each step;
-    here it is solved in torch (float64 on G's device, :func:`fairgrad_weights`), to round-off,
+    here it is solved in float64 on the host (:func:`fairgrad_weights`), to round-off,
     in at most ``max_iter`` damped Newton iterations (usually under 10), from the ray-scaled
     uniform point. The raw Gramian is used (no normalisation of the weights): the update's norm
     follows the gradients' (``g_t . d = w_t^(-1/alpha)``).
@@ -58,4 +67,7 @@ class FairGrad(GradientWeighting):
         self.alpha, self.max_iter = float(alpha), int(max_iter)
 
     def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
-        return fairgrad_weights(M, self.alpha, self.max_iter).to(M.dtype)
+        w, status = fairgrad_solve(M, self.alpha, self.max_iter)
+        if status == "ill_posed":
+            self.warn_once("ill_posed", ill_posed_message("fairgrad", [self.task_names[i] for i in rows.index]))
+        return w

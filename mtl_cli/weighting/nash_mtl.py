@@ -2,91 +2,137 @@
 bargaining solution's update is ``sum_t alpha_t g_t`` with ``alpha > 0`` solving
 ``(G G^T) alpha = 1 / alpha`` (element-wise), i.e. ``g_t . d = 1 / alpha_t`` for every task.
 
-The paper solves it by a sequence of convex (cvxpy) problems; here it is solved in torch as the
-minimiser of the convex ``f(a) = a^T M a / 2 - sum_t log a_t`` by damped Newton steps with a
-vectorised backtracking line search (one [T, T] solve per iteration, quadratic convergence). The
-same solver gives FairGrad's ``M w = w^(-1/alpha)`` (:mod:`.fairgrad`); Nash-MTL is its
-``alpha = 1`` case.
+The paper solves it by a sequence of convex (cvxpy) problems; here it is solved in float64 on the
+host (numpy) as the minimiser of the convex ``f(a) = a^T M a / 2 - sum_t log a_t`` by damped Newton
+steps with a vectorised backtracking line search (one [T, T] solve per iteration, quadratic
+convergence). The same solver gives FairGrad's ``M w = w^(-1/alpha)`` (:mod:`.fairgrad`); Nash-MTL
+is its ``alpha = 1`` case (:func:`alpha_fair`).
+
+Hard inputs: the equation is solved on the Gramian equilibrated to a unit diagonal
+(``C = D^-1 M D^-1``, ``D = diag(||g_t||)``; exact: no ridge, so a task whose gradient is 1e6 times
+smaller than another's is solved as accurately as the others). A zero or negligible gradient
+(:func:`.engine.informative_rows`) has no solution (``0 = 1 / a_t``): it is left out, weight 0.
+When 0 lies in the convex hull of the remaining gradients (a non-negative null vector of the
+Gramian: no direction improves every task, and ``f`` is unbounded below) the problem has no
+solution: the weights are 0 (a zero update) and the method warns once per run.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..config.params import NonNeg, PosInt
 from ..registry import WEIGHTINGS
-from .engine import Rows
+from ._qp import eps_of, host, min_norm_point, to_torch
+from .engine import Rows, informative_rows
 from .moco import StatefulGradientWeighting
 
-_STEPS = 2.0 ** -torch.arange(0, 40, dtype=torch.float64)  # line-search step sizes 1, 1/2, ... 2^-39
+_STEPS = 2.0 ** -np.arange(0, 40, dtype=np.float64)  # line-search step sizes 1, 1/2, ... 2^-39
 
 
-def _solver_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
+def ill_posed_tolerance(n: int, dtype: torch.dtype) -> float:
+    """The squared distance from 0 to the convex hull of n unit gradients below which the
+    bargaining problem counts as ill-posed (0 in the hull up to the Gramian's round-off)."""
+    return 32.0 * n * eps_of(dtype)
 
 
-def alpha_fair_solve(
-    M: Tensor,
-    alpha: float = 1.0,
-    w0: Tensor | None = None,
-    max_iter: int = 50,
-    tol: float = 1e-20,
-    ridge: float = 1e-10,
-) -> Tensor:
-    """Positive ``w`` [n] with ``M w = w^(-1/alpha)`` (``alpha > 0``; Nash-MTL: ``alpha = 1``).
-
-    ``w`` minimises the convex ``f(w) = w^T M w / 2 - sum_t h(w_t)`` with ``h' = w^(-1/alpha)``
-    (``h = log`` for alpha = 1, else ``w^p / p``, ``p = 1 - 1/alpha``). From ``w0`` (default ones),
-    first rescaled to the best multiple along its ray, each iteration takes the Newton step
-    ``d = (M + diag(h''))^-1 grad f`` and the largest ``t`` in {1, 1/2, ...} that keeps ``w - t d``
-    positive and decreases ``f`` enough (Armijo, all candidate steps evaluated at once). Stops
-    when the squared Newton decrement ``grad . d`` is below ``tol`` (M is best pre-scaled to unit
-    norm) or after ``max_iter`` iterations. ``ridge`` (times the mean diagonal) keeps a singular
-    ``M`` (linearly dependent gradients) solvable. Computed in float64 (float32 on MPS).
-    """
-    dtype = _solver_dtype(M.device)
-    n = M.shape[0]
-    M = M.to(dtype)
-    M = M + ridge * M.diagonal().mean().clamp_min(1e-30) * torch.eye(n, dtype=dtype, device=M.device)
+def _newton(
+    C: np.ndarray, r: np.ndarray, alpha: float, v0: np.ndarray | None, max_iter: int
+) -> tuple[np.ndarray, bool]:
+    """Positive ``v`` with ``C v = r v^(-1/alpha)``: the minimiser of the convex
+    ``f(v) = v^T C v / 2 - sum_t r_t h(v_t)`` (``h' = v^(-1/alpha)``: ``log`` for alpha = 1, else
+    ``v^p / p``, ``p = 1 - 1/alpha``), from ``v0`` (default ones) rescaled to the best multiple on
+    its ray, by damped Newton steps (Armijo, all step sizes evaluated at once). Returns (v,
+    converged: the squared Newton decrement fell below 1e-20 n)."""
+    n = C.shape[0]
     inv = 1.0 / alpha
     p = 1.0 - inv
+    log_h = abs(p) < 1e-12
 
-    def h(w: Tensor) -> Tensor:
-        return torch.log(w) if abs(p) < 1e-12 else w**p / p
+    def h(v: np.ndarray) -> np.ndarray:
+        return np.log(v) if log_h else v**p / p
 
-    w = torch.ones(n, dtype=dtype, device=M.device) if w0 is None else w0.to(dtype).clamp_min(1e-12)
-    # best multiple s of w on its ray: s^(1 + 1/alpha) = sum w^p / (w^T M w)
-    q = (w @ M @ w).clamp_min(1e-30)
-    w = w * ((w**p).sum() / q) ** (alpha / (alpha + 1))
-    steps = _STEPS.to(device=M.device, dtype=dtype)
+    v = np.ones(n)
+    if v0 is not None and np.isfinite(v0).all() and (v0 > 0).all():
+        v = v0.astype(np.float64)
+    q = max(float(v @ C @ v), 1e-300)  # best multiple s of v on its ray: s^(1 + 1/alpha) = sum r v^p / q
+    v = v * (float((r * v**p).sum()) / q) ** (alpha / (alpha + 1))
+    tol = 1e-20 * n
     for _ in range(max_iter):
-        grad = M @ w - w**-inv
-        H = M + torch.diag(inv * w ** (-inv - 1))
-        d = torch.linalg.solve(H, grad)
-        dec = grad @ d
-        if float(dec) <= tol:
-            break
-        cand = w[None, :] - steps[:, None] * d[None, :]
-        feasible = (cand > 0).all(dim=1)
-        safe = torch.where(feasible[:, None], cand, torch.ones_like(cand))
-        f_cand = 0.5 * ((safe @ M) * safe).sum(1) - h(safe).sum(1)
-        f0 = 0.5 * w @ M @ w - h(w).sum()
-        ok = feasible & (f_cand <= f0 - 0.25 * steps * dec)
-        if not bool(ok.any()):
-            break
-        w = cand[int(ok.to(torch.int8).argmax())]
-    return w
+        grad = C @ v - r * v**-inv
+        H = C + np.diag(r * inv * v ** (-inv - 1))
+        try:
+            d = np.linalg.solve(H, grad)
+        except np.linalg.LinAlgError:
+            d = np.linalg.lstsq(H, grad, rcond=None)[0]
+        dec = float(grad @ d)
+        if dec <= tol:
+            return v, True
+        cand = v[None, :] - _STEPS[:, None] * d[None, :]
+        feasible = (cand > 0).all(1)
+        safe = np.where(feasible[:, None], cand, 1.0)
+        f_cand = 0.5 * np.einsum("bi,ij,bj->b", safe, C, safe) - (r * h(safe)).sum(1)
+        f0 = 0.5 * float(v @ C @ v) - float((r * h(v)).sum())
+        ok = feasible & (f_cand <= f0 - 0.25 * _STEPS * dec)
+        if not ok.any():  # no decrease left above round-off
+            return v, dec <= 1e-12 * n
+        v = cand[int(np.argmax(ok))]
+    return v, False
+
+
+def alpha_fair(
+    M: np.ndarray, alpha: float, dtype: torch.dtype, w0: np.ndarray | None = None, max_iter: int = 50
+) -> tuple[np.ndarray, str]:
+    """Weights ``w`` [n] with ``M w = w^(-1/alpha)`` on the informative rows (``alpha > 0``; Nash-MTL:
+    ``alpha = 1``), 0 on the others, for a float64 Gramian ``M`` computed in ``dtype``; ``w0``: a
+    warm start on M's scale. Status: ``ok``, ``empty`` (no informative row), ``ill_posed`` (0 in
+    the convex hull of the gradients: every weight 0) or ``not_converged`` (``max_iter`` reached).
+
+    With ``M = D C D`` (``C``: unit diagonal) and ``w = v / D``, the equation is
+    ``C v = D^(1/alpha - 1) v^(-1/alpha)``; the coefficients are divided by their largest, ``kappa``,
+    and the solution multiplied back by ``kappa^(alpha / (alpha + 1))`` (exact)."""
+    n = M.shape[0]
+    w = np.zeros(n)
+    keep = informative_rows(M, dtype)
+    if not keep.any():
+        return w, "empty"
+    K = M[np.ix_(keep, keep)]
+    D = np.sqrt(np.diag(K))
+    C = K / D[:, None] / D[None, :]
+    if min_norm_point(C)[1] <= ill_posed_tolerance(len(K), dtype):
+        return w, "ill_posed"
+    r = D ** (1.0 / alpha - 1.0)
+    kappa = float(r.max())
+    r = r / kappa
+    up = kappa ** (alpha / (alpha + 1))
+    v0 = None if w0 is None else w0[keep] * D / up
+    v, converged = _newton(C, r, alpha, v0, max_iter)
+    w[keep] = v * up / D
+    return w, "ok" if converged else "not_converged"
+
+
+def alpha_fair_solve(M: Tensor, alpha: float = 1.0, w0: Tensor | None = None, max_iter: int = 50) -> Tensor:
+    """:func:`alpha_fair`'s weights for a Gramian tensor (M's dtype and device)."""
+    return to_torch(alpha_fair(host(M), alpha, M.dtype, None if w0 is None else host(w0), max_iter)[0], M)
 
 
 def nash_weights(M: Tensor, w0: Tensor | None = None, max_iter: int = 50) -> Tensor:
-    """Nash-MTL weights ``a > 0`` with ``M a = 1 / a`` on the Gramian ``M`` itself (as the
-    authors' code: it divides M by its Frobenius norm ``c`` but puts ``c`` back in the problem's
-    constraint). Solved on ``M / c`` (scale-free tolerances) and rescaled exactly: ``a = a' / sqrt(c)``.
-    ``w0``: a warm start on the scale of ``M`` (the previous step's weights)."""
-    c = torch.linalg.matrix_norm(M.to(_solver_dtype(M.device))).clamp_min(1e-30)
-    start = None if w0 is None else w0.to(c.dtype) * c.sqrt()
-    return alpha_fair_solve(M / c, 1.0, start, max_iter) / c.sqrt()
+    """Nash-MTL weights ``a > 0`` with ``M a = 1 / a`` on the Gramian ``M`` itself (as the authors'
+    code, whose Frobenius normalisation of M is put back in the problem's constraint); 0 on zero
+    rows; all 0 when ill-posed. ``w0``: a warm start on the scale of ``M``."""
+    return alpha_fair_solve(M, 1.0, w0, max_iter)
+
+
+def ill_posed_message(method: str, names: list[str]) -> str:
+    return (
+        f"weighting {method}: 0 lies in the convex hull of the gradients of tasks {', '.join(names)}, so no "
+        "update improves every task and the equation has no positive solution: the update is zero at such "
+        "steps (Pareto-stationary; shown once per run)"
+    )
 
 
 @WEIGHTINGS.register("nash_mtl")
@@ -97,14 +143,15 @@ class NashMTL(StatefulGradientWeighting):
         if max_norm > 0 and ||d|| > max_norm:  alpha <- alpha max_norm / ||d||
 
     as in the authors' code (``max_norm = 1.0``; their Frobenius normalisation of the Gramian is
-    a conditioning device that leaves the solution unchanged, and so is ours). The
-    equation is solved in torch by damped Newton (:func:`alpha_fair_solve`, at most ``max_iter``
+    a conditioning device that leaves the solution unchanged, and so is ours, the equilibration).
+    The equation is solved in float64 on the host by damped Newton (:func:`alpha_fair_solve`, at most ``max_iter``
     iterations, usually under 10), warm-started from the previous solution (``prev_alpha``, a
     buffer; absent tasks keep theirs). The paper's cvxpy sequence (``optim_niter = 20``) stops at a
     residual ``||M a - 1/a|| < 1e-3``; Newton converges to round-off. The paper's
     ``update_weights_every`` is the engine's ``every`` (the weights are reused as they are, the
     norm clipping included). With ``grouping=layer`` the warm start is the last block's solution
-    (only the speed depends on it).
+    (only the speed depends on it). Zero gradients get weight 0 and keep their warm start; when 0
+    lies in the convex hull of the gradients the update is zero and a warning is logged once.
     """
 
     prev_alpha: Tensor  # [T] buffer: the last solution (warm start)
@@ -124,13 +171,19 @@ class NashMTL(StatefulGradientWeighting):
 
     def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
         idx = torch.tensor(rows.index, device=self.prev_alpha.device)
-        prev = self.prev_alpha[idx].to(M.device)
-        a = nash_weights(M, prev, self.max_iter)
-        self.prev_alpha[idx] = a.to(self.prev_alpha.dtype).to(self.prev_alpha.device)
+        M64 = host(M)
+        a, status = alpha_fair(M64, 1.0, M.dtype, host(self.prev_alpha[idx]), self.max_iter)
+        if status == "ill_posed":
+            self.warn_once("ill_posed", ill_posed_message("nash_mtl", [self.task_names[i] for i in rows.index]))
+        solved = np.flatnonzero(a > 0)  # rows left out (zero, or all when ill-posed) keep their warm start
+        if solved.size:
+            buf = self.prev_alpha
+            buf[idx[torch.from_numpy(solved).to(idx.device)]] = torch.from_numpy(a[solved]).to(buf.dtype).to(buf.device)
         if self.max_norm > 0:
-            norm = (a @ M.to(a.dtype) @ a).clamp_min(0).sqrt()
-            a = torch.where(norm > self.max_norm, a * self.max_norm / norm, a)
-        return a.to(M.dtype)
+            norm = math.sqrt(max(float(a @ M64 @ a), 0.0))
+            if norm > self.max_norm:
+                a = a * (self.max_norm / norm)
+        return to_torch(a, M)
 
     @classmethod
     def ignores_task_weights(cls, node: dict) -> bool:
