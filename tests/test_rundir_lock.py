@@ -199,25 +199,39 @@ def test_a_finished_run_is_not_overwritten_without_resume(tmp_path, capsys):
 
 def test_overwrite_true_starts_over(tmp_path):
     d = tmp_path / "run"
-    train(compose(BASE + ["trainer.max_epochs=2"]), d)
+    cli.main(BASE + ["trainer.max_epochs=2", f"run_dir={d}"])
     (d / "checkpoints" / "top").mkdir()
-    plan = validate(compose(ONE))
-    plan.cfg["overwrite"] = True  # the root key (schema: RootConfig.overwrite)
-    s = run_plan(plan, d)
+    cli.main(ONE + [f"run_dir={d}", "overwrite=true"])
+    s = json.loads((d / "summary.json").read_text())
     assert s["steps"] == 4 and s["epochs"] == 1
     assert [r["epoch"] for r in records(d) if r["split"] == "val"] == [1]  # only the new run's records
     assert not (d / "checkpoints" / "top").exists()
-    assert "overwrite=true: deleted checkpoints, summary.json" in (d / "train.log").read_text()
-    assert "resumed from" not in (d / "train.log").read_text()
+    log = (d / "train.log").read_text()
+    assert "overwrite=true: deleted checkpoints, summary.json" in log and "resumed from" not in log
+    assert log.count("run directory:") == 1  # the earlier run's log went with it
 
 
-def test_overwrite_and_resume_together_are_refused(tmp_path):
-    plan = validate(compose(ONE + ["resume=auto"]))
+def test_overwrite_works_on_a_plain_plan_too(tmp_path):
+    """run_plan reads overwrite with .get: plans built from configs without the key still work."""
+    d = tmp_path / "run"
+    train(compose(ONE), d)
+    plan = validate(compose(ONE))
+    plan.cfg.pop("overwrite", None)
+    with pytest.raises(OutputError, match="holds a finished run"):
+        run_plan(plan, d)
     plan.cfg["overwrite"] = True
-    with pytest.raises(ConfigError) as e:
-        run_plan(plan, tmp_path / "run")
-    assert "overwrite" in str(e.value) and "resume=auto" in str(e.value)
-    assert not (tmp_path / "run").exists()
+    assert run_plan(plan, d)["steps"] == 4
+
+
+def test_overwrite_and_resume_together_are_refused(tmp_path, capsys):
+    d = tmp_path / "run"
+    code, err = _exit(ONE + [f"run_dir={d}", "resume=auto", "overwrite=true"], capsys)
+    assert code == 2 and "overwrite" in err and "resume=auto" in err and "Traceback" not in err, err
+    assert not (d / "train.log").exists()
+    plan = validate(compose(ONE + ["resume=auto", "overwrite=true"]))
+    with pytest.raises(ConfigError):
+        run_plan(plan, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 def test_baseline_stl_locks_the_parent_and_each_task_run(monkeypatch, tmp_path, capsys):
@@ -243,6 +257,10 @@ def test_baseline_stl_locks_the_parent_and_each_task_run(monkeypatch, tmp_path, 
     code, err = _exit(two + ["baseline=stl", f"run_dir={d}"], capsys)  # its task runs are checked too
     assert code == 2 and f"{d / 'shape'} holds a finished run" in err
     assert not (d / "error.json").exists()
+    cli.main(two + ["baseline=stl", f"run_dir={d}", "overwrite=true"])  # starts the parent and every task over
+    assert (d / "baselines.json").is_file() and not list(d.rglob(LOCK))
+    for task in ("shape", "size"):
+        assert "overwrite=true: deleted checkpoints" in (d / task / "train.log").read_text()
 
 
 def test_check_run_dir_refuses_before_anything_is_written(tmp_path):
