@@ -317,9 +317,14 @@ def precheck(argv: list[str]) -> None:
             raise ConfigError(problems) from e
         if not args.cfg:
             validate(cfg)
-            from ..train.rundir import check_writable
+            from ..train.rundir import check_run_dir, check_writable
 
             check_writable(cfg.run_dir)  # Hydra creates it before any of our code runs
+            # and writes .hydra/ into it: refuse a run_dir that a live run holds, or that holds a run
+            # without resume/overwrite, before that (train/run.py checks again, under the lock)
+            check_run_dir(
+                cfg.run_dir, cfg.get("resume"), bool(cfg.get("overwrite", False)), stl=cfg.get("baseline") == "stl"
+            )
         return
     _diagnose_keys(parsed, group_overrides, problems)
     if problems or args.cfg:

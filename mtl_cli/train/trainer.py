@@ -53,14 +53,23 @@ from tqdm import tqdm
 
 from ..build import build_model, build_optimizer, build_scheduler, build_tasks, build_weighting
 from ..data.base import PRIMARY, with_prefix
-from ..errors import RunInterrupted, TrainingError
+from ..errors import Problem, RunInterrupted, TrainingError
 from ..results.baselines import load_baselines, warn_if_settings_differ
 from ..results.delta_m import delta_m_report
 from ..tasks.base import LossComputer
 from ..validation import Plan
 from ..weighting.base import BackwardContext
 from .batches import Loader, make_loader, to_device
-from .checkpoint import TopK, all_finite, load_model_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    TopK,
+    all_finite,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import Selector, evaluate
 from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
 from .sampling import Group, MicroBatch, TrainStream
@@ -170,24 +179,38 @@ class Trainer:
 
     def _restore(self, state: dict, path: Path) -> None:
         """Continue from a checkpoint (the model is loaded already); the global RNG states last,
-        after everything is built."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        self.weighting.load_state_dict(state["weighting"])
-        self.prog = Progress(**state["progress"])
-        self.selector.load_state_dict(state["selector"])
-        self.history = [dict(h) for h in state["history"]]
-        self.top_k.load_state_dict(state["top_k"])
-        self.stream.load_state_dict(state["stream"])
-        acc = state["accumulators"]
-        self.loss_acc.copy_(acc["loss"])
-        self.weight_acc.copy_(acc["weight"])
-        self.count_acc.copy_(acc["count"])
-        self.samples = acc["samples"]
-        self.skipped = state["skipped"]
+        after everything is built. A checkpoint whose parts do not fit this run (a crafted or
+        foreign one that passed the structure check) is a CheckpointError; the top-k list is
+        restored last, so its clean-up of checkpoints/top/ happens only once all else fits."""
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            if state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            self.weighting.load_state_dict(state["weighting"])
+            self.prog = Progress(**state["progress"])
+            self.selector.load_state_dict(state["selector"])
+            self.history = [dict(h) for h in state["history"]]
+            self.stream.load_state_dict(state["stream"])
+            acc = state["accumulators"]
+            self.loss_acc.copy_(acc["loss"])
+            self.weight_acc.copy_(acc["weight"])
+            self.count_acc.copy_(acc["count"])
+            self.samples = acc["samples"]
+            self.skipped = state["skipped"]
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:200]
+            raise CheckpointError(
+                [
+                    Problem(
+                        "resume",
+                        f"{path} does not fit this run: {type(e).__name__}: {first}",
+                        fix="resume with the run's own settings, or from another checkpoint of the run",
+                    )
+                ]
+            ) from None
+        self.top_k.load_state_dict(state["top_k"], path)
         if Path(path).resolve() == (self.ckpt_dir / "last.pt").resolve():
             self._written["last"] = self.prog.step  # for messages: the step last.pt holds
         set_rng_state(state["rng"])
@@ -648,7 +671,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- end of run
     def finish(self) -> dict:
-        best = torch.load(self.ckpt_dir / "best.pt", map_location=self.device, weights_only=True)
+        best = load_checkpoint(self.ckpt_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
         test = self.evaluate(self.test_loaders, self.settings.limit_test_batches)
         self.metrics.log(
