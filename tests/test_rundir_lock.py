@@ -190,6 +190,9 @@ def test_a_finished_run_is_not_overwritten_without_resume(tmp_path, capsys):
     assert code == 2 and "Output error" in err and f"{d} holds a finished run" in err, err
     assert "resume=auto" in err and "another run_dir" in err and "overwrite=true" in err and "Traceback" not in err
     assert {f: (d / f).read_bytes() for f in before} == before and not (d / "error.json").exists()
+    hydra_before = (d / ".hydra" / "overrides.yaml").read_bytes()
+    code, err = _exit(ONE + [f"run_dir={d}", "seed=7"], capsys)  # refused before Hydra writes .hydra/
+    assert code == 2 and (d / ".hydra" / "overrides.yaml").read_bytes() == hydra_before
     cli.main(ONE + [f"run_dir={d}", "resume=auto", "trainer.max_epochs=2"])  # continues it
     assert json.loads((d / "summary.json").read_text())["steps"] == 8
     (d / "summary.json").unlink()  # as an interrupted run leaves it: last.pt, no summary
