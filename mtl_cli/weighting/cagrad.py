@@ -17,8 +17,12 @@ root, which says nothing about the optimum when 0 lies in the convex hull of the
 ``beta`` the weights are affine in ``beta`` and the root is the solution of a quadratic equation,
 accepted when it satisfies the dual's optimality conditions (usually at the first or second trial).
 When no positive root exists (``c >= 1`` with 0 in the convex hull: ``d = 0`` is optimal), or
-``||g_w*||`` falls below ``norm_eps`` (in trace-normalised units), the direction is zero (weights 0),
-as in torchjd. With ``c >= 1`` the update never conflicts with a task (``d = 0`` is feasible).
+``||g_w*||`` falls below ``norm_eps`` times ``sum_i w*_i ||g_i||`` (the gradients it combines cancel:
+a Pareto-stationary point up to ``norm_eps``), the direction is zero (weights 0). torchjd compares
+``||g_w*||`` with ``norm_eps`` times the Frobenius norm of G instead, which takes a task whose
+gradient is 1e4 times smaller than the others for a stationary point; ours is relative to the
+gradients in ``g_w*``. With ``c >= 1`` the update never conflicts with a task (``d = 0`` is
+feasible).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torch import Tensor
 
 from ..config.params import NonNeg
 from ..registry import WEIGHTINGS
-from ._qp import host, min_norm_point, to_torch
+from ._qp import host, min_norm_point, refined_solve, to_torch
 from .engine import GradientWeighting, Rows
 
 
@@ -45,7 +49,7 @@ def _on_support(M: np.ndarray, a: np.ndarray, s: float, S: np.ndarray, tol: floa
     rhs = np.zeros((k + 1, 2))
     rhs[k, 0] = 1.0
     rhs[:k, 1] = -a[S]
-    sol = np.linalg.lstsq(KKT, rhs, rcond=None)[0]
+    sol = refined_solve(KKT, rhs)
     w0, w1 = sol[:k, 0], sol[:k, 1]  # w(beta) = w0 + beta w1 on the support
     Ms = M[np.ix_(S, S)]
     A, B, C = float(w0 @ Ms @ w0), float(w0 @ Ms @ w1), float(w1 @ Ms @ w1)
@@ -160,7 +164,8 @@ def cagrad_weights(M: Tensor, c: float = 0.4, rescale: int = 1, norm_eps: float 
         Mn = M64 / tr
         w = cagrad_dual(Mn, c)
         gw = 0.0 if w is None else math.sqrt(max(float(w @ Mn @ w), 0.0))
-        if w is None or gw < norm_eps:
+        combined = 0.0 if w is None else float(w @ np.sqrt(np.clip(np.diag(Mn), 0.0, None)))  # sum w_i |g_i|
+        if w is None or gw < norm_eps * combined:
             out = np.zeros(n)
         else:
             out = mean + c * math.sqrt(max(float(Mn.mean()), 0.0)) / gw * w

@@ -20,7 +20,7 @@ from ..config.params import NonNeg, PosInt
 from ..registry import WEIGHTINGS
 from ._qp import host, to_torch
 from .engine import GradientWeighting, Rows
-from .nash_mtl import alpha_fair, ill_posed_message
+from .nash_mtl import alpha_fair, warn_status
 
 
 def fairgrad_solve(M: Tensor, alpha: float = 2.0, max_iter: int = 50) -> tuple[Tensor, str]:
@@ -68,6 +68,5 @@ class FairGrad(GradientWeighting):
 
     def gramian_weights(self, M: Tensor, rows: Rows) -> Tensor:
         w, status = fairgrad_solve(M, self.alpha, self.max_iter)
-        if status == "ill_posed":
-            self.warn_once("ill_posed", ill_posed_message("fairgrad", [self.task_names[i] for i in rows.index]))
+        warn_status(self, "fairgrad", status, rows)
         return w

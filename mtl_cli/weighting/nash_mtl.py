@@ -28,7 +28,7 @@ from torch import Tensor
 from ..config.params import NonNeg, PosInt
 from ..registry import WEIGHTINGS
 from ._qp import eps_of, host, min_norm_point, to_torch
-from .engine import Rows, informative_rows
+from .engine import GradientWeighting, Rows, informative_rows
 from .moco import StatefulGradientWeighting
 
 _STEPS = 2.0 ** -np.arange(0, 40, dtype=np.float64)  # line-search step sizes 1, 1/2, ... 2^-39
@@ -45,9 +45,11 @@ def _newton(
 ) -> tuple[np.ndarray, bool]:
     """Positive ``v`` with ``C v = r v^(-1/alpha)``: the minimiser of the convex
     ``f(v) = v^T C v / 2 - sum_t r_t h(v_t)`` (``h' = v^(-1/alpha)``: ``log`` for alpha = 1, else
-    ``v^p / p``, ``p = 1 - 1/alpha``), from ``v0`` (default ones) rescaled to the best multiple on
-    its ray, by damped Newton steps (Armijo, all step sizes evaluated at once). Returns (v,
-    converged: the squared Newton decrement fell below 1e-20 n)."""
+    ``v^p / p``, ``p = 1 - 1/alpha``), from ``v0`` (default: the solution for orthogonal gradients,
+    ``r^(alpha / (alpha + 1))``) rescaled to the best multiple on
+    its ray, by damped Newton steps (Armijo, all step sizes evaluated at once; full steps once the
+    squared Newton decrement is below 1e-6 n). Returns (v, converged: the decrement reached
+    round-off, below 1e-20 n)."""
     n = C.shape[0]
     inv = 1.0 / alpha
     p = 1.0 - inv
@@ -56,12 +58,12 @@ def _newton(
     def h(v: np.ndarray) -> np.ndarray:
         return np.log(v) if log_h else v**p / p
 
-    v = np.ones(n)
+    v = r ** (alpha / (alpha + 1))  # the solution for orthogonal gradients (C = I)
     if v0 is not None and np.isfinite(v0).all() and (v0 > 0).all():
         v = v0.astype(np.float64)
     q = max(float(v @ C @ v), 1e-300)  # best multiple s of v on its ray: s^(1 + 1/alpha) = sum r v^p / q
     v = v * (float((r * v**p).sum()) / q) ** (alpha / (alpha + 1))
-    tol = 1e-20 * n
+    prev = math.inf
     for _ in range(max_iter):
         grad = C @ v - r * v**-inv
         H = C + np.diag(r * inv * v ** (-inv - 1))
@@ -69,9 +71,13 @@ def _newton(
             d = np.linalg.solve(H, grad)
         except np.linalg.LinAlgError:
             d = np.linalg.lstsq(H, grad, rcond=None)[0]
-        dec = float(grad @ d)
-        if dec <= tol:
-            return v, True
+        dec = float(grad @ d)  # squared Newton decrement
+        if dec <= 1e-32 * n or (dec <= 1e-20 * n and dec > 0.25 * prev):
+            return v, True  # converged to round-off (the decrement stopped falling quadratically)
+        prev = dec
+        if dec <= 1e-6 * n and (v > d).all():  # quadratic region: full steps
+            v = v - d
+            continue
         cand = v[None, :] - _STEPS[:, None] * d[None, :]
         feasible = (cand > 0).all(1)
         safe = np.where(feasible[:, None], cand, 1.0)
@@ -79,7 +85,7 @@ def _newton(
         f0 = 0.5 * float(v @ C @ v) - float((r * h(v)).sum())
         ok = feasible & (f_cand <= f0 - 0.25 * _STEPS * dec)
         if not ok.any():  # no decrease left above round-off
-            return v, dec <= 1e-12 * n
+            return v, dec <= 1e-20 * n
         v = cand[int(np.argmax(ok))]
     return v, False
 
@@ -127,12 +133,22 @@ def nash_weights(M: Tensor, w0: Tensor | None = None, max_iter: int = 50) -> Ten
     return alpha_fair_solve(M, 1.0, w0, max_iter)
 
 
-def ill_posed_message(method: str, names: list[str]) -> str:
-    return (
-        f"weighting {method}: 0 lies in the convex hull of the gradients of tasks {', '.join(names)}, so no "
-        "update improves every task and the equation has no positive solution: the update is zero at such "
-        "steps (Pareto-stationary; shown once per run)"
-    )
+def warn_status(method: GradientWeighting, name: str, status: str, rows: Rows) -> None:
+    """Warn (once per run and kind) when :func:`alpha_fair` could not solve the problem."""
+    tasks = ", ".join(method.task_names[i] for i in rows.index)
+    if status == "ill_posed":
+        method.warn_once(
+            "ill_posed",
+            f"weighting {name}: 0 lies in the convex hull of the gradients of tasks {tasks}, so no update "
+            "improves every task and the equation has no positive solution: the update is zero at such steps "
+            "(Pareto-stationary; shown once per run)",
+        )
+    elif status == "not_converged":
+        method.warn_once(
+            "not_converged",
+            f"weighting {name}: Newton's method did not converge in max_iter iterations (tasks {tasks}); the "
+            "last iterate is used (raise weighting.max_iter; shown once per run)",
+        )
 
 
 @WEIGHTINGS.register("nash_mtl")
@@ -173,8 +189,7 @@ class NashMTL(StatefulGradientWeighting):
         idx = torch.tensor(rows.index, device=self.prev_alpha.device)
         M64 = host(M)
         a, status = alpha_fair(M64, 1.0, M.dtype, host(self.prev_alpha[idx]), self.max_iter)
-        if status == "ill_posed":
-            self.warn_once("ill_posed", ill_posed_message("nash_mtl", [self.task_names[i] for i in rows.index]))
+        warn_status(self, "nash_mtl", status, rows)
         solved = np.flatnonzero(a > 0)  # rows left out (zero, or all when ill-posed) keep their warm start
         if solved.size:
             buf = self.prev_alpha
