@@ -49,8 +49,11 @@ def check_datasets(p: Problems, plain: dict) -> tuple[dict[str, DataSource], dic
 def check_memory(p: Problems, sources: dict[str, DataSource]) -> None:
     """Sources that generate or decode everything into memory must fit in the memory available:
     refused here, before anything is allocated (a size typo would otherwise swap or crash)."""
-    need = {n: s.estimated_bytes() for n, s in sources.items()}
-    need = {n: b for n, b in need.items() if b is not None}
+    need: dict[str, int] = {}
+    for n, s in sources.items():
+        b = s.estimated_bytes()
+        if b is not None:
+            need[n] = b
     have = available_memory_bytes()
     if not need or have is None or sum(need.values()) <= 0.8 * have:
         return

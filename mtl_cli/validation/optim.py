@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any
+from typing import Any, cast
 
 from ..config.checks import Problems
 from ..config.targets import import_target, is_dotted_path
@@ -62,7 +62,7 @@ def target_class_problem(where: str, fn: Any, target: str) -> Problem | None:
             fix=f"name a class such as {example}",
         )
     if where == "optimizer":
-        closure = inspect.signature(fn.step).parameters.get("closure")
+        closure = inspect.signature(cast("type[torch.optim.Optimizer]", fn).step).parameters.get("closure")
         if closure is not None and closure.default is inspect.Parameter.empty:
             return Problem(
                 "optimizer._target_",
