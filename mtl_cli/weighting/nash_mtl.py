@@ -109,14 +109,21 @@ def alpha_fair(
     K = M[np.ix_(keep, keep)]
     D = np.sqrt(np.diag(K))
     C = K / D[:, None] / D[None, :]
-    if min_norm_point(C)[1] <= ill_posed_tolerance(len(K), dtype):
-        return w, "ill_posed"
     r = D ** (1.0 / alpha - 1.0)
     kappa = float(r.max())
     r = r / kappa
     up = kappa ** (alpha / (alpha + 1))
     v0 = None if w0 is None else w0[keep] * D / up
     v, converged = _newton(C, r, alpha, v0, max_iter)
+    # ill-posed iff the unit gradients' hull comes within ill_posed_tolerance of 0 (squared). Any
+    # v > 0 with C v > 0 bounds that distance from below: for w on the simplex,
+    # (w.Cv)^2 <= (w^T C w)(v^T C v), so w^T C w >= min(C v)^2 / v^T C v; Wolfe's algorithm only runs
+    # when that bound does not settle it
+    Cv = C @ v
+    tol = ill_posed_tolerance(len(K), dtype)
+    lower = float(Cv.min()) ** 2 / float(v @ Cv) if converged and Cv.min() > 0 else 0.0
+    if lower <= tol and min_norm_point(C)[1] <= tol:
+        return w, "ill_posed"
     w[keep] = v * up / D
     return w, "ok" if converged else "not_converged"
 
