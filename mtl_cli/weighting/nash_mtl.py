@@ -81,7 +81,7 @@ def _newton(
         cand = v[None, :] - _STEPS[:, None] * d[None, :]
         feasible = (cand > 0).all(1)
         safe = np.where(feasible[:, None], cand, 1.0)
-        f_cand = 0.5 * np.einsum("bi,ij,bj->b", safe, C, safe) - (r * h(safe)).sum(1)
+        f_cand = 0.5 * ((safe @ C) * safe).sum(1) - (r * h(safe)).sum(1)
         f0 = 0.5 * float(v @ C @ v) - float((r * h(v)).sum())
         ok = feasible & (f_cand <= f0 - 0.25 * _STEPS * dec)
         if not ok.any():  # no decrease left above round-off
