@@ -11,6 +11,7 @@ All problems are collected and raised together as one ConfigError.
 from __future__ import annotations
 
 import difflib
+import os
 
 import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -321,10 +322,12 @@ def precheck(argv: list[str]) -> None:
 
             check_writable(cfg.run_dir)  # Hydra creates it before any of our code runs
             # and writes .hydra/ into it: refuse a run_dir that a live run holds, or that holds a run
-            # without resume/overwrite, before that (train/run.py checks again, under the lock)
-            check_run_dir(
-                cfg.run_dir, cfg.get("resume"), bool(cfg.get("overwrite", False)), stl=cfg.get("baseline") == "stl"
-            )
+            # without resume/overwrite, before that (train/run.py checks again, under the lock);
+            # with several processes only rank 0 looks (the others may start after it took the lock)
+            if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+                check_run_dir(
+                    cfg.run_dir, cfg.get("resume"), bool(cfg.get("overwrite", False)), stl=cfg.get("baseline") == "stl"
+                )
         return
     _diagnose_keys(parsed, group_overrides, problems)
     if problems or args.cfg:

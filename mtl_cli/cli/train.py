@@ -165,21 +165,26 @@ def _record_failure(run_dir: str, e: BaseException) -> None:
 
 @hydra.main(config_path=str(builtin_config_dir()), config_name="train", version_base="1.3")
 def _hydra_task(cfg: DictConfig) -> float | list[float]:
+    from ..train import distributed
     from ..train.api import train
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     directions = sweeper_directions(hc.sweeper) if multirun else None
+    comm = distributed.current()
     out = hc.runtime.output_dir
+    if comm.active:  # every process trains into rank 0's directory (the others' Hydra writes elsewhere)
+        out = comm.broadcast_object(out)
+    say = sys.stderr.write if comm.is_main else (lambda _text: None)  # rank 0 reports
     try:
         summary = train(cfg, out, list(hc.overrides.task))
     except RunInterrupted as e:
-        sys.stderr.write(f"{e}\nContinue with: mtl-train resume={Path(e.checkpoint).parent.parent}\n")
+        say(f"{e}\nContinue with: mtl-train resume={Path(e.checkpoint).parent.parent}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except UserError as e:
         if debugging():
             raise
-        sys.stderr.write(e.render() + "\n")
+        say(e.render() + "\n")
         if multirun:  # one bad job does not stop the sweep; its error is in its run dir
             first = headline(type(e).__name__, e.render())
             FAILED_JOBS.append((out, first))
@@ -190,11 +195,11 @@ def _hydra_task(cfg: DictConfig) -> float | list[float]:
         if not multirun or debugging():
             raise
         # an unexpected failure of one job: recorded in its run dir (error.json, train.log), the sweep goes on
-        sys.stderr.write(f"job {hc.job.num} failed: {type(e).__name__}: {e} (traceback in {out}/train.log)\n")
+        say(f"job {hc.job.num} failed: {type(e).__name__}: {e} (traceback in {out}/train.log)\n")
         FAILED_JOBS.append((out, f"{type(e).__name__}: {e}"))
         _record_failure(out, e)
         return sweep_return(None, cfg, directions, out, failure=f"{type(e).__name__}: {e}")
-    if summary is not None and cfg.logger.console_summary:
+    if summary is not None and cfg.logger.console_summary and comm.is_main:
         print(format_summary(summary), flush=True)
     return sweep_return(summary, cfg, directions, out)
 
@@ -486,15 +491,34 @@ def _is_sweep_run(argv: list[str]) -> bool:
     return bool(args.multirun and not (args.cfg or args.help or args.hydra_help or args.info or args.shell_completion))
 
 
+def _processes(given: list[str], argv: list[str]) -> list[str]:
+    """Several processes: ``trainer.devices=N`` without a launcher starts N processes running this
+    command line (and exits with their code); under torchrun or Slurm, join the process group and
+    return the Hydra overrides of this process (see :mod:`.launch`). Nothing for one process."""
+    if "--help" in argv or "-h" in argv or "--cfg" in argv or "-c" in argv:
+        return []
+    from ..train import distributed
+    from .launch import hydra_overrides_for, join_group, relaunch, requested_devices
+
+    if distributed.environment() is None:
+        devices = requested_devices(argv)
+        if isinstance(devices, int) and devices > 1:
+            raise SystemExit(relaunch(devices, given))
+        return []
+    return hydra_overrides_for(join_group(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = _take_config_dirs(argv)
         register_search_path_plugin()
+        given = list(argv)  # before the resume's replay: a relaunched process replays it itself
         argv = replay_resume(argv)
         check_plugins(argv)
         precheck(argv)
         check_sweeper(argv)
+        argv += _processes(given, argv)
     except UserError as e:
         if debugging():
             raise

@@ -55,6 +55,10 @@ def yaml_defaults(rel: str):
     return deco
 
 
+def _devices(v: Any) -> bool:
+    return v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
 def _epoch_length(v: Any) -> bool:
     return v in ("largest", "smallest") or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
 
@@ -69,6 +73,12 @@ class TrainerConfig:
     num_workers: Annotated[int, Range(ge=0, le=MAX_WORKERS)] = _f(
         allowed=f"an integer >= 0 and <= {MAX_WORKERS} (4 per CPU core of this machine, at least 8)"
     )
+    devices: Annotated[int | str, Check(_devices, "auto or a number of processes >= 1")] = _f(
+        allowed="auto (the launcher's processes; 1 without one) or a number of processes >= 1 on this machine"
+    )
+    dist_backend: Literal["auto", "nccl", "gloo"] = _f()
+    dist_timeout_s: Annotated[float, Range(gt=0)] = _f(allowed="a number of seconds > 0")
+    sync_batchnorm: bool = _f()
     precision: Literal["32", "bf16", "fp16"] = _f(allowed="'32', 'bf16' or 'fp16' (fp16 needs CUDA)")
     accumulate_grad_batches: PosInt = _f()
     gradient_clip_val: Positive | None = _f()

@@ -10,6 +10,8 @@ import threading
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from .distributed import rank_order, shard
+
 #: the signals that ask a run to stop; only the main process answers them (see ``Loader``)
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 #: workers can tell who sent a signal (Linux): they ignore stop signals from anyone but the main process
@@ -26,26 +28,35 @@ class PassSampler(Sampler[int]):
     at the sample it had reached, and gets exactly the batches the uninterrupted run got.
 
     ``len()`` is always the full pass (DataLoader counts batches per epoch with it).
+
+    With several processes (``world`` > 1) every process draws the same global order and takes
+    its slice of each global batch of ``world x batch`` samples
+    (:func:`mtl_cli.train.distributed.rank_order`): together they read what one process with the
+    global batch would.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
+    def __init__(self, n: int, seed: int, shuffle: bool = True, batch: int = 1, rank: int = 0, world: int = 1):
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.batch, self.rank, self.world = batch, rank, world
         self.pass_no, self.start = 0, 0
+        self._len = n if world == 1 else len(rank_order(torch.arange(n), batch, rank, world))
 
     def set_pass(self, pass_no: int, start: int = 0) -> None:
         self.pass_no, self.start = pass_no, start
 
     def order(self, pass_no: int) -> torch.Tensor:
         if not self.shuffle:
-            return torch.arange(self.n)
-        g = torch.Generator().manual_seed(pass_seed(self.seed, pass_no))
-        return torch.randperm(self.n, generator=g)
+            full = torch.arange(self.n)
+        else:
+            g = torch.Generator().manual_seed(pass_seed(self.seed, pass_no))
+            full = torch.randperm(self.n, generator=g)
+        return rank_order(full, self.batch, self.rank, self.world)
 
     def __iter__(self):
         return iter(self.order(self.pass_no)[self.start :].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self._len
 
 
 def pass_seed(seed: int, pass_no: int) -> int:
@@ -115,17 +126,30 @@ def _take_stop_signals(senders: set[int]) -> None:
 
 
 def make_loader(
-    ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, device: torch.device
+    ds: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """A :class:`Loader`; datasets with ``__getitems__`` (in-memory) hand over whole batches, so no
     per-sample collation runs. Training loaders (``shuffle``) draw their order from a
     :class:`PassSampler`, so it is reproducible and resumable mid-pass, whatever the number of
-    workers. Worker processes leave SIGINT/SIGTERM to the main process (see :class:`Loader`)."""
+    workers. Worker processes leave SIGINT/SIGTERM to the main process (see :class:`Loader`).
+    With several processes, a training loader reads this process's slice of every global batch,
+    and an evaluation loader (``shuffle=False``) its contiguous shard of the split."""
     batched = hasattr(ds, "__getitems__")
+    if shuffle:
+        sampler = PassSampler(len(ds), seed, True, batch_size, rank, world)
+    else:
+        sampler = list(shard(len(ds), rank, world)) if world > 1 else None
     return Loader(
         ds,
         batch_size=batch_size,
-        sampler=PassSampler(len(ds), seed, shuffle) if shuffle else None,
+        sampler=sampler,
         generator=torch.Generator().manual_seed(seed),  # worker seeds (re-seeded per pass by the stream)
         num_workers=num_workers,
         collate_fn=_identity if batched else default_collate,

@@ -625,6 +625,13 @@ def _structure(s: dict) -> None:
     _int(_get(s, "", "skipped"), "skipped")
     _int(_get(s, "", "metrics_records"), "metrics_records")
     _rng(_get(s, "", "rng"), "rng")
+    if "world" in s:  # written by a run of several processes: each one's random state
+        world = _int(s["world"], "world")
+        ranks = _list(_get(s, "", "rng_ranks"), "rng_ranks")
+        if world < 2 or len(ranks) != world:
+            raise _Bad("rng_ranks", f"must hold one random state per process ({world}), not {len(ranks)}")
+        for i, r in enumerate(ranks):
+            _rng(r, key_path("rng_ranks", i))
     _config_yaml(_get(s, "", "config_yaml"), "config_yaml")
 
 

@@ -21,8 +21,13 @@ def evaluate(
     device: torch.device,
     limit: int | None = None,
     autocast=contextlib.nullcontext,
+    comm=None,
 ) -> dict[str, dict[str, float]]:
-    """{task: {metric: value, "loss": mean loss}}; NaN for a task with no labelled sample."""
+    """{task: {metric: value, "loss": mean loss}}; NaN for a task with no labelled sample.
+
+    With several processes (``comm`` active) each evaluates its shard of the split: the loss sums
+    and labelled counts are all-reduced and torchmetrics reduces its states over the processes
+    when it computes, so the figures are those of one process on the whole split."""
     model.eval()
     metrics = {t.name: {m: fn.to(device) for m, fn in t.make_metrics().items()} for t in tasks}
     loss_sum = torch.zeros(len(tasks), dtype=torch.float64, device=device)
@@ -43,6 +48,9 @@ def evaluate(
                 for m in metrics[t.name].values():
                     m.update(p, y)
     model.train()
+    if comm is not None and comm.active:
+        both = comm.all_reduce(torch.cat([loss_sum, labelled]), "sum", "evaluation")
+        loss_sum, labelled = both[: len(tasks)], both[len(tasks) :]
     out: dict[str, dict[str, float]] = {}
     counts = labelled.tolist()
     losses = (loss_sum / labelled.clamp_min(1)).tolist()

@@ -9,6 +9,7 @@ first runs. A new run (no ``resume``) into a directory that holds a run is refus
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 
 from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from ..validation import Plan
+from . import distributed
 from .checkpoint import check_same_config, find_checkpoint, load_checkpoint, run_dir_of
 from .rundir import RunDirLock, make_run_dir, refuse_to_overwrite, setup_logging, start_over, write_json, write_text
 from .trainer import Trainer
@@ -64,14 +66,46 @@ def overwrite_requested(cfg: dict) -> bool:
 
 def run_plan(plan: Plan, run_dir: Path, overrides: list[str] | None = None) -> dict:
     """Train one validated ``plan`` into ``run_dir`` (or continue it, per ``plan.cfg['resume']``);
-    returns the summary (also written to summary.json). The run directory is locked for the run."""
-    overwrite = overwrite_requested(plan.cfg)
-    run_dir, state, ckpt = _resume_point(plan.cfg, run_dir)
-    make_run_dir(run_dir)
-    with RunDirLock(run_dir) as lock:  # before any write, and nothing written when refused
-        refuse_to_overwrite(run_dir, plan.cfg.get("resume"), overwrite)
-        deleted = start_over(run_dir) if overwrite else []
-        return _run_locked(plan, run_dir, state, ckpt, overrides, lock.note, deleted)
+    returns the summary (also written to summary.json). The run directory is locked for the run.
+
+    With several processes, rank 0 finds the checkpoint, locks and prepares the run directory and
+    writes everything; the others get the run directory and the checkpoint from it (or its
+    error, raised on every process) and write nothing."""
+    comm = distributed.current()
+    held: dict = {}
+
+    def prepare() -> tuple[Path, dict | None, Path | None]:
+        overwrite = overwrite_requested(plan.cfg)
+        where, state, ckpt = _resume_point(plan.cfg, run_dir)
+        make_run_dir(where)
+        lock = RunDirLock(where).__enter__()  # before any write, and nothing written when refused
+        try:
+            refuse_to_overwrite(where, plan.cfg.get("resume"), overwrite)
+            held["deleted"] = start_over(where) if overwrite else []
+        except BaseException:
+            lock.__exit__(*sys.exc_info())
+            raise
+        held["lock"] = lock
+        return where, state, ckpt
+
+    where, state, ckpt = comm.on_main(prepare)  # rank 0 prepares; every process gets the outcome
+    if not comm.is_main:
+        return _run_follower(plan, where, state, ckpt)
+    lock = held["lock"]
+    try:
+        return _run_locked(plan, where, state, ckpt, overrides, lock.note, held["deleted"])
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_follower(plan: Plan, run_dir: Path, state: dict | None, ckpt: Path | None) -> dict:
+    """A process other than rank 0: the same training, no file and no log of its own (rank 0
+    reports; an error is raised here too, for the launcher's exit status)."""
+    plan.cfg["run_dir"] = str(run_dir)
+    quiet = logging.getLogger("mtl_cli")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    return Trainer(plan, run_dir, state, ckpt).fit()
 
 
 def _run_locked(

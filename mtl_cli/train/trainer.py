@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -49,16 +51,18 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..build import build_model, build_optimizer, build_scheduler, build_tasks, build_weighting
 from ..data.base import PRIMARY, with_prefix
-from ..errors import Problem, RunInterrupted, TrainingError
+from ..errors import ConfigError, Problem, RunInterrupted, TrainingError
 from ..results.baselines import load_baselines, warn_if_settings_differ
 from ..results.delta_m import delta_m_report
 from ..tasks.base import LossComputer
 from ..validation import Plan
 from ..weighting.base import BackwardContext
+from . import distributed
 from .batches import Loader, make_loader, to_device
 from .checkpoint import (
     CheckpointError,
@@ -128,7 +132,11 @@ class Trainer:
     def __init__(self, plan: Plan, run_dir: Path, resume: dict | None = None, resume_path: Path | None = None):
         self.plan, self.run_dir = plan, run_dir
         self.settings, self.log_settings = plan.trainer, plan.logger
+        self.comm = distributed.current()  # one process unless torchrun / Slurm started several
         self.device = resolve_device(plan.cfg["device"])
+        if self.comm.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.comm.local_rank)
+        self._check_same_config()
         seed_everything(plan.cfg["seed"], self.settings.deterministic)
         self.t_start = time.perf_counter()
         self.tasks = build_tasks(plan)
@@ -139,6 +147,7 @@ class Trainer:
         if resume is not None:  # first: a checkpoint of another model changes nothing in the run dir
             load_model_state(self.model, resume["model"], resume_path or run_dir)
         self.weighting = build_weighting(plan, self.tasks).to(self.device)
+        self.ddp = self._wrap_for_processes()
         self.optimizer = build_optimizer(plan, self.model, self.weighting)
         self.scheduler, self.interval = build_scheduler(plan, self.optimizer, self._scheduler_length())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.precision == "fp16")
@@ -151,7 +160,8 @@ class Trainer:
         self._norm_stats_before = [b.clone() for b in self.norm_stats]
         lg = self.log_settings
         keep = resume["metrics_records"] if resume is not None else None
-        self.metrics = MetricsWriter(run_dir, lg.jsonl, lg.csv, keep, lg.tensorboard)  # opened by fit()
+        main = self.comm.is_main  # only rank 0 writes the run directory
+        self.metrics = MetricsWriter(run_dir, lg.jsonl and main, lg.csv and main, keep, lg.tensorboard and main)
         # baseline_dir: single-task baselines for delta_m (summary.json; trainer.monitor=delta_m selects by it)
         self.baselines = None
         if plan.cfg.get("baseline_dir"):
@@ -177,6 +187,83 @@ class Trainer:
         if resume is not None:
             self._restore(resume, resume_path or run_dir)
 
+    # ---------------------------------------------------------------- several processes
+    def _check_same_config(self) -> None:
+        """Every process must run the same config (one given another override would train
+        something else in lock step): compared by digest, refused on every process."""
+        if not self.comm.active:
+            return
+        cfg = {k: v for k, v in self.plan.cfg.items() if k not in ("run_dir", "resume")}
+        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+        digests = self.comm.all_gather_object(digest)
+        if len(set(digests)) > 1:
+            odd = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise ConfigError(
+                [
+                    Problem(
+                        "config",
+                        f"the processes of the run were given different configs (ranks {odd} differ from rank 0)",
+                        fix="start every process with the same command line and config directories",
+                    )
+                ]
+            )
+
+    def _wrap_for_processes(self) -> DistributedDataParallel | None:
+        """With several processes: SyncBatchNorm when asked for, and DistributedDataParallel for
+        methods that only read the losses (its hooks average the gradients during the backward).
+        Gradient methods form the task gradients themselves: the engine all-reduces them (or their
+        Gramian) and the trainer averages the rest at the step's end (``Comm.sync_grads``)."""
+        if not self.comm.active:
+            return None
+        problems = self.weighting.data_parallel_problems()
+        if problems:
+            raise ConfigError(problems)
+        if self.settings.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    [
+                        Problem(
+                            "trainer.sync_batchnorm",
+                            "SyncBatchNorm synchronises on GPUs only",
+                            True,
+                            fix="set trainer.sync_batchnorm=false on CPUs (each process keeps its own statistics)",
+                        )
+                    ]
+                )
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if "grads" in self.weighting.requires:
+            return None
+        # parameters a step may leave unused: other datasets' heads, other inputs' stems
+        unused = len(self.plan.used_datasets()) > 1 or not getattr(type(self.model), "single_input", True)
+        ddp = DistributedDataParallel(
+            self.model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+        ddp.register_comm_hook(self.comm, _counted_allreduce)  # DDP's own all-reduce, its bytes counted
+        return ddp
+
+    def _check_enough_data(self, dataset: str, sizes: dict, train_loader) -> None:
+        """Each process needs at least one training batch and one evaluation sample: more
+        processes than that is a config error (the same on every process)."""
+        short = []
+        if len(train_loader) == 0:
+            short.append(f"train has {sizes['train']} samples, fewer than {self.comm.world} processes")
+        for split in ("val", "test"):
+            if sizes[split] < self.comm.world:
+                short.append(f"{split} has {sizes[split]} samples, fewer than {self.comm.world} processes")
+        if short:
+            raise ConfigError(
+                [
+                    Problem(
+                        "data" if dataset == PRIMARY else f"datasets.{dataset}",
+                        "too little data for this many processes: " + "; ".join(short),
+                        self.comm.world,
+                        fix="start fewer processes, or use more data",
+                    )
+                ]
+            )
+
     def _restore(self, state: dict, path: Path) -> None:
         """Continue from a checkpoint (the model is loaded already); the global RNG states last,
         after everything is built. A checkpoint whose parts do not fit this run (a crafted or
@@ -192,7 +279,17 @@ class Trainer:
             self.prog = Progress(**state["progress"])
             self.selector.load_state_dict(state["selector"])
             self.history = [dict(h) for h in state["history"]]
-            self.stream.load_state_dict(state["stream"])
+            saved_world = int(state.get("world", 1))
+            if saved_world == self.comm.world:
+                self.stream.load_state_dict(state["stream"])
+            else:  # another global batch: positions mean other samples; the epoch starts over
+                log.warning(
+                    "resuming with %d processes a run that had %d: the data order differs from the "
+                    "uninterrupted run's; epoch %d starts again from its first batch",
+                    self.comm.world,
+                    saved_world,
+                    self.prog.epoch + 1,
+                )
             acc = state["accumulators"]
             self.loss_acc.copy_(acc["loss"])
             self.weight_acc.copy_(acc["weight"])
@@ -210,10 +307,15 @@ class Trainer:
                     )
                 ]
             ) from None
-        self.top_k.load_state_dict(state["top_k"], path)
+        if self.comm.is_main:
+            self.top_k.load_state_dict(state["top_k"], path)
         if Path(path).resolve() == (self.ckpt_dir / "last.pt").resolve():
             self._written["last"] = self.prog.step  # for messages: the step last.pt holds
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if self.comm.active and isinstance(ranks, list) and len(ranks) == self.comm.world:
+            set_rng_state(ranks[self.comm.rank])  # each process continues its own random stream
+        else:
+            set_rng_state(state["rng"])
         log.info("resumed from %s: epoch %d, step %d", path, self.prog.epoch, self.prog.step)
 
     def _build_data(self) -> None:
@@ -227,9 +329,12 @@ class Trainer:
             splits = self.plan.sources[d].load()
             splits = {k: with_prefix(v, "" if d == PRIMARY else f"{d}/") for k, v in splits.items()}
             sizes[d] = {k: len(v) for k, v in splits.items()}
-            train[d] = make_loader(splits["train"], t.batch_size, True, seed, t.num_workers, self.device)
-            self.val_loaders[d] = make_loader(splits["val"], ebs, False, seed, t.num_workers, self.device)
-            self.test_loaders[d] = make_loader(splits["test"], ebs, False, seed, t.num_workers, self.device)
+            where = {"rank": self.comm.rank, "world": self.comm.world}
+            train[d] = make_loader(splits["train"], t.batch_size, True, seed, t.num_workers, self.device, **where)
+            self.val_loaders[d] = make_loader(splits["val"], ebs, False, seed, t.num_workers, self.device, **where)
+            self.test_loaders[d] = make_loader(splits["test"], ebs, False, seed, t.num_workers, self.device, **where)
+            if self.comm.active:
+                self._check_enough_data(d, sizes[d], train[d])
         self.stream = TrainStream(train, t.sampling, t.temperature, t.epoch_length, seed, t.limit_train_batches)
         # artifacts as the sources hold them after load() (statistics, label maps): the merged
         # spec's copy was taken before loading
@@ -299,7 +404,10 @@ class Trainer:
 
     def open_run_dir(self) -> None:
         """The run's first writes: data.json, metrics.jsonl (a resume keeps the checkpoint's
-        records), and no summary.json or error.json left by an earlier run or attempt."""
+        records), and no summary.json or error.json left by an earlier run or attempt. Only rank
+        0 writes."""
+        if not self.comm.is_main:
+            return
         for stale in ("summary.json", "error.json"):
             (self.run_dir / stale).unlink(missing_ok=True)
         write_json(self.run_dir / "data.json", self.data_info)
@@ -328,7 +436,7 @@ class Trainer:
                 self.log_train(epoch, bar)
             if self._max_steps_reached():
                 break
-            if self._stop_signal is not None:
+            if self._stop_requested():
                 bar.close()
                 self.prog.train_time += time.perf_counter() - t0
                 self._stop_if_signalled()
@@ -378,25 +486,40 @@ class Trainer:
         included). Returns whether the update was applied (not skipped for non-finite values)."""
         step, n = self.prog.step, len(group)
         diagnose = self._grad_diagnostics_due()
+        self.comm.start_step()
         if self.norm_stats:  # a dropped step puts these back (see _drop_update)
             _copy(self._norm_stats_before, self.norm_stats)
         for i, micro in enumerate(group):
-            self.forward_backward(micro, n, diagnose=diagnose and i == 0)
+            self.forward_backward(micro, n, diagnose=diagnose and i == 0, last=i == n - 1)
         self.optimizer_step()
         return self.prog.step != step
 
-    def forward_backward(self, micro: MicroBatch, divisor: int, diagnose: bool = False) -> None:
+    def forward_backward(self, micro: MicroBatch, divisor: int, diagnose: bool = False, last: bool = True) -> None:
         """Forward one micro-batch, check its [T] losses, and let the weighting method
         back-propagate them (gradients divided by ``divisor``, the micro-batches of the step,
         added to ``.grad``); the losses and weights add to the logging sums. ``diagnose``: log
-        the gradient diagnostics of these losses first."""
+        the gradient diagnostics of these losses first. ``last``: the step's last micro-batch
+        (with several processes and DistributedDataParallel, the one whose backward synchronises)."""
+        with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+            self._forward_backward(micro, divisor, diagnose)
+
+    def _forward_backward(self, micro: MicroBatch, divisor: int, diagnose: bool) -> None:
         inputs, targets, masks = to_device(micro.batch, self.device)
         present = self._present_mask(micro.datasets, targets)
+        rep = None
         with self.autocast():
-            rep = self.model.encode(inputs)
-            losses = self.compute_losses(self.model.decode(rep), targets, masks)  # [T]; 0 for absent tasks
+            if self.ddp is not None:  # loss-based methods: DDP's forward, its hooks sync the gradients
+                preds = self.ddp(inputs)
+            else:
+                rep = self.model.encode(inputs)
+                preds = self.model.decode(rep)
+            local = self.compute_losses(preds, targets, masks)  # [T]; 0 for absent tasks
+        # several processes: the value of the global batch's losses, the gradient of this share
+        losses = self.comm.global_losses(local, self._label_counts(masks)) if self.comm.active else local
         self.prog.micro += 1
         if not self._losses_finite(losses):
+            if self.ddp is not None:  # DDP expects its backward: zero gradients (the step is dropped)
+                self._backward(torch.nan_to_num(local, 0.0, 0.0, 0.0).sum() * 0.0, divisor=divisor)
             return
         if diagnose:
             self.log_grad_diagnostics(losses, present)
@@ -412,6 +535,7 @@ class Trainer:
             grad_scale=amp / divisor,
             skip_step=self._skip_step,
             amp_scale=amp,
+            comm=self.comm if self.comm.active else None,
         )
         w = self.weighting.backward(losses, ctx)
         self.loss_acc += losses.detach().float() * present
@@ -423,6 +547,11 @@ class Trainer:
         """``ctx.backward``: AMP-scale ``total``, divide it by the step's micro-batches, and
         back-propagate it (into ``inputs`` only, when given)."""
         self.scaler.scale(total / divisor).backward(inputs=inputs)
+
+    def _label_counts(self, masks: dict) -> torch.Tensor:
+        """[T] the labelled samples of each task in this micro-batch (0 for absent tasks)."""
+        zero = torch.zeros((), device=self.device)
+        return torch.stack([masks[t.target].sum().float() if t.target in masks else zero for t in self.tasks])
 
     def _present_mask(self, datasets: tuple[str, ...], targets: dict) -> torch.Tensor:
         """[T] 1.0 for the tasks that have a batch this step (cached per dataset combination)."""
@@ -460,6 +589,8 @@ class Trainer:
         drop the update when something in the step was non-finite)."""
         clip = self.settings.gradient_clip_val
         norm = None
+        if self.comm.active and self.ddp is None and not self._skip:  # (DDP synced in its backward)
+            self.comm.sync_grads(self.params)
         if clip is not None and not self._skip:
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
@@ -515,7 +646,7 @@ class Trainer:
         shared = [p for p in self.model.shared_parameters() if p.requires_grad]
         if not shared or not rows:
             return
-        G = jacobian(losses, shared, rows).float()
+        G = self.comm.all_reduce(jacobian(losses, shared, rows).float(), "avg", "diagnostics")
         norms = G.norm(dim=1)
         cos = (G @ G.T) / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
         names = [self.names[i] for i in rows]
@@ -543,7 +674,7 @@ class Trainer:
         rec |= {
             "loss": sum(a * b for a, b in zip(lv, wv) if not (math.isnan(a) or math.isnan(b))),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "samples_per_s": self.samples / (time.perf_counter() - self.t_log),
+            "samples_per_s": self.samples * self.comm.world / (time.perf_counter() - self.t_log),
         }
         self.metrics.log(rec)
         bar.set_postfix(
@@ -559,7 +690,7 @@ class Trainer:
         """Metrics of every task on its own dataset's loader, in task order."""
         res = {}
         for d, loader in loaders.items():
-            res |= evaluate(self.model, loader, self.tasks_of[d], self.device, limit, self.autocast)
+            res |= evaluate(self.model, loader, self.tasks_of[d], self.device, limit, self.autocast, self.comm)
         return {t.name: res[t.name] for t in self.tasks}
 
     def validate(self) -> None:
@@ -574,23 +705,35 @@ class Trainer:
         log.info("epoch %d  val %s  score %.4f%s", self.prog.epoch, short, score, "  (best)" if improved else "")
         if improved:
             self.save("best")
-        self.top_k.update(score, self.prog.epoch, self.prog.step, lambda: self.state("top"))
+        if self.settings.save_top_k:
+            ranks = self._rng_ranks()  # every process takes part; rank 0 writes
+            if self.comm.is_main:
+                self.top_k.update(score, self.prog.epoch, self.prog.step, lambda: self.state("top", ranks))
 
     # ---------------------------------------------------------------- checkpoints and signals
     def save(self, kind: str, path: Path | None = None) -> Path:
         """Write a checkpoint (never one with non-finite weights over a good one)."""
         path = path or self.ckpt_dir / f"{kind}.pt"
-        state = self.state(kind)
-        if not all_finite(state["model"]):
-            kept = f"{path} was not overwritten" if path.is_file() else f"{path} was not written"
-            raise TrainingError(
-                f"the weights are non-finite at step {self.prog.step}; {kept}. {self._checkpoints_note()}. "
-                "Lower optimizer.lr or set trainer.gradient_clip_val"
-            )
-        save_checkpoint(state, path)
+        ranks = self._rng_ranks()  # every process's random state (a collective with several)
+
+        def write() -> None:
+            state = self.state(kind, ranks)
+            if not all_finite(state["model"]):
+                kept = f"{path} was not overwritten" if path.is_file() else f"{path} was not written"
+                raise TrainingError(
+                    f"the weights are non-finite at step {self.prog.step}; {kept}. {self._checkpoints_note()}. "
+                    "Lower optimizer.lr or set trainer.gradient_clip_val"
+                )
+            save_checkpoint(state, path)
+
+        self.comm.on_main(write)  # rank 0 writes; its error, if any, is raised on every process
         if path.parent == self.ckpt_dir:
             self._written[path.stem] = self.prog.step
         return path
+
+    def _rng_ranks(self) -> list[dict] | None:
+        """Every process's random state, for the checkpoint rank 0 writes (None in one process)."""
+        return self.comm.all_gather_object(rng_state()) if self.comm.active else None
 
     def _checkpoints_note(self) -> str:
         """Which checkpoints of the run exist (the only ones a message may point to): last.pt
@@ -604,9 +747,12 @@ class Trainer:
             return f"No checkpoint was written yet (nothing in {self.ckpt_dir})"
         return f"In {self.ckpt_dir}: " + "; ".join(found)
 
-    def state(self, kind: str) -> dict:
-        """Everything a checkpoint holds: tensors and plain containers only (weights_only loads)."""
-        return {
+    def state(self, kind: str, rng_ranks: list[dict] | None = None) -> dict:
+        """Everything a checkpoint holds: tensors and plain containers only (weights_only loads).
+        With several processes, ``rng_ranks`` holds each one's random state and ``world`` their
+        number."""
+        extra = {"world": self.comm.world, "rng_ranks": rng_ranks} if rng_ranks is not None else {}
+        return extra | {
             "kind": kind,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -662,8 +808,19 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    def _stop_requested(self) -> bool:
+        """A stop signal reached this process, or (with several) any process: every process stops
+        after the same step (one tiny all-reduce per step)."""
+        if not self.comm.active:
+            return self._stop_signal is not None
+        if self.comm.any(self._stop_signal is not None, self.device, "signals"):
+            if self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM  # another process got it
+            return True
+        return False
+
     def _stop_if_signalled(self) -> None:
-        if self._stop_signal is None:
+        if not self._stop_requested():
             return
         path = self.save("last")
         self.metrics.close()
@@ -671,7 +828,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- end of run
     def finish(self) -> dict:
-        best = load_checkpoint(self.ckpt_dir / "best.pt", map_location=self.device)
+        def best_weights() -> dict:
+            state = load_checkpoint(self.ckpt_dir / "best.pt", map_location="cpu")
+            return {"model": state["model"], "step": state["step"]}
+
+        best = self.comm.on_main(best_weights)  # rank 0 reads best.pt; every process gets its weights
         self.model.load_state_dict(best["model"])
         test = self.evaluate(self.test_loaders, self.settings.limit_test_batches)
         self.metrics.log(
@@ -680,7 +841,8 @@ class Trainer:
         )
         self.metrics.close()
         summary = self.summary(test)
-        write_json(self.run_dir / "summary.json", summary)
+        if self.comm.is_main:
+            write_json(self.run_dir / "summary.json", summary)
         return summary
 
     def summary(self, test: dict) -> dict:
@@ -739,6 +901,16 @@ def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
     else:
         for d, s_ in zip(dst, src):
             d.copy_(s_)
+
+
+def _counted_allreduce(comm, bucket):
+    """DistributedDataParallel's gradient all-reduce (its default hook: the mean over the
+    processes), with the bytes counted in ``comm.bytes`` like every other collective of the run."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    buf = bucket.buffer()
+    comm.bytes["parameter gradients"] += buf.numel() * buf.element_size()
+    return allreduce_hook(None, bucket)
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor | None:

@@ -54,6 +54,18 @@ class BackwardContext:
     grad_scale: float = 1.0  # what ``backward`` multiplies gradients by (AMP scale / accumulation)
     skip_step: Callable[[str], None] | None = None  # skip the coming optimizer step, saying why
     amp_scale: float = 1.0  # the GradScaler's scale (fp16), part of grad_scale
+    #: with several processes (data parallel): ``mtl_cli.train.distributed.Comm``, whose
+    #: ``all_reduce`` a method uses for what it reads beyond the losses (task gradients, their
+    #: Gramian) and ``mark_synced`` for gradients it made equal everywhere; None in one process.
+    #: The losses a method gets are already the global batch's (value) with this process's share
+    #: (gradient), so loss-based methods need nothing else.
+    comm: Any = None
+    #: with several processes (data parallel): ``mtl_cli.train.distributed.Comm``, whose
+    #: ``all_reduce`` a method uses for what it reads beyond the losses (task gradients, their
+    #: Gramian) and ``mark_synced`` for gradients it made equal everywhere; None in one process.
+    #: The losses a method gets are already the global batch's (value) with this process's share
+    #: (gradient), so loss-based methods need nothing else.
+    comm: Any = None
 
 
 def present_mask(losses: Tensor, present: Tensor | None) -> Tensor:
@@ -116,6 +128,11 @@ class Weighting(nn.Module):
         and the enabled tasks (e.g. representation gradients on a model without one shared
         representation, a per-task list of the wrong length). Single keys are checked from their
         annotations before this is called."""
+        return []
+
+    def data_parallel_problems(self) -> list:
+        """Problems (``mtl_cli.errors.Problem``) of this method with several processes; none for
+        methods that read only the losses (they get the global batch's losses)."""
         return []
 
     @classmethod

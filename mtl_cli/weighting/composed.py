@@ -83,6 +83,12 @@ class Composed(Weighting):
             return self.aggregator.weighted_backward(losses, ctx)
         return backward_through(self.transformer, losses, ctx, self.aggregator.weighted_backward)
 
+    def data_parallel_problems(self) -> list:
+        return [
+            dataclasses.replace(p, key=p.key.replace("weighting.", "weighting.aggregator.", 1))
+            for p in self.aggregator.data_parallel_problems()
+        ]
+
     def on_step_end(self, step: int) -> None:
         self.aggregator.on_step_end(step)
 

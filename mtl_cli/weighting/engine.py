@@ -322,6 +322,9 @@ class GradientWeighting(Weighting):
         G = jacobian(losses * s if s != 1.0 else losses, wrt, index, self.mode, self.chunk_size)
         if s != 1.0:
             G = G / s
+        comm = ctx.comm
+        if comm is not None and comm.active:
+            return self._data_parallel(losses, ctx, G, index, wrt, use_rep)
         finite = torch.isfinite(G).all(dim=1).tolist()
         if not all(finite):
             bad = [self.task_names[r] for r, ok in zip(index, finite) if not ok]
@@ -347,6 +350,92 @@ class GradientWeighting(Weighting):
             torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=shared_params(model), retain_graph=True)
         else:
             self._add_to_grads(wrt, direction * ctx.grad_scale)
+        ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
+        return full_w if weights is not None else torch.full_like(full_w, math.nan)
+
+    # ------------------------------------------------------------------ several processes
+    @classmethod
+    def gramian_based(cls) -> bool:
+        """Whether the method's weights come from the Gramian alone (it implements
+        ``gramian_weights``, not its own ``aggregate``)."""
+        for klass in cls.__mro__:
+            if klass is GradientWeighting:
+                return True
+            if "aggregate" in klass.__dict__:
+                return False
+        return True
+
+    def data_parallel_problems(self) -> list:
+        """Representation gradients of different processes belong to different samples: only the
+        Gramian can be summed over them, so a method that needs the gradients themselves
+        (``aggregate``) cannot use ``source=rep`` with several processes."""
+        if self.source == "rep" and not self.gramian_based():
+            return [
+                Problem(
+                    "weighting.source",
+                    "with several processes, representation gradients combine through their Gramian, and this "
+                    "method needs the gradients themselves",
+                    "rep",
+                    "params",
+                    "set weighting.source=params (its task gradients are averaged over the processes)",
+                )
+            ]
+        return []
+
+    def _data_parallel(
+        self, losses: Tensor, ctx: BackwardContext, G: Tensor, index: list[int], wrt: list[Tensor], use_rep: bool
+    ) -> Tensor:
+        """The step with several processes. ``losses`` carry the global batch's values and this
+        process's share of the gradient (``Comm.global_losses``), so each process's rows ``G`` are
+        its share of the global task gradients.
+
+        - ``source=params``: the rows are averaged over the processes (one all-reduce of [n, P]):
+          every process aggregates the global task gradients, as one process would, and adds the
+          same direction to the shared parameters (marked as synced).
+        - ``source=rep``: the processes' representations are different samples, so the global
+          Jacobian is their rows side by side and its Gramian is the sum of the local ones
+          (divided by ``world^2``, the shares' scale): one all-reduce of [n, n]; the weights come
+          from it and each process back-propagates ``w @ G`` of its own samples (the trainer
+          averages the encoder's gradients at the step's end).
+        """
+        comm = ctx.comm
+        detached = losses.detach()
+        if use_rep:
+            M = comm.all_reduce(G @ G.T, "sum", "gramian") / comm.world**2
+            ok = bool(torch.isfinite(M).all())
+        else:
+            G = comm.all_reduce(G, "avg", "task gradients")
+            ok = bool(torch.isfinite(G).all())
+        if not ok:  # the same decision on every process: the reduced values are the same
+            if ctx.skip_step is not None:
+                ctx.skip_step("non-finite task gradients")
+            ctx.backward((losses * 0).sum())
+            return torch.full_like(detached, math.nan)
+        if use_rep:
+            rows = Rows(index, detached[index], 0, 0, 1, G.shape[1])
+            w = self.gramian_weights(M, rows).to(G.dtype)
+            weights, direction = w, w @ G
+        else:
+            weights, direction = self._aggregate_blocks(G, wrt, use_rep, index, detached[index])
+        if not bool(torch.isfinite(direction).all()) or (
+            weights is not None and not bool(torch.isfinite(weights).all())
+        ):
+            if ctx.skip_step is not None:
+                ctx.skip_step(f"weighting {type(self).__name__} returned a non-finite update")
+            ctx.backward((losses * 0).sum())
+            return torch.full_like(detached, math.nan)
+        full_w = torch.zeros_like(detached)
+        if weights is not None:
+            full_w[index] = weights.to(full_w.dtype)
+            self.last_weights.copy_(full_w)
+            self.computed_at.fill_(ctx.step)
+        own = task_params(model := ctx.model)
+        if use_rep:
+            rep_grad = direction.reshape_as(ctx.rep).to(ctx.rep.dtype) * ctx.grad_scale
+            torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=shared_params(model), retain_graph=True)
+        else:
+            self._add_to_grads(wrt, direction * ctx.grad_scale)
+            comm.mark_synced(wrt)  # the same direction on every process
         ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
         return full_w if weights is not None else torch.full_like(full_w, math.nan)
 

@@ -107,7 +107,8 @@ class GradNorm(Weighting):
         self.initial_losses.copy_(torch.where(first, L, self.initial_losses))
         w = self.loss_weights.clone() * p
         if len(rows) > 1:
-            norms = jacobian(losses, self._wrt(ctx), rows, self.mode, self.chunk_size).float().norm(dim=1)
+            J = jacobian(losses, self._wrt(ctx), rows, self.mode, self.chunk_size).float()
+            norms = self._global_norms(J, ctx)
             idx = torch.tensor(rows, device=losses.device)
             ratios = L[idx] / self.initial_losses[idx].clamp_min(1e-12)
             g = gradnorm_grad(self.loss_weights[idx], norms, ratios, self.alpha)
@@ -116,6 +117,18 @@ class GradNorm(Weighting):
             self.pending_count[idx] += ok.float()
         ctx.backward((w.to(losses.dtype) * losses).sum())
         return w
+
+    def _global_norms(self, J: Tensor, ctx: BackwardContext) -> Tensor:
+        """The task gradients' norms over the global batch: with several processes the parameter
+        rows are averaged over them, the representation rows (other samples on each process)
+        add their squared norms (divided by ``world^2``, the shares' scale)."""
+        comm = ctx.comm
+        if comm is None or not comm.active:
+            return J.norm(dim=1)
+        if self.layer == "rep":
+            sq = comm.all_reduce((J * J).sum(dim=1), "sum", "gradient norms")
+            return (sq / comm.world**2).sqrt()
+        return comm.all_reduce(J, "avg", "task gradients").norm(dim=1)
 
     @torch.no_grad()
     def on_step_end(self, step: int) -> None:
