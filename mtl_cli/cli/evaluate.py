@@ -126,9 +126,11 @@ def evaluate_run(run, split: str = "test", limit: int | None = None, batch_size:
     """{"metrics": {task: {metric: value}}, "samples": {dataset: n}} of a loaded run on ``split``
     of each dataset its tasks read, computed as Trainer.evaluate does."""
     from ..data.base import PRIMARY, with_prefix
+    from ..train import distributed
     from ..train.batches import make_loader
     from ..train.evaluate import evaluate
 
+    comm = distributed.current()  # several processes (torchrun): each evaluates its shard
     cfg, t = run.plan.cfg, run.plan.cfg["trainer"]
     ebs = batch_size or t["eval_batch_size"] or 2 * t["batch_size"]
     res, samples = {}, {}
@@ -136,8 +138,9 @@ def evaluate_run(run, split: str = "test", limit: int | None = None, batch_size:
         ds = run.plan.sources[d].load()[split]
         ds = with_prefix(ds, "" if d == PRIMARY else f"{d}/")
         samples[d] = len(ds)
-        loader = make_loader(ds, ebs, False, cfg["seed"], t["num_workers"], run.device)
-        res |= evaluate(run.model, loader, [x for x in run.tasks if x.dataset == d], run.device, limit, run.autocast)
+        loader = make_loader(ds, ebs, False, cfg["seed"], t["num_workers"], run.device, comm.rank, comm.world)
+        tasks = [x for x in run.tasks if x.dataset == d]
+        res |= evaluate(run.model, loader, tasks, run.device, limit, run.autocast, comm)
     run.model.eval()  # evaluate() leaves the model in train mode
     return {"metrics": {x.name: res[x.name] for x in run.tasks}, "samples": samples}
 
@@ -172,6 +175,8 @@ def run_eval(argv: list[str]) -> Path:
     keyed = list(run.overrides) + ([f"limit={limit}"] if limit else [])
     name = f"{opts['split']}-{run.checkpoint_name}" + (f"-{short_hash(keyed)}" if keyed else "")
     out = run.run_dir / "eval" / f"{name}.json"
+    if not _is_main():  # several processes: rank 0 writes and reports
+        return out
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
     write_json(
@@ -204,6 +209,21 @@ def run_eval(argv: list[str]) -> Path:
     return out
 
 
+def _is_main() -> bool:
+    from ..train import distributed
+
+    return distributed.current().is_main
+
+
+def join_processes() -> None:
+    """Under torchrun (or Slurm), join the process group: evaluation and prediction shard their
+    inputs over the processes and rank 0 writes."""
+    from ..train import distributed
+
+    if distributed.environment() is not None:
+        distributed.setup("auto")
+
+
 def print_usage(usage: str, argv: list[str]) -> None:
     """``--help``: the usage on stdout (exit 0); no arguments at all: the same, exit 2."""
     try:
@@ -224,11 +244,13 @@ def run_tool(run, usage: str, argv: list[str] | None) -> None:
         print_usage(usage, argv)
         return
     try:
+        join_processes()
         run(argv)
     except UserError as e:
         if debugging():
             raise
-        sys.stderr.write(e.render() + "\n")
+        if _is_main():
+            sys.stderr.write(e.render() + "\n")
         raise SystemExit(e.exit_code) from None
 
 

@@ -10,6 +10,7 @@ run directory from rank 0 (``mtl_cli.cli.train._hydra_task``).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -109,6 +110,9 @@ def relaunch(devices: int, argv: list[str]) -> int:
         max_restarts=0,
         monitor_interval=0.1,
     )
+    for name in list(logging.root.manager.loggerDict):  # the workers report themselves; the agent says it again
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "mtl_cli.cli.train", *argv)
     except ChildFailedError as e:

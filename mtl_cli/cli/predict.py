@@ -181,10 +181,15 @@ def predict_run(
                 )
             ]
         )
+    from ..train import distributed
+
+    comm = distributed.current()  # several processes (torchrun): each predicts its shard of the files
     source = run.plan.sources[d]
     artifacts = run.artifacts(d)
     tasks = [t for t in run.tasks if t.dataset == d]
     files = source.prediction_files(paths)
+    if comm.active:
+        files = [files[i] for i in distributed.shard(len(files), comm.rank, comm.world)]
     masks = MaskWriter(masks_dir or run.run_dir / "predictions" / "masks")
     warnings: dict[str, int] = {}
     records: list[dict] = []
@@ -205,8 +210,12 @@ def predict_run(
                     for row, rec in zip(rows, t.decode(preds[t.name], out)):
                         row[t.name] = rec
                 records += rows
+    if comm.active:  # the shards in rank order: the files' order
+        records = [r for part in comm.all_gather_object(records) for r in part]
+        counts = comm.all_gather_object(warnings)
+        warnings = {k: sum(c.get(k, 0) for c in counts) for k in {k for c in counts for k in c}}
     for what, n in warnings.items():
-        if n:
+        if n and comm.is_main:
             sys.stderr.write(f"warning: {n} {what}\n")
     return records
 
@@ -300,6 +309,10 @@ def run_predict(argv: list[str]) -> Path:
         opts["dataset"],
         output.parent / f"{output.stem}_masks",
     )
+    from ..train import distributed
+
+    if not distributed.current().is_main:  # several processes: rank 0 writes and reports
+        return output
     write_records(records, output)
     tasks = [t for t in run.tasks if any(t.name in r for r in records[:1])]
     print(

@@ -51,6 +51,9 @@ RESUMABLE_KEYS = (
     "trainer.max_steps",
     "trainer.progress",
     "trainer.num_workers",
+    "trainer.devices",  # another number of processes: resumed with a warning (the data order differs)
+    "trainer.dist_backend",
+    "trainer.dist_timeout_s",
     "trainer.eval_batch_size",
     "trainer.eval_every",
     "trainer.limit_val_batches",

@@ -25,6 +25,7 @@ table reports, measured in tests).
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from collections import Counter
@@ -233,13 +234,17 @@ def setup(backend: str = "auto", timeout_s: float = 300.0) -> Comm:
             timeout=datetime.timedelta(seconds=timeout_s),
         )
     _COMM = Comm(env["rank"], env["world"], env["local_rank"], backend)
+    atexit.register(teardown)  # leave the group cleanly when the process ends
     return _COMM
 
 
 def teardown() -> None:
     global _COMM
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - at exit, a group whose peers are gone: nothing to clean
+            pass
     _COMM = Comm()
 
 

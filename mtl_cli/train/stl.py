@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from ..results.baselines import FILE, FORMAT, shared_settings
 from ..results.delta_m import HIGHER, as_number
 from ..validation import validate
+from . import distributed
 from .run import overwrite_requested, run_plan
 from .rundir import (
     RunDirLock,
@@ -133,16 +135,35 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
 
     t0 = time.perf_counter()
     overwrite = overwrite_requested(plan.cfg)
-    make_run_dir(run_dir)
-    # the parent holds <run_dir>/.lock, each single-task run its own <run_dir>/<task>/.lock
-    with RunDirLock(run_dir) as lock:
-        refuse_to_overwrite(run_dir, resume, overwrite, ("summary.json", FILE))
-        for n in names:  # every task's directory checked before anything is written
-            refuse_to_overwrite(run_dir / n, resume, overwrite)
-            if overwrite:  # each single-task run starts over in its own directory
-                plans[n].cfg["overwrite"] = True
-        deleted = start_over(run_dir) if overwrite else []  # the parent's own files (not the task runs')
-        return _train_locked(plan, plans, configs, names, run_dir, overrides, t0, lock.note, deleted)
+    comm = distributed.current()
+    held: dict = {}
+
+    def prepare() -> None:  # rank 0 only (with several processes); its error reaches every process
+        make_run_dir(run_dir)
+        # the parent holds <run_dir>/.lock, each single-task run its own <run_dir>/<task>/.lock
+        lock = RunDirLock(run_dir).__enter__()
+        try:
+            refuse_to_overwrite(run_dir, resume, overwrite, ("summary.json", FILE))
+            for n in names:  # every task's directory checked before anything is written
+                refuse_to_overwrite(run_dir / n, resume, overwrite)
+            held["deleted"] = start_over(run_dir) if overwrite else []  # the parent's own files
+        except BaseException:
+            lock.__exit__(*sys.exc_info())
+            raise
+        held["lock"] = lock
+
+    comm.on_main(prepare)
+    if overwrite:  # each single-task run starts over in its own directory
+        for n in names:
+            plans[n].cfg["overwrite"] = True
+    if not comm.is_main:  # the same single-task runs, nothing written here
+        summaries = {n: run_plan(plans[n], run_dir / n, None) for n in names}
+        return stl_summary(summaries, run_dir, time.perf_counter() - t0)
+    lock = held["lock"]
+    try:
+        return _train_locked(plan, plans, configs, names, run_dir, overrides, t0, lock.note, held["deleted"])
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _train_locked(

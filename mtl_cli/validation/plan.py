@@ -22,7 +22,7 @@ from ..registry import ARCHS, BACKBONES, HEADS, WEIGHTINGS
 from .data import check_datasets, merge_specs
 from .model import check_arch
 from .optim import check_allowed_targets, check_optimizer, check_scheduler
-from .run import check_baseline, check_device, check_monitor, check_objectives, check_tensorboard
+from .run import check_baseline, check_device, check_monitor, check_objectives, check_processes, check_tensorboard
 from .tasks import check_tasks
 
 
@@ -93,6 +93,7 @@ def validate(cfg: DictConfig | dict, training: bool = True) -> Plan:
     if training and "scheduler" in plain:
         check_scheduler(p, plain["scheduler"], optimizer, allowed)
     check_device(p, plain)
+    check_processes(p, plain)
 
     sources, specs = check_datasets(p, plain)
     spec = merge_specs(specs)

@@ -9,6 +9,33 @@ from ..config.checks import Problems
 from ..results.baselines import baseline_problems
 
 
+def check_processes(p: Problems, plain: dict) -> None:
+    """The data-parallel settings against this machine: NCCL needs CUDA; ``trainer.devices=N``
+    on GPUs needs N of them (on CPUs, N processes share the cores)."""
+    import torch
+
+    t = plain["trainer"]
+    cuda = torch.cuda.is_available() and plain.get("device", "auto") in ("auto", "cuda")
+    if t.get("dist_backend") == "nccl" and not torch.cuda.is_available():
+        p.add(
+            "trainer.dist_backend",
+            "NCCL needs CUDA GPUs, and this machine has none",
+            "nccl",
+            allowed="auto or gloo on CPUs",
+            fix="set trainer.dist_backend=auto (gloo on CPUs)",
+        )
+    devices = t.get("devices")
+    if isinstance(devices, int) and cuda and devices > torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        p.add(
+            "trainer.devices",
+            f"this machine has {n} CUDA device{'s' if n != 1 else ''}",
+            devices,
+            allowed=f"1 to {n}, or auto",
+            fix=f"set trainer.devices to at most {n} (more machines: torchrun --nnodes, docs/distributed.md)",
+        )
+
+
 def check_device(p: Problems, plain: dict) -> None:
     import torch
 

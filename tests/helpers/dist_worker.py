@@ -1,7 +1,8 @@
 """Run by ``torchrun`` (tests/test_distributed.py): every process joins the gloo group and trains
 the runs of a JSON spec in turn, into the same run directories; rank 0 writes, per run, the bytes
 each kind of collective moved. Usage: ``dist_worker.py <spec.json>`` with
-``{"base": [overrides], "runs": {"name": [overrides]}, "out": "<dir>"}``."""
+``{"base": [overrides], "runs": {"name": [overrides]}, "out": "<dir>"}`` and optionally
+``"rank_overrides": {"<rank>": [overrides]}`` (one process given other settings)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def main(spec_path: str) -> int:
     out, report = Path(spec["out"]), {}
     for name, extra in spec["runs"].items():
         before = dict(comm.bytes)
+        mine = spec.get("rank_overrides", {}).get(str(comm.rank), [])  # a test of mismatched configs
         try:
-            summary = train(compose(spec["base"] + extra), out / name)
+            summary = train(compose(spec["base"] + extra + mine), out / name)
             steps, error = summary["steps"], None
         except UserError as e:
             steps, error = 0, {"type": type(e).__name__, "message": e.render(), "exit_code": e.exit_code}
