@@ -172,6 +172,8 @@ def _hydra_task(cfg: DictConfig) -> float | list[float]:
     multirun = hc.mode == RunMode.MULTIRUN
     directions = sweeper_directions(hc.sweeper) if multirun else None
     comm = distributed.current()
+    if not comm.active and distributed.environment() is not None:  # a launcher's task (submitit's Slurm tasks)
+        comm = distributed.setup(cfg.trainer.dist_backend, float(cfg.trainer.dist_timeout_s))
     out = hc.runtime.output_dir
     if comm.active:  # every process trains into rank 0's directory (the others' Hydra writes elsewhere)
         out = comm.broadcast_object(out)

@@ -191,7 +191,8 @@ def environment() -> dict[str, int] | None:
     env = os.environ
     if all(v in env for v in TORCHRUN_VARS) and int(env["WORLD_SIZE"]) > 1:
         return {"rank": int(env["RANK"]), "world": int(env["WORLD_SIZE"]), "local_rank": int(env["LOCAL_RANK"])}
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and env.get("MTL_SLURM_DDP", "") == "1":
+    slurm = env.get("MTL_SLURM_DDP", "") == "1" or env.get("SUBMITIT_EXECUTOR") == "slurm"  # srun, or submitit
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and slurm:
         return {
             "rank": int(env["SLURM_PROCID"]),
             "world": int(env["SLURM_NTASKS"]),
@@ -221,6 +222,16 @@ def setup(backend: str = "auto", timeout_s: float = 300.0) -> Comm:
         return _COMM
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "MASTER_ADDR" not in os.environ:  # Slurm through submitit: it knows the first node and a port
+        try:
+            from submitit.helpers import TorchDistributedEnvironment
+
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        except Exception as e:  # noqa: BLE001 - said below, with the fix
+            raise RuntimeError(
+                "several processes from Slurm need MASTER_ADDR and MASTER_PORT (the first node and a free "
+                f"port; see docs/distributed.md), and submitit could not set them: {e}"
+            ) from e
     os.environ.setdefault("RANK", str(env["rank"]))
     os.environ.setdefault("WORLD_SIZE", str(env["world"]))
     os.environ.setdefault("LOCAL_RANK", str(env["local_rank"]))
