@@ -142,10 +142,12 @@ def make_loader(
     With several processes, a training loader reads this process's slice of every global batch,
     and an evaluation loader (``shuffle=False``) its contiguous shard of the split."""
     batched = hasattr(ds, "__getitems__")
+    n = len(ds)  # type: ignore[arg-type]  # our datasets are sized
+    sampler: Sampler[int] | list[int] | None
     if shuffle:
-        sampler = PassSampler(len(ds), seed, True, batch_size, rank, world)
+        sampler = PassSampler(n, seed, True, batch_size, rank, world)
     else:
-        sampler = list(shard(len(ds), rank, world)) if world > 1 else None
+        sampler = list(shard(n, rank, world)) if world > 1 else None
     return Loader(
         ds,
         batch_size=batch_size,

@@ -29,6 +29,7 @@ import atexit
 import datetime
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +162,7 @@ class Comm:
         engine all-reduced the task gradients they came from)."""
         self.synced.update(id(p) for p in params)
 
-    def sync_grads(self, params: list[torch.Tensor]) -> None:
+    def sync_grads(self, params: Sequence[torch.Tensor]) -> None:
         """Average the gradients of ``params`` over the processes (one flat all-reduce), except
         those already synced this step. A parameter without a gradient on every process (a head
         of a dataset not drawn this step) keeps none, so the optimizer leaves it alone as in one

@@ -643,7 +643,7 @@ class Trainer:
         from ..weighting.engine import jacobian
 
         rows = [i for i, v in enumerate(present.tolist()) if v > 0]
-        shared = [p for p in self.model.shared_parameters() if p.requires_grad]
+        shared: list[torch.Tensor] = [p for p in self.model.shared_parameters() if p.requires_grad]
         if not shared or not rows:
             return
         G = self.comm.all_reduce(jacobian(losses, shared, rows).float(), "avg", "diagnostics")
@@ -688,7 +688,7 @@ class Trainer:
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, loaders: dict, limit: int | None) -> dict:
         """Metrics of every task on its own dataset's loader, in task order."""
-        res = {}
+        res: dict[str, dict[str, float]] = {}
         for d, loader in loaders.items():
             res |= evaluate(self.model, loader, self.tasks_of[d], self.device, limit, self.autocast, self.comm)
         return {t.name: res[t.name] for t in self.tasks}
@@ -824,7 +824,7 @@ class Trainer:
             return
         path = self.save("last")
         self.metrics.close()
-        raise RunInterrupted(signal.Signals(self._stop_signal).name, self.prog.step, str(path))
+        raise RunInterrupted(signal.Signals(self._stop_signal or signal.SIGTERM).name, self.prog.step, str(path))
 
     # ---------------------------------------------------------------- end of run
     def finish(self) -> dict:

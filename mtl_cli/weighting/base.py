@@ -60,12 +60,6 @@ class BackwardContext:
     #: The losses a method gets are already the global batch's (value) with this process's share
     #: (gradient), so loss-based methods need nothing else.
     comm: Any = None
-    #: with several processes (data parallel): ``mtl_cli.train.distributed.Comm``, whose
-    #: ``all_reduce`` a method uses for what it reads beyond the losses (task gradients, their
-    #: Gramian) and ``mark_synced`` for gradients it made equal everywhere; None in one process.
-    #: The losses a method gets are already the global batch's (value) with this process's share
-    #: (gradient), so loss-based methods need nothing else.
-    comm: Any = None
 
 
 def present_mask(losses: Tensor, present: Tensor | None) -> Tensor:

@@ -52,7 +52,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 import torch
@@ -67,14 +67,16 @@ from .base import BackwardContext, Weighting
 log = logging.getLogger("mtl_cli")
 
 
-def shared_params(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.shared_parameters() if p.requires_grad]
+def shared_params(model: nn.Module) -> list[Tensor]:
+    return [p for p in cast(Any, model).shared_parameters() if p.requires_grad]
 
 
-def task_params(model: nn.Module) -> list[nn.Parameter]:
-    seen, out = set(), []
-    for t in model.task_names:
-        for p in model.task_parameters(t):
+def task_params(model: nn.Module) -> list[Tensor]:
+    seen: set[int] = set()
+    out: list[Tensor] = []
+    m = cast(Any, model)  # an MTLModel: task_names and task_parameters
+    for t in m.task_names:
+        for p in m.task_parameters(t):
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 out.append(p)
@@ -204,6 +206,8 @@ class GradientWeighting(Weighting):
     requires = frozenset({"losses", "grads"})
     #: class attribute: the method returns weights (True) or a direction only (False)
     linear: bool = True
+    last_weights: Tensor  # [T] buffer: the weights of the last computed step (reused with every=k)
+    computed_at: Tensor  # scalar buffer: the step they were computed at
 
     def __init__(
         self,
@@ -414,7 +418,8 @@ class GradientWeighting(Weighting):
         if use_rep:
             rows = Rows(index, detached[index], 0, 0, 1, G.shape[1])
             w = self.gramian_weights(M, rows).to(G.dtype)
-            weights, direction = w, w @ G
+            weights: Tensor | None = w
+            direction = w @ G
         else:
             weights, direction = self._aggregate_blocks(G, wrt, use_rep, index, detached[index])
         if not bool(torch.isfinite(direction).all()) or (
