@@ -231,3 +231,31 @@ def test_a_slurm_style_start_with_one_task_per_process(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 256 // (2 * 16)
+
+
+def test_prediction_in_two_processes_equals_one(tmp_path):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert mtl(SMALL + ["trainer.max_epochs=1", f"run_dir={run}"], tmp_path).returncode == 0
+    (tmp_path / "imgs").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(7):  # 7 files: shards of 4 and 3
+        x = (torch.rand(12, 12, 3, generator=g) * 255).byte().numpy()
+        Image.fromarray(x).save(tmp_path / "imgs" / f"img{i}.png")
+    args = [str(run), f"input={tmp_path / 'imgs'}"]
+    one = mtl(args + [f"output={tmp_path / 'one.csv'}"], tmp_path, module="mtl_cli.cli.predict")
+    assert one.returncode == 0, one.stderr
+    two = torchrun(args + [f"output={tmp_path / 'two.csv'}"], tmp_path, "mtl_cli.cli.predict")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("written to") == 1
+    a = (tmp_path / "one.csv").read_text().splitlines()
+    b = (tmp_path / "two.csv").read_text().splitlines()
+    assert len(a) == len(b) == 8 and a[0] == b[0]  # the same rows, in the files' order
+    for ra, rb in zip(a[1:], b[1:]):
+        assert ra.split(",")[0] == rb.split(",")[0]
+        for x, y in zip(ra.split(",")[1:], rb.split(",")[1:]):
+            try:
+                assert abs(float(x) - float(y)) <= 1e-5
+            except ValueError:
+                assert x == y
