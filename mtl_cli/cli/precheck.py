@@ -283,13 +283,16 @@ def precheck(argv: list[str]) -> None:
                         )
                     )
                 elif str(v) not in options:
+                    close = difflib.get_close_matches(str(v), options, n=3, cutoff=0.6)
                     problems.append(
                         Problem(
                             key,
-                            f"unknown option of config group '{key}'",
+                            f"unknown option of config group '{key}'"
+                            + (f"; did you mean {' or '.join(close)}?" if close else ""),
                             v,
                             allowed=", ".join(options),
-                            fix=f"use {key}=<one of the allowed options>",
+                            fix=(f"use {key}={close[0]}, or " if close else "use ")
+                            + f"{key}=<one of the allowed options>",
                         )
                     )
             if values and len(problems) == n0:
