@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -151,6 +152,68 @@ def headline(kind: str, message: str) -> str:
     return f"{lines[0].split(':', 1)[0]}: {problems[0]}{more}"
 
 
+#: environment variables that set torch's CPU threads: when one is set, mtl-train leaves them alone
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: taskset, cgroups' cpusets, Slurm's binding)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(device: str = "auto") -> str | None:
+    """torch's CPU threads for a run, decided once at its start and never from the load.
+
+    torch starts one thread per core of the machine, even when the process may use fewer
+    (``taskset``, a container's cpuset, a Slurm allocation): then the threads wait on each other.
+    Unless OMP_NUM_THREADS or MKL_NUM_THREADS is set, the count is capped at the usable CPUs.
+
+    The thread count is not lowered when the machine is busy, although that would be faster there:
+    results on CPU differ in their last digits with another thread count, and a run must give the
+    same metrics (and a resume the same weights) whatever else the machine is doing. When the load
+    average already fills the usable CPUs, the returned warning says so and gives the fix
+    (OMP_NUM_THREADS=1). Returns None otherwise."""
+    import torch
+
+    if any(os.environ.get(v, "").strip() for v in THREAD_VARS):
+        return None
+    cpus = usable_cpus()
+    if torch.get_num_threads() > cpus:
+        torch.set_num_threads(cpus)
+    threads = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if not on_cpu or threads < 2 or load < cpus:
+        return None
+    return (
+        f"warning: the CPU is busy (load average {load:.1f} on {cpus} usable CPUs), and torch's {threads} threads "
+        "wait on each other when one loses its core: this run may be several times slower than on an idle "
+        "machine. OMP_NUM_THREADS=1 mtl-train ... avoids that (its metrics then differ in the last digits)."
+    )
+
+
+def version_text() -> str:
+    """``mtl-train --version``: ours, then the versions of what runs the training."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"mtl-cli {v('mtl-cli')} (torch {v('torch')}, torchvision {v('torchvision')}, hydra-core {v('hydra-core')}, "
+        f"Python {sys.version.split()[0]})"
+    )
+
+
 def _record_failure(run_dir: str, e: BaseException) -> None:
     """error.json in the job's directory, if the run failed before train() could write it (a
     config error found at validation): the sweep's end finds it there, in any process."""
@@ -178,6 +241,9 @@ def _hydra_task(cfg: DictConfig) -> float | list[float]:
     if comm.active:  # every process trains into rank 0's directory (the others' Hydra writes elsewhere)
         out = comm.broadcast_object(out)
     say = sys.stderr.write if comm.is_main else (lambda _text: None)  # rank 0 reports
+    busy = configure_threads(str(cfg.get("device", "auto")))
+    if busy:
+        say(busy + "\n")
     try:
         summary = train(cfg, out, list(hc.overrides.task))
     except RunInterrupted as e:
@@ -335,11 +401,17 @@ def _option_file(group: str, option: str) -> Path | None:
     return None
 
 
+#: what the Slurm launcher runs (submitit checks for srun, submits with sbatch)
+SLURM_COMMANDS = ("sbatch", "srun")
+
+
 def check_plugins(argv: list[str]) -> None:
     """A config option that needs a Hydra plugin (``hparams_search=optuna``, ``launcher=joblib``,
     ``hydra/launcher=...``) names the pip extra to install when the plugin is missing, instead of
-    Hydra's 'Could not find hydra/sweeper/optuna'."""
+    Hydra's 'Could not find hydra/sweeper/optuna'. A Slurm sweep on a machine without Slurm is
+    refused the same way, before Hydra creates the sweep's folder."""
     problems = []
+    sweeping = _is_sweep_run(argv)
     for a in argv:
         if a.startswith("-") or "=" not in a:
             continue
@@ -356,6 +428,23 @@ def check_plugins(argv: list[str]) -> None:
                 problems.append(
                     Problem(
                         key, f"{a} needs {what}, which is not installed", value, fix=f'pip install "mtl-cli[{extra}]"'
+                    )
+                )
+            elif (
+                name == "submitit_slurm"
+                and sweeping
+                and (missing := [c for c in SLURM_COMMANDS if not shutil.which(c)])
+            ):
+                problems.append(
+                    Problem(
+                        key,
+                        f"{a} submits each job to Slurm, but this machine has no Slurm "
+                        f"({' and '.join(missing)} not found on PATH)",
+                        value,
+                        allowed="run the sweep on the cluster's login node; here: launcher=joblib or "
+                        "launcher=submitit_local, or no launcher",
+                        fix="run the same command where sbatch works, or try the sweep here with "
+                        "launcher=submitit_local (each job in its own process, as Slurm would run it)",
                     )
                 )
     if problems:
@@ -512,6 +601,9 @@ def _processes(given: list[str], argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in argv:  # Hydra's --version prints Hydra's
+        print(version_text())
+        return
     try:
         argv = _take_config_dirs(argv)
         register_search_path_plugin()
