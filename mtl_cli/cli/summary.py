@@ -31,6 +31,15 @@ def format_summary(summary: dict) -> str:
             first = (name if i == 0 else "", info["kind"] if i == 0 else "")
             values = f"{_fmt(val.get(m)):>10}{_fmt(test.get(m)):>10}"
             lines.append(f"{first[0]:<16}{first[1]:<18}{label:<18}{values}")
+    dm = summary.get("delta_m")
+    if isinstance(dm, dict):  # baseline_dir: Δm against the single-task baselines
+        label = "Δm % ↑"
+        lines.append(
+            f"{'all primary':<16}{'vs single-task':<18}{label:<18}{_fmt(dm.get('val')):>10}{_fmt(dm.get('test')):>10}"
+        )
+        skipped = dm.get("skipped") or []
+        more = f"; {len(skipped)} metric(s) skipped (summary.json lists them)" if skipped else ""
+        lines.append(f"  Δm: mean relative change of the primary tasks' metrics against {dm.get('baseline_dir')}{more}")
     lines += [
         "",
         f"* primary metric   time/step {summary['time_per_step_s'] * 1000:.1f} ms   "
