@@ -247,14 +247,18 @@ def report(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def table_rows(text: str) -> dict[str, str]:
-    """The printed table's lines by group label (the second column)."""
+    """The printed table's lines by group label (the second column); a table wrapped into blocks
+    of columns (each repeating # and group) gives each label its lines of every block, joined."""
     lines = text.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("#  group"))
-    rows = {}
-    for ln in lines[start + 1 :]:
-        if not ln.strip():
-            break
-        rows[ln.split("  ")[1].strip()] = ln
+    rows: dict[str, str] = {}
+    starts = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("#  group")]
+    assert starts, text
+    for start in starts:
+        for ln in lines[start + 1 :]:
+            if not ln.strip():
+                break
+            label = ln.split("  ")[1].strip()
+            rows[label] = rows[label] + "  " + ln if label in rows else ln
     return rows
 
 
@@ -483,7 +487,8 @@ def test_report_on_a_real_run(tmp_path, capsys):
     assert code == 0, err
     (row,) = read_csv(tmp_path / "run" / "report.csv").values()
     assert row["n"] == "1" and row["seeds"] == "0" and row["group"] == "mtl"  # one group: nothing tells it apart
-    assert "shared by all runs: backbone=mlp data.train_size=128" in text and "trainer.max_epochs=1 " in text
+    flat = " ".join(text.split())  # the line of shared overrides is wrapped to the console's width
+    assert "shared by all runs: backbone=mlp data.train_size=128" in flat and "trainer.max_epochs=1 " in flat
     for t, metrics in summary["test"].items():
         for m, v in metrics.items():
             if m != "loss":

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from .. import report as rp
@@ -146,11 +148,12 @@ def report(args: argparse.Namespace) -> None:
         notes.append(f"peak memory: {', '.join(kinds)}")
     skipped_lines = [f"  - {s.path}: {s.reason}" for s in skipped]
 
+    width = console_width()
     print(head)
     for n in notes:
-        print(n)
+        print(textwrap.fill(n, width, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False))
     print()
-    print(rp.to_text(rows, columns))
+    print(rp.to_text(rows, columns, width))
     if skipped:
         print(f"\nskipped {len(skipped)}:")
         print("\n".join(skipped_lines))
@@ -179,6 +182,15 @@ def report(args: argparse.Namespace) -> None:
         f"\nwrote {len(written)} file{'s' if len(written) != 1 else ''} to {out}: "
         + ", ".join(str(p.relative_to(out)) for p in written)
     )
+
+
+#: the console table's width when the output is not a terminal (and COLUMNS is not set)
+DEFAULT_WIDTH = 100
+
+
+def console_width() -> int:
+    """The terminal's width (or COLUMNS), else :data:`DEFAULT_WIDTH`: wider tables are wrapped."""
+    return max(40, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
 
 
 def _matplotlib() -> bool:

@@ -60,16 +60,36 @@ def table_cells(rows: Sequence[Row], columns: Sequence[Column]) -> tuple[list[st
     return head, body
 
 
-def to_text(rows: Sequence[Row], columns: Sequence[Column]) -> str:
-    """The console table; a line break inside a cell is shown as a space."""
+#: columns repeated in every block of a wrapped console table (#, group)
+KEY_COLUMNS = 2
+
+
+def to_text(rows: Sequence[Row], columns: Sequence[Column], width: int | None = None) -> str:
+    """The console table; a line break inside a cell is shown as a space. Wider than ``width``
+    characters (None: never), its columns are wrapped into blocks of at most that width, one after
+    the other, each repeating the ``#`` and ``group`` columns (as report.md, report.csv has them all
+    in one row)."""
     head, body = table_cells(rows, columns)
     head, body = [one_line(c) for c in head], [[one_line(c) for c in r] for r in body]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    lines = []
-    for r in [head, *body]:
-        cells = [c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    blocks: list[list[int]] = [list(range(len(head)))]
+    if width is not None and sum(widths) + 2 * (len(widths) - 1) > width:
+        key = list(range(min(KEY_COLUMNS, len(head))))
+        blocks, block = [], list(key)
+        for i in range(len(key), len(head)):
+            if len(block) > len(key) and sum(widths[j] + 2 for j in block) + widths[i] > width:
+                blocks.append(block)
+                block = list(key)
+            block.append(i)
+        blocks.append(block)
+    out = []
+    for block in blocks:
+        lines = []
+        for r in [head, *body]:
+            cells = [r[i].ljust(widths[i]) if i == 1 else r[i].rjust(widths[i]) for i in block]
+            lines.append("  ".join(cells).rstrip())
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def to_markdown(rows: Sequence[Row], columns: Sequence[Column]) -> str:
