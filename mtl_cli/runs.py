@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 
 from .build import build_model, build_tasks
 from .config.untrusted import MAX_DEPTH, UntrustedYAMLError, load_untrusted_yaml, nesting_depth
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UserError
 from .models.base import MTLModel
 from .tasks.base import Task
 from .train.checkpoint import CheckpointError, load_checkpoint, load_model_state
@@ -224,6 +225,92 @@ def read_config(run_dir: Path) -> dict:
     return cfg
 
 
+#: keys of a data node (``data``, ``datasets.<name>``) that hold a file or folder: a relative one
+#: was read from the folder the run was started in
+PATH_KEYS = ("path", "val_path", "test_path", "root")
+
+
+def run_cwd(run_dir: Path) -> Path | None:
+    """The folder the run was started in (Hydra's ``.hydra/hydra.yaml``: ``hydra.runtime.cwd``),
+    or None when the run has no such record (a run of the Python API) or it cannot be read."""
+    path = run_dir / ".hydra" / "hydra.yaml"
+    try:
+        doc = load_untrusted_yaml(path.read_bytes())
+        cwd = doc["hydra"]["runtime"]["cwd"]
+    except (OSError, UntrustedYAMLError, KeyError, TypeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+
+
+def data_path_keys(cfg: dict) -> list[tuple[str, dict, str]]:
+    """(dotted key, node, key) of every relative path of the run's data nodes."""
+    nodes = [("data", cfg.get("data"))]
+    datasets = cfg.get("datasets")
+    if isinstance(datasets, dict):
+        nodes += [(f"datasets.{name}", node) for name, node in datasets.items()]
+    out = []
+    for prefix, node in nodes:
+        if not isinstance(node, dict):
+            continue
+        for k in PATH_KEYS:
+            v = node.get(k)
+            if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+                out.append((f"{prefix}.{k}", node, k))
+    return out
+
+
+def resolve_data_paths(cfg: dict, origin: Path | None, given: set[str]) -> list[tuple[str, str]]:
+    """Relative data paths of a run, made absolute against ``origin``, the folder the run was
+    started in, where they exist there (the files the run read), unless the user overrides the key
+    (``given``). Returns (dotted key, relative value) of each relative path left unresolved."""
+    left = []
+    here = Path.cwd().resolve()
+    for dotted, node, k in data_path_keys(cfg):
+        if dotted in given:
+            continue
+        value = node[k]
+        there = (origin / value) if origin is not None else None
+        if origin is not None and there is not None and there.exists():
+            node[k] = str(there)
+            if origin.resolve() != here:
+                sys.stderr.write(
+                    f"{dotted}: the run read {value} in the folder it was started in: {there} "
+                    f"(give {dotted}=<path> to read another)\n"
+                )
+        else:
+            left.append((dotted, value))
+    return left
+
+
+def _with_path_fixes(e: UserError, left: list[tuple[str, str]], origin: Path | None) -> UserError:
+    """``e`` with a fix naming the override for each relative data path the run can no longer find."""
+    if not left:
+        return e
+    where = (
+        f"is neither in the folder the run was started in ({origin}) nor here ({Path.cwd()})"
+        if origin is not None
+        else f"is not here ({Path.cwd()})"
+    )
+    problems = []
+    for q in e.problems:
+        text = f"{q.key} {q.message} {q.value}"
+        hit = next((d for d, v in left if str(Path.cwd() / v).rstrip("/") in text or v in text), None)
+        if hit is not None:
+            value = dict(left)[hit]
+            q = Problem(
+                q.key,
+                q.message,
+                q.value,
+                q.allowed,
+                f"the run's {hit}={value} {where}: give its location, {hit}=<path>",
+            )
+        problems.append(q)
+    try:
+        return type(e)(problems)
+    except TypeError:  # an error type with another constructor: as it was
+        return e
+
+
 def find_run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
     """(file, name) of ``checkpoint``: best | last (in the run's checkpoints/) or a path (as
     given, else relative to the run's checkpoints/)."""
@@ -293,9 +380,15 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
     backbone = cfg.get("backbone")
     if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str):
         backbone["weights"] = None  # the checkpoint holds every weight: pretrained ones are not read (or fetched)
+    # relative data paths are read where the run was started, wherever this command runs
+    origin = run_cwd(run_dir)
+    left = resolve_data_paths(cfg, origin, {key for key, _, _ in parsed})
     for key, value, _ in parsed:
         _set(cfg, key, value)
-    plan = validate(cfg, training=False)  # no optimizer or scheduler is imported or called
+    try:
+        plan = validate(cfg, training=False)  # no optimizer or scheduler is imported or called
+    except UserError as e:
+        raise _with_path_fixes(e, left, origin) from None
     state = load_checkpoint(path, map_location="cpu", key="checkpoint")
     tasks = build_tasks(plan)
     device = resolve_device(plan.cfg["device"])
