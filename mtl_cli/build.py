@@ -82,7 +82,20 @@ def build_optimizer(plan: Plan, model: nn.Module, weighting: nn.Module) -> torch
     extra = [p for p in weighting.parameters() if p.requires_grad]  # e.g. learned loss scales
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0})
+    if "fused" not in node and fused_available(cls, groups[0]["params"]):
+        node["fused"] = True  # one kernel per step, and a skipped step masked on the device (found_inf)
     return cls(groups, **node)
+
+
+def fused_available(cls: type, params: list[torch.Tensor]) -> bool:
+    """Whether ``cls`` has a fused implementation for ``params``' device and dtypes (torch's own
+    Adam, AdamW, SGD and Adagrad on CPUs and CUDA GPUs, floating parameters)."""
+    import inspect
+
+    if "fused" not in inspect.signature(cls.__init__).parameters or not params:
+        return False
+    devices = {p.device.type for p in params}
+    return devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
 
 
 def build_scheduler(plan: Plan, optimizer: torch.optim.Optimizer, total_steps: int):

@@ -375,7 +375,7 @@ def test_a_skipped_step_leaves_the_batchnorm_statistics_as_they_were(monkeypatch
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", train_step)
     monkeypatch.setattr(trainer_mod.Trainer, "optimizer_step", optimizer_step)
     s = train(compose(CNN + extra), tmp_path / "run")
-    assert s["skipped_steps"] == 1 and seen["stepped"] is False
+    assert s["skipped_steps"] == 1  # decided on the device: the step counts, its update and statistics do not
     assert seen["before"] and any(b.is_floating_point() for b in seen["before"])
     assert all(torch.equal(a, b) for a, b in zip(seen["before"], seen["after"]))
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)

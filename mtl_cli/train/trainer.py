@@ -174,8 +174,16 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.top_k = TopK(self.settings.save_top_k, self.ckpt_dir / "top")
         self.skipped = 0  # optimizer steps skipped for non-finite losses or gradients
-        self._skip = False  # something in this step is non-finite: drop its update
+        self._skip = False  # something in this step is non-finite (known on the host): drop its update
         self._skip_why: list[str] = []
+        # on_nonfinite=skip decides on the device (no host read in the step): this step's flags, and
+        # the flags of the steps not yet accounted for (read at the next log, epoch end or checkpoint)
+        n_tasks = len(self.tasks)
+        self._bad = torch.zeros((), dtype=torch.bool, device=self.device)  # something non-finite
+        self._bad_tasks = torch.zeros(n_tasks, dtype=torch.bool, device=self.device)  # which losses
+        self._bad_grad = torch.zeros((), dtype=torch.bool, device=self.device)  # the gradient (losses finite)
+        self._pending: list[tuple[int, torch.Tensor, str]] = []  # (step, [bad, grad, tasks...], host reasons)
+        self._weighting_before: dict[str, torch.Tensor] = {}
         self._stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint after this step
         self._written: dict[str, int] = {}  # checkpoint kind -> the step it was last written at (this process)
         n = len(self.tasks)
@@ -451,6 +459,7 @@ class Trainer:
     def end_epoch(self, last: bool) -> None:
         """After the epoch's steps: the epoch schedules, validation when due (always after the
         ``last`` epoch), and last.pt."""
+        self._account_skips()
         self.stream.end_epoch()
         self.prog.epoch += 1
         if self.scheduler is not None and self.interval == "epoch":
@@ -483,12 +492,16 @@ class Trainer:
         """One optimizer step: ``forward_backward`` of each micro-batch of ``group``, then
         ``optimizer_step``. Each micro-batch's loss is divided by ``len(group)``, so the step
         follows the mean loss over the micro-batches it has (an epoch's short last group
-        included). Returns whether the update was applied (not skipped for non-finite values)."""
+        included). Returns whether the step was taken: with ``on_nonfinite=skip`` always (a step
+        whose values were non-finite is masked on the device, counted and logged later by
+        ``_account_skips``); otherwise whether its update was applied."""
         step, n = self.prog.step, len(group)
         diagnose = self._grad_diagnostics_due()
         self.comm.start_step()
         if self.norm_stats:  # a dropped step puts these back (see _drop_update)
             _copy(self._norm_stats_before, self.norm_stats)
+        if self.settings.on_nonfinite == "skip":  # and the weighting method's state, likewise
+            self._weighting_before = {k: b.clone() for k, b in self.weighting.named_buffers() if b.dtype != torch.uint8}
         for i, micro in enumerate(group):
             self.forward_backward(micro, n, diagnose=diagnose and i == 0, last=i == n - 1)
         self.optimizer_step()
@@ -517,9 +530,8 @@ class Trainer:
         # several processes: the value of the global batch's losses, the gradient of this share
         losses = self.comm.global_losses(local, self._label_counts(masks)) if self.comm.active else local
         self.prog.micro += 1
-        if not self._losses_finite(losses):
-            if self.ddp is not None:  # DDP expects its backward: zero gradients (the step is dropped)
-                self._backward(torch.nan_to_num(local, 0.0, 0.0, 0.0).sum() * 0.0, divisor=divisor)
+        finite = self._check_losses(losses)
+        if finite is False:  # on_nonfinite=stop ends the run in the check; nothing else gets here
             return
         if diagnose:
             self.log_grad_diagnostics(losses, present)
@@ -538,9 +550,15 @@ class Trainer:
             comm=self.comm if self.comm.active else None,
         )
         w = self.weighting.backward(losses, ctx)
-        self.loss_acc += losses.detach().float() * present
-        self.weight_acc += w.float() * present
-        self.count_acc += present
+        if finite is None:  # checked on the device: a skipped step adds nothing to the logged sums
+            ok = (~self._bad).float()
+            self.loss_acc += torch.where(self._bad, 0.0, losses.detach().float() * present)
+            self.weight_acc += torch.where(self._bad, 0.0, w.float() * present)
+            self.count_acc += present * ok
+        else:
+            self.loss_acc += losses.detach().float() * present
+            self.weight_acc += w.float() * present
+            self.count_acc += present
         self.samples += micro.n_samples
 
     def _backward(self, total: torch.Tensor, inputs=None, *, divisor: int) -> None:
@@ -561,15 +579,24 @@ class Trainer:
             self._present[datasets] = m
         return m
 
-    def _losses_finite(self, losses: torch.Tensor) -> bool:
-        """Checked before any backward: a NaN must not reach the weighting's state or other
-        tasks' gradient rows. A non-finite loss skips the step (or stops the run)."""
-        if self.settings.on_nonfinite == "ignore":
+    def _check_losses(self, losses: torch.Tensor) -> bool | None:
+        """The [T] losses' non-finite check. ``on_nonfinite=skip`` decides on the device: the
+        step's flags are set (no host read) and None is returned; the update is then masked
+        (``_masked_step``), and the weighting method's state and the normalization statistics are
+        restored at the step's end. ``stop`` reads the losses at once and stops on a non-finite
+        one (True otherwise); ``ignore`` does not look (True)."""
+        mode = self.settings.on_nonfinite
+        if mode == "ignore":
             return True
-        finite = torch.isfinite(losses.detach()).tolist()  # the host sync of every micro-batch
-        if all(finite):
+        finite = torch.isfinite(losses.detach())
+        if mode == "skip":
+            self._bad_tasks |= ~finite
+            self._bad |= ~finite.all()
+            return None
+        flags = finite.tolist()  # stop: the host read of every micro-batch
+        if all(flags):
             return True
-        bad = [n for n, ok in zip(self.names, finite) if not ok]
+        bad = [n for n, ok in zip(self.names, flags) if not ok]
         self._skip_step(f"non-finite loss of task(s) {', '.join(bad)}")
         return False
 
@@ -587,6 +614,9 @@ class Trainer:
     def optimizer_step(self) -> None:
         """Unscale and clip, check the gradient norm, then the optimizer and scheduler step (or
         drop the update when something in the step was non-finite)."""
+        if self.settings.on_nonfinite == "skip":
+            self._deferred_step()
+            return
         clip = self.settings.gradient_clip_val
         norm = None
         if self.comm.active and self.ddp is None and not self._skip:  # (DDP synced in its backward)
@@ -610,6 +640,99 @@ class Trainer:
             self.scheduler.step()
         self.prog.step += 1
         self.weighting.on_step_end(self.prog.step)
+
+    def _deferred_step(self) -> None:
+        """``on_nonfinite=skip``: the step with its skip decided on the device. The gradient norm's
+        check joins the losses' flag; the update is masked by it (``_masked_step``: the fused
+        optimizers' found-inf path, as GradScaler uses it, without a host read); then the
+        normalization statistics and the weighting method's state are put back where the flag is
+        set, and the step is recorded for ``_account_skips``. A skipped step still counts as a
+        step (the schedule moves on, as with GradScaler) and is counted in ``skipped_steps``."""
+        if self._skip:  # something the host already knows (the gradient engine said so)
+            self._bad.fill_(True)
+        if self.comm.active and self.ddp is None:  # (DDP synced in its backward)
+            self.comm.sync_grads(self.params)
+        clip = self.settings.gradient_clip_val
+        norm = None
+        if clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+        if not self.scaler.is_enabled():  # (with fp16 the GradScaler finds non-finite gradients itself)
+            if norm is None:
+                norm = _total_norm([p.grad for p in self.params if p.grad is not None])
+            if norm is not None:
+                grad_bad = ~torch.isfinite(norm)
+                self._bad_grad.copy_(grad_bad & ~self._bad)
+                self._bad |= grad_bad
+        self._masked_step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.interval == "step":
+            self.scheduler.step()
+        self.prog.step += 1
+        if self.norm_stats:
+            for now, before in zip(self.norm_stats, self._norm_stats_before):
+                now.copy_(torch.where(self._bad, before, now))
+        for name, now in self.weighting.named_buffers():
+            before = self._weighting_before.get(name)
+            if before is not None and before.shape == now.shape and now.dtype != torch.uint8:
+                now.copy_(torch.where(self._bad, before, now))
+        row = torch.cat([self._bad[None].float(), self._bad_grad[None].float(), self._bad_tasks.float()])
+        self._pending.append((self.prog.step, row, "; ".join(self._skip_why)))
+        self._skip, self._skip_why = False, []
+        self._bad.zero_()
+        self._bad_grad.zero_()
+        self._bad_tasks.zero_()
+        self.weighting.on_step_end(self.prog.step)
+
+    def _masked_step(self) -> None:
+        """The optimizer (and GradScaler) step, skipped where ``_bad`` is set: fused optimizers
+        take the flag as ``found_inf`` and skip on the device; others read it once (one host read
+        per step)."""
+        opt = self.optimizer
+        if self.scaler.is_enabled():
+            if self._skip:  # known on the host: GradScaler would not see it in the gradients
+                self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
+                return
+            self.scaler.step(opt)
+            self.scaler.update()
+            return
+        if getattr(opt, "_step_supports_amp_scaling", False) and any(g.get("fused") for g in opt.param_groups):
+            opt.grad_scale, opt.found_inf = None, self._bad.float()  # type: ignore[attr-defined]
+            try:
+                opt.step()
+            finally:
+                del opt.grad_scale, opt.found_inf  # type: ignore[attr-defined]
+        elif not bool(self._bad):  # the one host read of a non-fused optimizer's step
+            opt.step()
+
+    def _account_skips(self) -> None:
+        """Read the flags of the steps since the last call (one host read), count the skipped steps,
+        log each, and stop the run past ``trainer.max_skipped_steps``. Called at every log, at
+        every epoch end and before every checkpoint."""
+        if not self._pending:
+            return
+        rows = torch.stack([r for _, r, _ in self._pending]).tolist()
+        pending, self._pending = self._pending, []
+        limit = self.settings.max_skipped_steps
+        for (step, _, host_why), row in zip(pending, rows):
+            if row[0] < 0.5:
+                continue
+            self.skipped += 1
+            why = [f"non-finite loss of task(s) {', '.join(n for n, b in zip(self.names, row[2:]) if b > 0.5)}"]
+            if not any(b > 0.5 for b in row[2:]):
+                why = []
+            if row[1] > 0.5:
+                why.append("non-finite gradient (every task's loss was finite)")
+            if host_why:
+                why.append(host_why)
+            text = "; ".join(why) or "non-finite values"
+            if limit is not None and self.skipped > limit:
+                raise TrainingError(
+                    f"step {step} (epoch {self.prog.epoch + 1}): {text}; {self.skipped} steps skipped, more than "
+                    f"trainer.max_skipped_steps={limit}. {self._checkpoints_note()}; lower optimizer.lr, set "
+                    "trainer.gradient_clip_val, or check the data of those tasks"
+                )
+            log.warning("step %d skipped (%d so far): %s", step, self.skipped, text)
 
     def _drop_update(self) -> None:
         """The step changes nothing: no update, its gradients dropped, the normalization layers'
@@ -665,9 +788,14 @@ class Trainer:
         self.metrics.log(rec)
 
     def log_train(self, epoch: int, bar) -> None:
+        self._account_skips()
         # the one host sync per logging interval: losses and weights in one transfer
         # a task without a batch in the interval (another dataset fed those steps) logs NaN
-        lv, wv = (torch.stack([self.loss_acc, self.weight_acc]) / self.count_acc).tolist()
+        lv, wv, cv = torch.stack(
+            [self.loss_acc / self.count_acc, self.weight_acc / self.count_acc, self.count_acc]
+        ).tolist()
+        if not any(cv):  # every step of the interval was skipped: nothing to average, no record
+            return
         rec = {"split": "train", "epoch": epoch + 1, "step": self.prog.step}
         rec |= {f"loss/{n}": v for n, v in zip(self.names, lv)}
         rec |= {f"weight/{n}": v for n, v in zip(self.names, wv)}
@@ -714,6 +842,7 @@ class Trainer:
     def save(self, kind: str, path: Path | None = None) -> Path:
         """Write a checkpoint (never one with non-finite weights over a good one)."""
         path = path or self.ckpt_dir / f"{kind}.pt"
+        self._account_skips()  # the skipped-step count in the checkpoint is read first
         ranks = self._rng_ranks()  # every process's random state (a collective with several)
 
         def write() -> None:
@@ -828,6 +957,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- end of run
     def finish(self) -> dict:
+        self._account_skips()
+
         def best_weights() -> dict:
             state = load_checkpoint(self.ckpt_dir / "best.pt", map_location="cpu")
             return {"model": state["model"], "step": state["step"]}
