@@ -124,9 +124,10 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
 def write_manifest(
-    tmp: Path, n: int = 6, seg: bool = False, split: list[str] | None = None, mask_size: dict[int, int] | None = None
+    tmp: Path, n: int = 9, seg: bool = False, split: list[str] | None = None, mask_size: dict[int, int] | None = None
 ) -> str:
-    """``n`` 8x8 PNGs under img/ and m.csv listing them with a colour class (and a mask)."""
+    """``n`` 8x8 PNGs under img/ and m.csv listing them with a colour class (and a mask); with 9
+    rows every colour keeps a train row whichever rows are carved as val and test."""
     (tmp / "img").mkdir()
     names = list(COLOURS)
     header = ["image", "colour"] + (["seg"] if seg else []) + (["split"] if split else [])
@@ -218,7 +219,7 @@ def manifest_mask_wrong_size(tmp: Path) -> list[str]:
 
 
 def manifest_split_without_train(tmp: Path) -> list[str]:
-    return manifest(write_manifest(tmp, split=["val", "test", "val", "test", "val", "test"]))
+    return manifest(write_manifest(tmp, n=6, split=["val", "test", "val", "test", "val", "test"]))
 
 
 # ---- torchvision layouts (torchvision and multi_mnist sources) --------------------------------

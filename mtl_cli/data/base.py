@@ -19,6 +19,7 @@ never a silent zero. Dense targets may also mark single pixels as missing with `
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from torch.utils.data import Dataset
 
 from ..config.params import Range
 from ..errors import DataError, Problem
+
+log = logging.getLogger("mtl_cli")
 
 SPLITS = ("train", "val", "test")
 
@@ -286,34 +289,109 @@ def file_stems(files: Sequence[Path]) -> list[str]:
     return out
 
 
-def read_image_file(path: Path):
-    """The fully decoded PIL image of an input file; DataError naming it when unreadable."""
+#: PIL modes with more than 8 bits per pixel, single-channel, and the number their pixel values are
+#: divided by to land in [0, 1]: 16-bit grayscale (PNG, TIFF) by 65535; 32-bit integer ("I", which
+#: older Pillow gives for 16-bit PNGs too) read as 16-bit, other values refused; 32-bit float ("F")
+#: taken as it is, values outside [0, 1] refused (their scale cannot be known)
+WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def read_image_file(path: Path, where: str = "", fix: str = "replace the file or leave it out"):
+    """The fully decoded PIL image of an input file; DataError naming it (and ``where``, e.g. a
+    manifest row) when unreadable. An image larger than PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) is logged as one warning naming the file, not printed raw by
+    the warnings module; one over twice the limit is refused."""
+    import warnings
+
     from PIL import Image
 
+    at = f" ({where})" if where else ""
     try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img.load()
+    except Image.DecompressionBombError as e:
         raise DataError(
             [
                 Problem(
                     str(path),
-                    f"cannot decode image: {e}",
-                    allowed="a complete PNG/JPEG/... image",
-                    fix="replace the file or leave it out",
+                    f"image too large to decode safely{at}: {e}",
+                    allowed=f"images up to {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (twice PIL's MAX_IMAGE_PIXELS)",
+                    fix="downscale the image before training (it is resized to data.image_size anyway)",
                 )
             ]
         ) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            [
+                Problem(
+                    str(path),
+                    f"cannot decode image{at}: {e}",
+                    allowed="a complete PNG/JPEG/... image",
+                    fix=fix,
+                )
+            ]
+        ) from e
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            w_, h_ = img.size
+            log.warning(
+                "%s%s: a very large image (%dx%d = %s pixels, over PIL's decompression-bomb limit of %s): "
+                "decoded anyway; downscale it to save time and memory",
+                path,
+                at,
+                w_,
+                h_,
+                f"{w_ * h_:,}",
+                f"{Image.MAX_IMAGE_PIXELS or 0:,}",
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return img
 
 
-def image_to_tensor(img, channels: int) -> torch.Tensor:
-    """uint8 [C, H, W] of a PIL image with 1 (grayscale) or 3 (RGB) channels (PIL's conversion)."""
+def image_pixels(img, channels: int, path: Path | str = "", where: str = "") -> torch.Tensor:
+    """The pixels of a PIL image with ``channels`` channels (1: grayscale, 3: RGB), [C, H, W]:
+    uint8 for 8-bit images (PIL's conversion: palette, bilevel, alpha dropped, CMYK, ...), float32
+    in [0, 1] for the wide modes of :data:`WIDE_MODES` (16-bit grayscale scaled by 1/65535, never
+    clipped to 0/255 as PIL's own conversion to 8 bits does). DataError naming ``path`` for pixel
+    values whose scale cannot be known (32-bit integers above 65535, floats outside [0, 1])."""
     import numpy as np
 
-    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
-    x = torch.from_numpy(arr.copy())
+    if img.mode in WIDE_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        top = 65535.0 if img.mode != "F" else 1.0
+        if not (np.isfinite(arr).all() and lo >= 0 and hi <= top):
+            at = f" ({where})" if where else ""
+            raise DataError(
+                [
+                    Problem(
+                        str(path),
+                        f"{img.mode} image with pixel values from {lo:g} to {hi:g}{at}: their scale cannot be known",
+                        f"{lo:g}..{hi:g}",
+                        allowed="16-bit images (0..65535) and float images in [0, 1]; any 8-bit image",
+                        fix="save the image as 8- or 16-bit PNG (or scale a float image to [0, 1])",
+                    )
+                ]
+            )
+        x = torch.from_numpy((arr / WIDE_MODES[img.mode]).astype(np.float32))[None]
+        return x.expand(channels, -1, -1).contiguous()
+    target = "L" if channels == 1 else "RGB"
+    try:
+        img = img.convert(target)
+    except ValueError:  # e.g. LAB has no direct conversion to L: through RGB
+        img = img.convert("RGB").convert(target)
+    x = torch.from_numpy(np.array(img))
     return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+
+
+def image_to_tensor(img, channels: int) -> torch.Tensor:
+    """uint8 [C, H, W] of a PIL image with 1 (grayscale) or 3 (RGB) channels: 8-bit images by PIL's
+    conversion, wider ones (16-bit, float) scaled to 0..255 and rounded (see :func:`image_pixels`)."""
+    x = image_pixels(img, channels, getattr(img, "filename", "") or "")
+    return x if x.dtype == torch.uint8 else x.mul(255.0).round_().to(torch.uint8)
 
 
 def size_problem(path: Path, got: tuple[int, int], want: tuple[int, int], why: str) -> Problem:
@@ -395,22 +473,34 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
 
 def check_nonempty(splits: dict[str, Dataset], where: str, fix: str | None = None) -> None:
     """DataError naming every split without samples (and the size of each split)."""
-    sizes = {s: len(ds) for s, ds in splits.items()}
+    check_split_sizes({s: len(ds) for s, ds in splits.items()}, where, fix)
+
+
+def check_split_sizes(sizes: dict[str, int], where: str, fix: str | None = None) -> None:
+    """DataError naming every split of ``sizes`` (split -> samples) without samples. The default
+    fix: lower the val/test fractions when the train split is empty (they took every row), raise
+    them when a val or test split is."""
     empty = [s for s, n in sizes.items() if n == 0]
-    if empty:
-        raise DataError(
-            [
-                Problem(
-                    key=where,
-                    message=f"split(s) {', '.join(empty)} have no samples (samples per split: "
-                    + ", ".join(f"{s} {n}" for s, n in sizes.items())
-                    + ")",
-                    fix=fix
-                    or "use more data, or raise data.val_fraction / data.test_fraction so "
-                    "that every split gets at least one sample",
-                )
-            ]
+    if not empty:
+        return
+    if fix is None:
+        fix = (
+            "use more data, or lower data.val_fraction / data.test_fraction: the rows they carve leave none to train on"
+            if "train" in empty
+            else "use more data, or raise data.val_fraction / data.test_fraction so that every split "
+            "gets at least one sample"
         )
+    raise DataError(
+        [
+            Problem(
+                key=where,
+                message=f"split(s) {', '.join(empty)} have no samples (samples per split: "
+                + ", ".join(f"{s} {n}" for s, n in sizes.items())
+                + ")",
+                fix=fix,
+            )
+        ]
+    )
 
 
 def _rename(sample: dict, prefix: str) -> dict:

@@ -32,7 +32,7 @@ def check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict)
             continue  # not a mapping: reported by check_schema
         if any(q.key == f"tasks.{name}.kind" for q in p.items[n0:]) or f"tasks.{name}.kind" in p.unset:
             continue  # a bad or unset kind is reported already; nothing more can be checked
-        resolved = _resolve_task(p, str(name), t, specs, plain)
+        resolved = _resolve_task(p, str(name), t, specs, plain, tnode)
         if resolved is not None:
             out[str(name)] = resolved
     enabled = [n for n, t in node.items() if not (isinstance(t, dict) and t.get("enabled") is False)]
@@ -52,7 +52,9 @@ def _usable_task_name(name: str) -> bool:
     return bool(name) and "." not in name and "/" not in name and not hasattr(torch.nn.ModuleDict(), name)
 
 
-def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], plain: dict) -> dict | None:
+def _resolve_task(
+    p: Problems, name: str, t: dict, specs: dict[str, DataSpec], plain: dict, raw: dict | None = None
+) -> dict | None:
     key = f"tasks.{name}"
     n0 = len(p.items)
     if t["kind"] is None:
@@ -86,7 +88,7 @@ def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], p
         )
     spec = specs.get(t["dataset"])
     if spec is not None:
-        _resolve_io(p, key, t, kind, spec)
+        _resolve_io(p, key, t, kind, spec, _data_node(plain, t["dataset"]), raw or {})
         t["input_key"] = qualify(t["dataset"], t["input"]) if t["input"] is not None else None
         t["target_key"] = qualify(t["dataset"], t["target"])
     t["loss"] = t["loss"] if t["loss"] is not None else kind.default_loss
@@ -132,7 +134,19 @@ def _resolve_task(p: Problems, name: str, t: dict, specs: dict[str, DataSpec], p
     return t if len(p.items) == n0 else None
 
 
-def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
+def _data_node(plain: dict, dataset: str) -> dict:
+    """The config node of ``dataset`` (``data`` or ``datasets.<name>``), {} when not a mapping."""
+    node = plain.get("data") if dataset == PRIMARY else (plain.get("datasets") or {}).get(dataset)
+    return node if isinstance(node, dict) else {}
+
+
+def _setting(raw: dict, key: str, field: str, value: str) -> str:
+    """How to set ``key.field`` on the command line: ``+`` for a task declared there (its node has
+    no such key yet: ``tasks.X.num_classes=3`` would fail with "no such key")."""
+    return f"{'' if field in raw else '+'}{key}.{field}={value}"
+
+
+def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec, data_node: dict, raw: dict) -> None:
     if t["target"] not in spec.targets:
         p.add(
             f"{key}.target",
@@ -144,12 +158,19 @@ def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
         return
     ts = spec.targets[t["target"]]
     if ts.kind not in kind.accepts:
+        fix = f"set {key}.kind to an allowed kind"
+        if "kinds" in data_node:  # a source that infers target kinds from the values (csv, image_manifest)
+            where = "data" if t["dataset"] == PRIMARY else f"datasets.{t['dataset']}"
+            fix += (
+                f"; or, if the data inferred the target's kind wrongly (class labels written as numbers), "
+                f"declare it: ++{where}.kinds.{t['target']}={kind.accepts[0]}"
+            )
         p.add(
             f"{key}.kind",
             f"a {kind.name} task cannot learn target {ts.name!r}, which is {ts.kind}",
             kind.name,
             allowed=", ".join(k for k in TASK_KINDS.names() if ts.kind in TASK_KINDS.get(k).accepts),
-            fix=f"set {key}.kind to an allowed kind",
+            fix=fix,
         )
     if t["input"] is None:
         if len(spec.inputs) == 1:
@@ -180,7 +201,20 @@ def _resolve_io(p: Problems, key: str, t: dict, kind, spec: DataSpec) -> None:
             )
         t["num_classes"] = ts.num_classes
     elif t["num_classes"] is None and kind.needs_num_classes:
-        p.add(f"{key}.num_classes", "the data does not say how many classes; set it", fix=f"set {key}.num_classes=<n>")
+        p.add(
+            f"{key}.num_classes",
+            "the data does not say how many classes; set it",
+            fix=f"set {_setting(raw, key, 'num_classes', '<n>')}",
+        )
+    if kind.needs_num_classes and t["num_classes"] is not None and t["num_classes"] < 2:
+        p.add(
+            f"{key}.num_classes",
+            f"a {kind.name} task needs at least two classes (labels)"
+            + (f" (the data's target {ts.name!r} has {ts.num_classes})" if ts.num_classes is not None else ""),
+            t["num_classes"],
+            allowed="2 or more",
+            fix="give the target two or more classes in the data, or remove the task",
+        )
     if t["ignore_index"] is None:
         t["ignore_index"] = ts.ignore_index
 

@@ -1,48 +1,60 @@
 """Tabular data from CSV (or TSV; Parquet when pyarrow is installed): one row per sample.
 
 Input ``features``: float32 [F], the feature columns in the order of ``features`` (default: every
-column that is not a target column and not in ``exclude``, in file order).
+column that is not a target column and not in ``exclude``, in file order; ``exclude`` beside an
+explicit ``features`` list is refused, as it would be ignored). A column listed in
+``categorical`` is one-hot encoded in place: one input per category of the train split (named
+``column=category`` in ``artifacts["feature_names"]``); a category the train split lacks (in val,
+test or at prediction) encodes as all zeros, with a warning.
 
 Targets: ``targets`` maps a target name to its column. The kind of each target is ``kinds[name]``
-when given (classification, binary or regression), else inferred from the column's values over
-all files, simply:
+when given (classification, binary or regression), classification when ``classes[name]`` is
+given, else inferred from the column's values over all files:
 
-- any non-empty value that is not a number -> ``classification``;
-- all values numbers -> ``regression`` (integer codes too: say ``kinds: {t: classification}``).
+- all labelled values numbers -> ``regression`` (integer codes too: say ``kinds: {t: classification}``);
+- mostly text -> ``classification``;
+- mostly numbers with some cells that are not (one ``abc``, ``inf`` or ``3,5`` in a numeric
+  column) -> refused, naming those cells: declare the kind.
 
-Classification labels are mapped to 0..K-1 in sorted order (numerically when all labels are
-numbers, so "2" < "10"; else as strings), over the labels of all files; the mapping is saved in
-the run dir through ``DataSpec.artifacts["label_maps"]``. Binary targets accept 0/1,
-true/false and yes/no (any case). Empty cells (and NA, N/A, NaN, null) in a target column are
-missing labels: the mask is False, the other targets of the row are unaffected.
+Classification labels are mapped to 0..K-1 in the order of ``classes[name]`` when given (a label
+outside it is an error), else the labels of the train split in sorted order (numerically when all
+are numbers, so "2" < "10"); a label only val or test rows have is refused (it would become an
+extra class), and so is a single class. Binary targets accept 0/1, true/false and yes/no (any
+case) and need both values in the train split (unless ``classes[name]`` declares the two). Empty
+cells (and NA, N/A, NaN, null) in a target column are missing labels: the mask is False, the other
+targets of the row are unaffected; a target without any label in the train split is refused.
+Regression values beyond ±1e15 are refused (their squared error overflows float32). The label
+maps are saved in the run dir through ``DataSpec.artifacts["label_maps"]``.
 
-Feature cells must be numbers. A missing feature cell (empty, NA, N/A, NaN, null) is an error
-unless ``impute`` is "mean" (the column's mean over the train split) or "zero"; a cell that is
-not a number is always an error (the column is probably categorical: leave it out with
-``exclude`` or ``features``). ``standardize`` z-scores every feature with the train split's mean
-and standard deviation (a constant column is only centred). Statistics and fill values land in
-``artifacts`` too, filled in by ``load()``.
+Feature cells must be numbers within float32's range (or categories, for ``categorical``
+columns). A missing feature cell (empty, NA, N/A, NaN, null) is an error unless ``impute`` is
+"mean" (the column's mean over the train split; for a one-hot column, the category frequencies)
+or "zero"; a cell that is not a number is always an error (declare the column ``categorical`` or
+leave it out). ``standardize`` z-scores every numeric input with the train split's mean and
+standard deviation, computed in float64 (a constant column is only centred; one-hot inputs stay
+0/1). Statistics, fill values and categories land in ``artifacts`` too, filled in by ``load()``.
 
 Splits: ``val_path`` / ``test_path`` are used as given; a split without a file is carved from
-the ``path`` file by the seeded ``val_fraction`` / ``test_fraction``.
+the ``path`` file by the seeded ``val_fraction`` / ``test_fraction``. Which rows form each split
+is recorded in ``artifacts["split"]`` (data.json): files with their sha256, row counts, the hash
+of each split's row numbers and the val/test row numbers.
 
 Errors name the file (absolute path), the column, the row (1-based data row, i.e. not counting
-the header, with the file line in brackets) and the bad value. The helpers here (``read_table``,
-``Table``, ``Problems``, ``label_map``, ``encode_scalar``) are shared by other CSV-based sources.
+the header, with the file line in brackets) and the bad value. The cell-level helpers live in
+:mod:`mtl_cli.data.tabular` (re-exported here for the other CSV-based sources, with
+``read_table``, ``fraction_problems`` and ``resolve``).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import torch
 
-from ...config.params import Check, Len, Seed, Text
+from ...config.params import Check, Len, Range, Seed, Text
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
@@ -54,27 +66,69 @@ from ..base import (
     PreparedInputs,
     TargetSpec,
     check_nonempty,
+    check_split_sizes,
     split_indices,
 )
+from ..tabular import (
+    MISSING,
+    FeatureEncoder,
+    FeaturePlan,
+    Problems,
+    SplitRows,
+    Table,
+    apply_standardize,
+    check_binary,
+    check_labelled,
+    class_map,
+    encode_scalar,
+    fill_values,
+    infer_kind,
+    is_missing,
+    label_map,
+    missing_column,
+    plan_categories,
+    split_record,
+    standardize_statistics,
+    to_float,
+    warn_constant,
+    warn_large_features,
+)
 
-MISSING = frozenset({"", "na", "n/a", "nan", "null"})
+__all__ = [
+    "MISSING",
+    "Column",
+    "ClassName",
+    "CsvSource",
+    "Delimiter",
+    "Problems",
+    "Table",
+    "encode_scalar",
+    "fraction_problems",
+    "infer_kind",
+    "is_missing",
+    "label_map",
+    "missing_column",
+    "read_table",
+    "resolve",
+    "to_float",
+]
+
 ScalarKind = Literal["classification", "binary", "regression"]
 SCALAR_KINDS = get_args(ScalarKind)
-BINARY_VALUES = {
-    "0": 0.0,
-    "1": 1.0,
-    "0.0": 0.0,
-    "1.0": 1.0,
-    "false": 0.0,
-    "true": 1.0,
-    "no": 0.0,
-    "yes": 1.0,
-}
-MAX_PROBLEMS = 10  # problems listed per error; the rest are counted
 
 #: value domains shared with the other CSV-based sources
 Column = Annotated[str, Text("a column name")]
 Delimiter = Annotated[str, Check(lambda d: len(d) == 1, "of one character")]
+#: a class label as the column holds it; integer codes (0, 1, ...) and true/false are read as their
+#: text (a negative code is written as a string: '-1')
+ClassName = Annotated[str, Text("a class label of the column")] | Annotated[int, Range(ge=0)] | bool
+#: the declared classes of a target, in index order
+ClassList = Annotated[list[ClassName], Len(min=2)]
+
+
+def class_names(classes: dict[str, list] | None) -> dict[str, list[str]]:
+    """Declared classes as the column's text: 3 -> "3", True -> "true"."""
+    return {k: [str(c).lower() if isinstance(c, bool) else str(c) for c in v] for k, v in (classes or {}).items()}
 
 
 def fraction_problems(fractions: dict[str, float], carved: dict[str, bool]) -> list[Problem]:
@@ -93,95 +147,9 @@ def fraction_problems(fractions: dict[str, float], carved: dict[str, bool]) -> l
     ]
 
 
-def is_missing(cell: str) -> bool:
-    """True for an empty cell or a usual missing-value marker (NA, N/A, NaN, null)."""
-    return cell.strip().lower() in MISSING
-
-
-def to_float(cell: str) -> float | None:
-    """The cell as a finite float, None when it is not one."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def resolve(path: str) -> Path:
     """A config path made absolute against the current working directory."""
     return Path(path).expanduser().resolve()
-
-
-class Problems:
-    """Collects data problems so that one error lists many at once (capped at MAX_PROBLEMS).
-
-    Problems added with the same ``group`` (e.g. one column of one file) are listed once, with
-    the count of further rows alike, so a bad column does not drown the other problems.
-    """
-
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-        self.dropped = 0
-        self.repeats: dict[object, list] = {}  # group -> [index in items, further count]
-
-    def add(self, problem: Problem, group: object = None) -> None:
-        if group is not None and group in self.repeats:
-            self.repeats[group][1] += 1
-            return
-        if len(self.items) >= MAX_PROBLEMS:
-            self.dropped += 1
-            return
-        if group is not None:
-            self.repeats[group] = [len(self.items), 0]
-        self.items.append(problem)
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        items = list(self.items)
-        for i, more in self.repeats.values():
-            if more:
-                msg = f"{items[i].message}; and {more} more row(s) alike"
-                items[i] = dataclasses.replace(items[i], message=msg)
-        if self.dropped:
-            items.append(Problem("...", f"{self.dropped} more problem(s) of the same kind"))
-        raise DataError(items)
-
-
-@dataclass
-class Table:
-    """A CSV file read as text: header, rows of cells, and the file line of each row."""
-
-    path: Path
-    header: list[str]
-    rows: list[list[str]]
-    lines: list[int | None] = field(default_factory=list)
-
-    def where(self, i: int) -> str:
-        """Row ``i`` (0-based) as users count it: 1-based data row, plus the file line."""
-        line = self.lines[i] if i < len(self.lines) else None
-        return f"row {i + 1}" + (f" (line {line} of the file)" if line else "")
-
-    def index(self, column: str, key: str) -> int:
-        """Position of ``column``; DataError listing the available columns otherwise."""
-        if column in self.header:
-            return self.header.index(column)
-        raise DataError([missing_column(self, column, key)])
-
-    def column(self, column: str, key: str) -> list[str]:
-        j = self.index(column, key)
-        return [row[j] for row in self.rows]
-
-
-def missing_column(table: Table, column: str, key: str) -> Problem:
-    """Problem: config ``key`` names a column that ``table`` does not have."""
-    return Problem(
-        key=str(table.path),
-        message=f"column {column!r} (from {key}) is not in the header",
-        value=column,
-        allowed="columns " + ", ".join(repr(c) for c in table.header),
-        fix=f"correct {key} or the file's header (names are case-sensitive)",
-    )
 
 
 def file_problem(path: Path, message: str, fix: str, value: object = None) -> DataError:
@@ -190,6 +158,14 @@ def file_problem(path: Path, message: str, fix: str, value: object = None) -> Da
 
 def read_table(path: Path, delimiter: str | None = None) -> Table:
     """Read a CSV/TSV (stdlib csv) or Parquet file as a Table of text cells."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".tab", ".parquet"))
+        raise file_problem(
+            path,
+            "is a folder, not a file",
+            "give the file itself"
+            + (f", e.g. {path / inside[0]} (the folder holds {', '.join(inside[:5])})" if inside else ""),
+        )
     if not path.is_file():
         raise file_problem(path, "file not found", f"check the path (relative paths resolve against {Path.cwd()})")
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -230,11 +206,14 @@ def _read_csv(path: Path, reader) -> Table:
         table.rows.append(row)
         table.lines.append(reader.line_num)
         if len(row) != len(header):
+            fix = "fix the row (quote cells that contain the delimiter)"
+            if len(row) > len(header) and any(c.strip().isdigit() for c in row):
+                fix += "; numbers with a decimal comma (3,5) split into two fields: write 3.5"
             problems.add(
                 Problem(
                     str(path),
                     f"{table.where(len(table.rows) - 1)} has {len(row)} fields, the header has {len(header)}",
-                    fix="fix the row (quote cells that contain the delimiter)",
+                    fix=fix,
                 )
             )
     problems.raise_if_any()
@@ -260,70 +239,14 @@ def _cell(value: Any) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
-def label_map(values: list[str]) -> dict[str, int]:
-    """Sorted label -> index mapping of the non-missing values (numeric sort if all numbers)."""
-    labels = {v.strip() for v in values if not is_missing(v)}
-    if all(to_float(v) is not None for v in labels):
-        ordered = sorted(labels, key=lambda v: (to_float(v), v))
-    else:
-        ordered = sorted(labels)
-    return {label: i for i, label in enumerate(ordered)}
-
-
-def infer_kind(values: list[str]) -> str:
-    """classification if any non-missing value is not a number, else regression."""
-    present = [v for v in values if not is_missing(v)]
-    return "regression" if all(to_float(v) is not None for v in present) else "classification"
-
-
-def encode_scalar(
-    table: Table, column: str, kind: str, mapping: dict[str, int] | None, problems: Problems
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target values and masks of one column for a scalar kind; bad cells go to ``problems``."""
-    cells = table.column(column, "targets")
-    mask = torch.tensor([not is_missing(c) for c in cells], dtype=torch.bool)
-    out = []
-    for i, cell in enumerate(cells):
-        value = 0.0 if is_missing(cell) else _scalar(cell.strip(), kind, mapping)
-        if value is None:
-            problems.add(_bad_target(table, i, column, cell, kind, mapping), group=(table.path, column))
-            value = 0.0
-        out.append(value)
-    dtype = torch.long if kind == "classification" else torch.float32
-    return torch.tensor(out, dtype=dtype), mask
-
-
-def _scalar(cell: str, kind: str, mapping: dict[str, int] | None) -> float | int | None:
-    if kind == "classification":
-        return (mapping or {}).get(cell)
-    if kind == "binary":
-        return BINARY_VALUES.get(cell.lower())
-    return to_float(cell)
-
-
-def _bad_target(table: Table, i: int, column: str, cell: str, kind: str, mapping: dict[str, int] | None) -> Problem:
-    allowed = {
-        "classification": "one of " + ", ".join(repr(c) for c in (mapping or {})),
-        "binary": "0/1, true/false or yes/no (any case), or an empty cell for a missing label",
-        "regression": "a finite number, or an empty cell for a missing label",
-    }[kind]
-    fix = {
-        "classification": "correct the label or declare it among the classes",
-        "binary": "fix the value, or declare the target's kind as classification",
-        "regression": "fix the value, or declare the target's kind as classification",
-    }[kind]
-    return Problem(
-        str(table.path), f"{table.where(i)}, column {column!r}: not a valid {kind} label", cell, allowed, fix
-    )
-
-
 @dataclass
 class _Plan:
-    """Resolved columns: feature columns, target -> (column, kind), and classification maps."""
+    """Resolved columns: features, target -> (column, kind), classification maps, split rows."""
 
-    features: list[str]
+    features: FeaturePlan
     targets: dict[str, tuple[str, str]]
     label_maps: dict[str, dict[str, int]]
+    rows: SplitRows
 
 
 @SOURCES.register("csv")
@@ -338,8 +261,10 @@ class CsvSource(DataSource):
         test_path: Annotated[str, Text("the test file")] | None = None,
         features: Annotated[list[Column], Len(min=1)] | None = None,
         exclude: list[Column] | None = None,
+        categorical: Annotated[list[Column], Len(min=1)] | None = None,
         targets: dict[str, Column] | None = None,
         kinds: dict[str, ScalarKind] | None = None,
+        classes: dict[str, ClassList] | None = None,
         standardize: bool = False,
         impute: Literal["mean", "zero"] | None = None,
         delimiter: Delimiter | None = None,
@@ -350,8 +275,10 @@ class CsvSource(DataSource):
         self.paths = {"train": path, "val": val_path, "test": test_path}
         self.features = list(features) if features is not None else None
         self.exclude = list(exclude or [])
+        self.categorical = list(categorical or [])
         self.targets = dict(targets or {})
         self.kinds = dict(kinds or {})
+        self.classes = class_names(classes)
         self.standardize = standardize
         self.impute = impute
         self.delimiter = delimiter
@@ -372,15 +299,26 @@ class CsvSource(DataSource):
                     "data.targets", "no targets given", fix="map target names to columns, e.g. targets: {price: price}"
                 )
             )
-        for name in self.kinds:
-            if name not in self.targets:
+        for key, names in (("kinds", self.kinds), ("classes", self.classes)):
+            for name in names:
+                if name not in self.targets:
+                    problems.append(
+                        Problem(
+                            f"data.{key}.{name}",
+                            "not a target",
+                            name,
+                            ", ".join(self.targets),
+                            "use a name from data.targets",
+                        )
+                    )
+        for name in self.classes:
+            if self.kinds.get(name) == "regression":
                 problems.append(
                     Problem(
-                        f"data.kinds.{name}",
-                        "not a target",
-                        name,
-                        ", ".join(self.targets),
-                        "use a name from data.targets",
+                        f"data.classes.{name}",
+                        "a regression target has no classes",
+                        self.classes[name],
+                        fix=f"remove data.classes.{name}, or set data.kinds.{name} to classification or binary",
                     )
                 )
         problems += fraction_problems(self.fractions, {s: not self.paths[s] for s in ("val", "test")})
@@ -394,6 +332,33 @@ class CsvSource(DataSource):
                     fix="remove them from features",
                 )
             )
+        if self.features is not None and self.exclude:
+            problems.append(
+                Problem(
+                    "data.exclude",
+                    "has no effect beside an explicit data.features list (only the listed columns are features)",
+                    self.exclude,
+                    fix="remove the columns from data.features and drop data.exclude, or drop data.features "
+                    "to use every column that is not a target or excluded",
+                )
+            )
+        for column in self.categorical:
+            why = None
+            if column in self.targets.values():
+                why = "is a target column"
+            elif self.features is not None and column not in self.features:
+                why = "is not in data.features"
+            elif self.features is None and column in self.exclude:
+                why = "is excluded (data.exclude)"
+            if why:
+                problems.append(
+                    Problem(
+                        "data.categorical",
+                        f"column {column!r} {why}: only feature columns can be categorical",
+                        column,
+                        fix="list feature columns only",
+                    )
+                )
         if problems:
             raise DataError(problems)
 
@@ -405,22 +370,50 @@ class CsvSource(DataSource):
             self._tables = {split: read_table(resolve(p), self.delimiter) for split, p in self.paths.items() if p}
         return self._tables
 
+    def split_rows(self) -> SplitRows:
+        """Which rows of which file form each split: a file's every row, or the rows carved from
+        the train file by the seeded fractions (each split in file order)."""
+        tables = self.tables()
+        train = tables["train"]
+        fv = 0.0 if "val" in tables else self.fractions["val"]
+        ft = 0.0 if "test" in tables else self.fractions["test"]
+        idx = split_indices(len(train.rows), fv, ft, self.split_seed)
+        rows: SplitRows = {"train": [(train, idx["train"].sort().values.tolist())]}
+        for s in ("val", "test"):
+            rows[s] = (
+                [(tables[s], list(range(len(tables[s].rows))))]
+                if s in tables
+                else [(train, idx[s].sort().values.tolist())]
+            )
+        return rows
+
     def plan(self) -> _Plan:
-        """Check columns against every file and settle feature columns and target kinds."""
+        """Check columns against every file, the split sizes, and settle feature columns, target
+        kinds and classes (from the train split)."""
         if self._plan_cache is None:
             tables = self.tables()
             self._check_columns(tables)
-            targets = {
-                name: (col, self.kinds.get(name) or infer_kind(self._values(col))) for name, col in self.targets.items()
-            }
-            maps = {
-                name: label_map(self._values(col)) for name, (col, kind) in targets.items() if kind == "classification"
-            }
-            self._plan_cache = _Plan(self._feature_columns(tables["train"]), targets, maps)
+            rows = self.split_rows()
+            sizes = {s: sum(len(i) for _, i in parts) for s, parts in rows.items()}
+            if not sizes["train"]:  # the label checks need train rows; empty val/test are refused by load()
+                check_split_sizes(sizes, self._where())
+            targets, maps = {}, {}
+            for name, col in self.targets.items():
+                kind = self.kinds.get(name) or (
+                    "classification" if name in self.classes else infer_kind(rows, col, name)
+                )
+                check_labelled(rows, col, name)
+                if kind == "classification":
+                    maps[name] = class_map(rows, col, name, self.classes.get(name))
+                elif kind == "binary":
+                    check_binary(rows, col, name, self.classes.get(name))
+                targets[name] = (col, kind)
+            features = FeaturePlan(self._feature_columns(tables["train"]), plan_categories(rows, self.categorical))
+            self._plan_cache = _Plan(features, targets, maps, rows)
         return self._plan_cache
 
-    def _values(self, column: str) -> list[str]:
-        return [v for t in self.tables().values() for v in t.column(column, "data.targets")]
+    def _where(self) -> str:
+        return f"data (csv {resolve(self.paths['train'] or '')})"
 
     def _feature_columns(self, train: Table) -> list[str]:
         if self.features is not None:
@@ -433,6 +426,7 @@ class CsvSource(DataSource):
         wanted = [(c, "data.targets") for c in self.targets.values()]
         wanted += [(c, "data.features") for c in self.features or []]
         wanted += [(c, "data.exclude") for c in self.exclude]
+        wanted += [(c, "data.categorical") for c in self.categorical]
         for table in tables.values():
             for column, key in wanted:
                 if column not in table.header:
@@ -446,26 +440,45 @@ class CsvSource(DataSource):
             names = list(plan.label_maps[name]) if name in plan.label_maps else None
             targets[name] = TargetSpec(name, kind, (), len(names) if names else None, names)
         self.artifacts["label_maps"] = plan.label_maps
-        self.artifacts["features"] = plan.features
-        inputs = {"features": InputSpec("features", (len(plan.features),), "tabular")}
+        self.artifacts["features"] = plan.features.columns
+        if plan.features.categories:
+            self.artifacts["categories"] = plan.features.categories
+            self.artifacts["feature_names"] = plan.features.names
+        inputs = {"features": InputSpec("features", (plan.features.width,), "tabular")}
         return DataSpec(inputs, targets, self.artifacts)
 
     # ---- load -----------------------------------------------------------------------------
 
     def load(self) -> dict[str, InMemoryDataset]:
-        self.describe()  # fills artifacts, checks columns
-        parts = {split: self._encode(table) for split, table in self.tables().items()}
-        splits = self._carve(parts)
-        check_nonempty(splits, f"data (csv {resolve(self.paths['train'])})")
+        self.describe()  # fills artifacts, checks columns and labels
+        plan = self.plan()
+        encoder = FeatureEncoder(plan.features, self.impute)
+        parts = {split: self._encode(table, encoder) for split, table in self.tables().items()}
+        encoder.log_unseen(self._where())
+        splits = self._carve(parts, plan.rows)
+        check_nonempty(splits, self._where())
+        for name, (_, kind) in plan.targets.items():
+            if kind == "regression":
+                warn_constant(name, splits["train"].targets[name], splits["train"].masks[name])
         self._fill_missing(splits)
         if self.standardize:
             self._standardize(splits)
+        else:
+            warn_large_features(splits["train"].inputs["features"], plan.features.names, self._where())
+        self.artifacts["split"] = split_record(
+            plan.rows,
+            {
+                "how": {s: ("file" if self.paths[s] else "carved from the train file") for s in ("val", "test")},
+                "seed": self.split_seed,
+                "fractions": {s: (None if self.paths[s] else f) for s, f in self.fractions.items()},
+            },
+        )
         return splits
 
-    def _encode(self, table: Table) -> InMemoryDataset:
+    def _encode(self, table: Table, encoder: FeatureEncoder) -> InMemoryDataset:
         """Features (NaN where missing) and targets of one file; all bad cells in one error."""
         plan, problems = self.plan(), Problems()
-        x = self._features(table, plan.features, problems)
+        x = encoder.encode(table, range(len(table.rows)), problems)
         targets, masks = {}, {}
         for name, (column, kind) in plan.targets.items():
             mapping = plan.label_maps.get(name)
@@ -473,73 +486,29 @@ class CsvSource(DataSource):
         problems.raise_if_any()
         return InMemoryDataset({"features": x}, targets, masks)
 
-    def _features(self, table: Table, columns: list[str], problems: Problems) -> torch.Tensor:
-        idx = [table.index(c, "data.features") for c in columns]
-        values = [
-            [self._feature_cell(table, i, columns[k], row[j], problems) for k, j in enumerate(idx)]
-            for i, row in enumerate(table.rows)
-        ]
-        return torch.tensor(values, dtype=torch.float32).reshape(len(table.rows), len(columns))
-
-    def _feature_cell(self, table: Table, i: int, column: str, cell: str, problems: Problems) -> float:
-        if is_missing(cell):
-            if self.impute is None:
-                problems.add(
-                    Problem(
-                        str(table.path),
-                        f"{table.where(i)}, column {column!r}: missing feature value",
-                        cell,
-                        "a finite number",
-                        "fill the cell, set data.impute=mean or zero, or leave the column out",
-                    ),
-                    group=(table.path, column, "missing"),
-                )
-            return math.nan
-        value = to_float(cell)
-        if value is None:
-            problems.add(
-                Problem(
-                    str(table.path),
-                    f"{table.where(i)}, column {column!r}: feature value is not a number",
-                    cell,
-                    "a finite number (features must be numeric)",
-                    f"fix the cell, or leave the column out (data.exclude=[{column}])",
-                ),
-                group=(table.path, column, "nan"),
-            )
-            return math.nan
-        return value
-
-    def _carve(self, parts: dict[str, InMemoryDataset]) -> dict[str, InMemoryDataset]:
-        """Splits without a file are carved from the train file by their fractions."""
-        fv = 0.0 if "val" in parts else self.fractions["val"]
-        ft = 0.0 if "test" in parts else self.fractions["test"]
-        idx = split_indices(len(parts["train"]), fv, ft, self.split_seed)
-        idx = {k: v.sort().values for k, v in idx.items()}  # each split keeps file order
+    @staticmethod
+    def _carve(parts: dict[str, InMemoryDataset], rows: SplitRows) -> dict[str, InMemoryDataset]:
+        """Splits without a file are the train file's rows of ``rows`` (each in file order)."""
         full = parts["train"]
-        out = {s: parts[s] if s in parts else full.subset(idx[s]) for s in ("val", "test")}
-        return {"train": full.subset(idx["train"]), **out}
+        out = {
+            s: parts[s] if s in parts else full.subset(torch.tensor(rows[s][0][1], dtype=torch.long))
+            for s in ("val", "test")
+        }
+        return {"train": full.subset(torch.tensor(rows["train"][0][1], dtype=torch.long)), **out}
 
     def _fill_missing(self, splits: dict[str, InMemoryDataset]) -> None:
         if self.impute is None:
             return
-        train = splits["train"].inputs["features"]
-        if self.impute == "mean":
-            fill = torch.nanmean(train, dim=0).nan_to_num(0.0)  # all-missing column -> 0
-        else:
-            fill = torch.zeros(train.shape[1])
+        fill = fill_values(splits["train"].inputs["features"], self.impute)
         for ds in splits.values():
             x = ds.inputs["features"]
             ds.inputs["features"] = torch.where(x.isnan(), fill, x)
         self.artifacts["impute"] = {"method": self.impute, "values": fill.tolist()}
 
     def _standardize(self, splits: dict[str, InMemoryDataset]) -> None:
-        train = splits["train"].inputs["features"]
-        mean = train.mean(dim=0)
-        std = train.std(dim=0, unbiased=False)
-        std = torch.where(std > 0, std, torch.ones_like(std))
+        mean, std = standardize_statistics(splits["train"].inputs["features"], self.plan().features.one_hot())
         for ds in splits.values():
-            ds.inputs["features"] = (ds.inputs["features"] - mean) / std
+            ds.inputs["features"] = apply_standardize(ds.inputs["features"], mean, std)
         self.artifacts["standardize"] = {"mean": mean.tolist(), "std": std.tolist()}
 
     # ---- prediction -------------------------------------------------------------------------
@@ -548,11 +517,18 @@ class CsvSource(DataSource):
     predict_accepts = "tables (CSV, TSV, Parquet) with the run's feature columns (other columns are ignored)"
 
     def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
-        """Rows of tables as training rows: the run's feature columns in the run's order, missing
-        cells imputed and features standardised with the training split's statistics (those
-        recorded in ``artifacts`` when there, else recomputed from the training files)."""
-        columns = list(artifacts.get("features") or self.plan().features)
+        """Rows of tables as training rows: the run's feature columns in the run's order,
+        categorical columns one-hot with the run's categories (an unseen one: all zeros, with a
+        warning), missing cells imputed and features standardised with the training split's
+        statistics (those recorded in ``artifacts`` when there, else recomputed from the
+        training files)."""
+        if artifacts.get("features"):
+            plan = FeaturePlan(list(artifacts["features"]), dict(artifacts.get("categories") or {}))
+        else:
+            plan = self.plan().features
+        columns = plan.columns
         fill, scale = self._statistics(artifacts)
+        encoder = FeatureEncoder(plan, self.impute)
         xs, names, stems = [], [], []
         for f in files:
             table = read_table(Path(f).resolve(), self.delimiter)
@@ -570,15 +546,16 @@ class CsvSource(DataSource):
                     ]
                 )
             problems = Problems()
-            xs.append(self._features(table, columns, problems))
+            xs.append(encoder.encode(table, range(len(table.rows)), problems))
             problems.raise_if_any()
             names += [f"{f}:row {i + 1}" for i in range(len(table.rows))]
             stems += [f"{table.path.stem}_row{i + 1}" for i in range(len(table.rows))]
+        encoder.log_unseen("input")
         x = torch.cat(xs)
         if fill is not None:
             x = torch.where(x.isnan(), torch.tensor(fill, dtype=x.dtype), x)
         if scale is not None:
-            x = (x - torch.tensor(scale["mean"])) / torch.tensor(scale["std"])
+            x = apply_standardize(x, scale["mean"], scale["std"])
         return PreparedInputs({"features": x}, names, stems)
 
     def _statistics(self, artifacts: dict) -> tuple[list[float] | None, dict | None]:

@@ -11,11 +11,18 @@ the manifest's folder or absolute, and label columns. ``targets`` maps target na
   numbers instead: 8-bit grayscale is scaled by 1/255, 16-bit by 1/65535 (float images kept as
   they are); pixels equal to ``dense_missing_value`` become NaN (missing);
 - any other non-numeric value -> ``classification``: class names, mapped to 0..K-1 in the order
-  of ``classes[t]`` when given (a label outside it is an error), else sorted;
-- numbers -> ``regression`` (declare ``binary`` or ``classification`` when meant).
+  of ``classes[t]`` when given (a label outside it is an error), else the train split's labels
+  sorted (a label only val or test rows have is refused, and so is a single class);
+- numbers -> ``regression`` (declare ``binary`` or ``classification`` when meant);
+- numbers with a few cells that are not (a stray text, ``inf`` or ``3,5``), or image paths with a
+  few cells that are not -> refused, naming those cells: declare the kind.
 
-An empty cell is a missing label (mask False). Images are converted to RGB (``channels: 3``) or
-grayscale (``channels: 1``) and resized to ``image_size`` x ``image_size`` (antialiased);
+An empty cell is a missing label (mask False); a target without a label in the train split is
+refused. Binary targets need both values in the train split (or ``classes[t]`` declaring the
+two). Images are converted to RGB (``channels: 3``) or grayscale (``channels: 1``): 8-bit images
+by PIL's conversion (palette, bilevel, CMYK...; alpha dropped), 16-bit grayscale scaled by
+1/65535 (never clipped to 8 bits), float images kept in [0, 1] (others refused); then resized to
+``image_size`` x ``image_size`` (antialiased);
 masks and maps must have the size of their image (else an error names both files) and use
 nearest-neighbour resizing so that class indices stay intact. Segmentation
 without ``classes[t]`` has max(mask value) + 1 classes, found by reading the masks once in
@@ -26,13 +33,18 @@ without ``classes[t]`` has max(mask value) + 1 classes, found by reading the mas
 file exists, and a file that cannot be decoded stops the run with a DataError naming it and its
 manifest row when its batch comes.
 
+Image paths may use Windows separators (``img\\0001.png``): a backslash path that is not a
+file is read with ``/`` instead; a Windows absolute path (``C:\\...``) is refused once, with a hint.
+
 Splits: when the manifest has the column ``split_column`` its values (train, val, test) assign
 rows; splits it does not provide, or all when the column is absent, are carved from the train
-rows by the seeded ``val_fraction`` / ``test_fraction``.
+rows by the seeded ``val_fraction`` / ``test_fraction``. Which rows form each split is recorded in
+``artifacts["split"]`` (data.json).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -43,7 +55,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ...config.params import Len, NonNegInt, PosInt, Seed, Text
+from ...config.params import NonNegInt, PosInt, Seed, Text
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
@@ -55,26 +67,28 @@ from ..base import (
     PreparedInputs,
     TargetSpec,
     check_nonempty,
+    check_split_sizes,
     file_stems,
+    image_pixels,
     prediction_files,
     read_image_file,
     size_problem,
     split_indices,
 )
-from .csv import (
-    Column,
-    Delimiter,
+from ..tabular import (
     Problems,
+    SplitRows,
     Table,
+    check_binary,
+    check_labelled,
+    class_map,
     encode_scalar,
-    fraction_problems,
     infer_kind,
     is_missing,
-    label_map,
     missing_column,
-    read_table,
-    resolve,
+    split_record,
 )
+from .csv import ClassList, Column, Delimiter, class_names, fraction_problems, read_table, resolve
 
 Kind = Literal["classification", "binary", "regression", "segmentation", "dense_regression"]
 SCALAR_KINDS = get_args(Kind)[:3]
@@ -91,6 +105,7 @@ DENSE_SCALE = {
     "F": 1.0,
     "1": 1.0,
 }
+_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
 
 
 def open_image(path: Path, where: str) -> Image.Image:
@@ -105,21 +120,7 @@ def open_image(path: Path, where: str) -> Image.Image:
                 )
             ]
         )
-    try:
-        img = Image.open(path)
-        img.load()  # decode now: truncated files fail here, not later
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(
-            [
-                Problem(
-                    str(path),
-                    f"cannot decode image ({where}): {e}",
-                    allowed="a complete PNG/JPEG/... image",
-                    fix="replace the file or remove its row from the manifest",
-                )
-            ]
-        ) from e
-    return img
+    return read_image_file(path, where, "replace the file or remove its row from the manifest")
 
 
 def mask_array(path: Path, where: str) -> tuple[np.ndarray, str]:
@@ -163,7 +164,7 @@ class ImageManifestSource(DataSource):
         image_column: Column = "image",
         targets: dict[str, Column] | None = None,
         kinds: dict[str, Kind] | None = None,
-        classes: dict[str, Annotated[list[Annotated[str, Text("a class name")]], Len(min=1)]] | None = None,
+        classes: dict[str, ClassList] | None = None,
         split_column: Column = "split",
         val_fraction: Fraction = 0.1,
         test_fraction: Fraction = 0.1,
@@ -179,7 +180,7 @@ class ImageManifestSource(DataSource):
         self.image_column = image_column
         self.target_columns = dict(targets) if targets else None
         self.kinds = dict(kinds or {})
-        self.classes = {k: list(v) for k, v in (classes or {}).items()}
+        self.classes = class_names(classes)
         self.split_column = split_column
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
@@ -228,24 +229,75 @@ class ImageManifestSource(DataSource):
         skip = {self.image_column, self.split_column}
         return {c: c for c in self.table().header if c not in skip}
 
+    def file_of(self, cell: str) -> Path:
+        """The file a manifest cell names: relative to the manifest's folder, or absolute; a path
+        with Windows separators (``img\\0001.png``) that is not a file is read with ``/``."""
+        text = cell.strip()
+        path = self.folder / text
+        if "\\" in text and not path.is_file() and not _WINDOWS_ABSOLUTE.match(text):
+            return self.folder / text.replace("\\", "/")
+        return path
+
+    def rows(self) -> SplitRows:
+        """The manifest's rows of each split (see :meth:`split_rows`)."""
+        table = self.table()
+        return {s: [(table, idx.tolist())] for s, idx in self.split_rows().items()}
+
     def kind(self, name: str) -> str:
         if name in self.kinds:
             return self.kinds[name]
-        values = [v for v in self.table().column(self.columns()[name], "data.targets") if not is_missing(v)]
-        if values and all(v.strip().lower().endswith(IMAGE_SUFFIXES) for v in values):
+        column = self.columns()[name]
+        table = self.table()
+        values = [(i, v) for i, v in enumerate(table.column(column, "data.targets")) if not is_missing(v)]
+        paths = [v for _, v in values if v.strip().lower().endswith(IMAGE_SUFFIXES)]
+        if values and len(paths) == len(values):
             return "segmentation"
-        return "classification" if name in self.classes else infer_kind(values)
+        if paths and len(paths) >= len(values) / 2:
+            problems = Problems()
+            for i, v in values:
+                if not v.strip().lower().endswith(IMAGE_SUFFIXES):
+                    problems.add(
+                        Problem(
+                            str(table.path),
+                            f"{table.where(i)}, column {column!r}: not an image path, in a column of mask/map "
+                            f"images ({len(paths)} of its {len(values)} labels are image paths)",
+                            v,
+                            "paths to .png/.jpg/... files, or an empty cell for a missing mask",
+                            f"empty the cell (a missing label) or correct it; if the column is not masks, "
+                            f"declare data.kinds.{name}",
+                        )
+                    )
+            problems.raise_if_any()
+        if name in self.classes:
+            return "classification"
+        return infer_kind(self.rows(), column, name)
 
     def describe(self) -> DataSpec:
         if self._spec is None:
             self._check_unknown_names()
             self._check_fractions()
+            rows = self.rows()
+            sizes = {s: sum(len(i) for _, i in parts) for s, parts in rows.items()}
+            if not sizes["train"]:  # the label checks need train rows; empty val/test are refused by load()
+                check_split_sizes(sizes, self._data_where(), self._split_fix())
             s, targets, maps = self.size, {}, {}
             for name in self.columns():
                 targets[name] = self._target_spec(name, maps)
             inputs = {"image": InputSpec("image", (self.channels, s, s), "image")}
             self._spec = DataSpec(inputs, targets, {"label_maps": maps})
         return self._spec
+
+    def _data_where(self) -> str:
+        return f"data (image_manifest {self.table().path})"
+
+    def _split_fix(self) -> str | None:
+        if self.split_column not in self.table().header:
+            return None
+        return (
+            f"mark rows of every split in column {self.split_column!r} (train, val, test); a "
+            "split without rows there is carved from the train rows by data.val_fraction / "
+            "data.test_fraction"
+        )
 
     def _check_unknown_names(self) -> None:
         names = self.columns()
@@ -278,9 +330,13 @@ class ImageManifestSource(DataSource):
 
     def _target_spec(self, name: str, maps: dict[str, dict[str, int]]) -> TargetSpec:
         kind, s = self.kind(name), self.size
+        column, rows = self.columns()[name], self.rows()
+        check_labelled(rows, column, name)
         if kind == "classification":
-            maps[name] = self._label_map(name)
+            maps[name] = class_map(rows, column, name, self.classes.get(name))
             return TargetSpec(name, kind, (), len(maps[name]), list(maps[name]))
+        if kind == "binary":
+            check_binary(rows, column, name, self.classes.get(name))
         if kind == "segmentation":
             names = self.classes.get(name)
             n = len(names) if names else self._scan_num_classes(name)
@@ -289,35 +345,28 @@ class ImageManifestSource(DataSource):
             return TargetSpec(name, kind, (1, s, s))
         return TargetSpec(name, kind, ())
 
-    def _label_map(self, name: str) -> dict[str, int]:
-        """Declared classes in their order (labels outside are errors), else sorted labels."""
-        table, column = self.table(), self.columns()[name]
-        if name not in self.classes:
-            return label_map(table.column(column, "data.targets"))
-        declared = self.classes[name]
-        problems = Problems()
-        for i, cell in enumerate(table.column(column, "data.targets")):
-            if not is_missing(cell) and cell.strip() not in declared:
-                problems.add(
-                    Problem(
-                        str(table.path),
-                        f"{table.where(i)}, column {column!r}: label not among the declared classes",
-                        cell,
-                        ", ".join(declared),
-                        f"correct the label or add it to data.classes.{name}",
-                    )
-                )
-        problems.raise_if_any()
-        return {c: i for i, c in enumerate(declared)}
-
     def _scan_num_classes(self, name: str) -> int:
         """Segmentation classes = largest mask value (other than ignore_index) + 1."""
         table, column, top = self.table(), self.columns()[name], 0
         for i, cell in enumerate(table.column(column, "data.targets")):
             if not is_missing(cell):
-                arr, _ = mask_array(self.folder / cell.strip(), self._where(i, column))
+                arr, _ = mask_array(self.file_of(cell), self._where(i, column))
                 values = arr[arr != self.ignore_index]
                 top = max(top, int(values.max()) if values.size else 0)
+        if top == 0:
+            raise DataError(
+                [
+                    Problem(
+                        str(table.path),
+                        f"column {column!r} (target {name!r}): every mask holds class 0 only (or ignored "
+                        "pixels); segmentation needs at least two classes",
+                        0,
+                        "masks whose pixel values are class indices 0..K-1, K >= 2",
+                        f"check the masks (a mask saved at 0/1 scale shows as black), or declare the classes in "
+                        f"data.classes.{name}",
+                    )
+                ]
+            )
         return top + 1
 
     # ---- decoding -------------------------------------------------------------------------
@@ -342,15 +391,18 @@ class ImageManifestSource(DataSource):
         return table.rows[i][table.index(column, "data.targets")]
 
     def image_path(self, i: int) -> Path:
-        return self.folder / self.cell(i, self.image_column).strip()
+        return self.file_of(self.cell(i, self.image_column))
 
     def read_image(self, i: int) -> torch.Tensor:
         """Row ``i``'s image as float32 [C, S, S] in [0, 1]."""
-        return self._image_tensor(open_image(self.image_path(i), self._where(i, self.image_column)))
+        where = self._where(i, self.image_column)
+        return self._image_tensor(open_image(self.image_path(i), where), self.image_path(i), where)
 
-    def _image_tensor(self, img: Image.Image) -> torch.Tensor:
-        x = F.pil_to_tensor(img.convert("RGB" if self.channels == 3 else "L"))
-        return F.resize(x, [self.size, self.size], antialias=True).float().div_(255.0)
+    def _image_tensor(self, img: Image.Image, path: Path | str = "", where: str = "") -> torch.Tensor:
+        """float32 [C, S, S] in [0, 1]: 8-bit pixels / 255, 16-bit ones / 65535 (see
+        :func:`~mtl_cli.data.base.image_pixels`), resized (antialiased)."""
+        x = F.resize(image_pixels(img, self.channels, path, where), [self.size, self.size], antialias=True)
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.clamp_(0.0, 1.0)
 
     def read_dense(
         self, i: int, name: str, kind: str, image_size: tuple[int, int] | None = None
@@ -366,7 +418,7 @@ class ImageManifestSource(DataSource):
             if kind == "segmentation":
                 return torch.full((s, s), self.ignore_index, dtype=torch.long), False
             return torch.full((1, s, s), float("nan")), False
-        arr, mode = mask_array(self.folder / cell.strip(), self._where(i, column))
+        arr, mode = mask_array(self.file_of(cell), self._where(i, column))
         if image_size is not None and (arr.shape[1], arr.shape[0]) != tuple(image_size):
             self._size_mismatch(i, column, cell, (arr.shape[1], arr.shape[0]), image_size)
         if kind == "segmentation":
@@ -387,7 +439,7 @@ class ImageManifestSource(DataSource):
             raise DataError(
                 [
                     Problem(
-                        str(self.folder / cell.strip()),
+                        str(self.file_of(cell)),
                         f"mask pixel values outside the classes ({self._where(i, column)})",
                         sorted({int(v) for v in np.unique(arr[bad])})[:10],
                         f"0..{n - 1} or ignore_index {self.ignore_index}",
@@ -401,7 +453,7 @@ class ImageManifestSource(DataSource):
         raise DataError(
             [
                 Problem(
-                    str(self.folder / cell.strip()),
+                    str(self.file_of(cell)),
                     f"mask/map is {got[0]}x{got[1]} pixels but its image is {w}x{h} ({self._where(i, column)})",
                     allowed=f"{w}x{h} (width x height), the size of {self.image_path(i)}",
                     fix="save the mask/map at its image's size, or correct the manifest row if it names the wrong file",
@@ -411,7 +463,8 @@ class ImageManifestSource(DataSource):
 
     def sample(self, i: int) -> dict:
         """The full sample dict of row ``i``."""
-        img = open_image(self.image_path(i), self._where(i, self.image_column))
+        where = self._where(i, self.image_column)
+        img = open_image(self.image_path(i), where)
         targets: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for name, t in self.describe().targets.items():
@@ -421,7 +474,11 @@ class ImageManifestSource(DataSource):
             else:
                 values, mask = self.scalar_targets()[name]
                 targets[name], masks[name] = values[i], mask[i]
-        return {"inputs": {"image": self._image_tensor(img)}, "targets": targets, "masks": masks}
+        return {
+            "inputs": {"image": self._image_tensor(img, self.image_path(i), where)},
+            "targets": targets,
+            "masks": masks,
+        }
 
     # ---- prediction -----------------------------------------------------------------------
 
@@ -444,7 +501,7 @@ class ImageManifestSource(DataSource):
             if resize is False and img.size != (self.size, self.size):
                 problems.append(size_problem(f, img.size, (self.size, self.size), "resize=false"))
                 continue
-            images.append(self._image_tensor(img))
+            images.append(self._image_tensor(img, f))
         if problems:
             raise DataError(problems[:10])
         return PreparedInputs({"image": torch.stack(images)}, [str(f) for f in files], file_stems(files), sizes)
@@ -460,14 +517,21 @@ class ImageManifestSource(DataSource):
             splits: dict[str, Dataset] = {s: full.subset(idx) for s, idx in rows.items()}
         else:
             splits = {s: LazyManifestDataset(self, idx.tolist()) for s, idx in rows.items()}
-        fix = None
-        if self.split_column in self.table().header:
-            fix = (
-                f"mark rows of every split in column {self.split_column!r} (train, val, test); a "
-                "split without rows there is carved from the train rows by data.val_fraction / "
-                "data.test_fraction"
-            )
-        check_nonempty(splits, f"data (image_manifest {self.table().path})", fix)
+        check_nonempty(splits, self._data_where(), self._split_fix())
+        given = self.split_column in self.table().header
+        self.describe().artifacts["split"] = split_record(
+            self.rows(),
+            {
+                "how": {
+                    s: (
+                        f"column {self.split_column!r}" if given and s in self._given_splits(self.table()) else "carved"
+                    )
+                    for s in ("val", "test")
+                },
+                "seed": self.split_seed,
+                "fractions": dict(self.fractions),
+            },
+        )
         return splits
 
     def check_files(self) -> None:
@@ -490,11 +554,22 @@ class ImageManifestSource(DataSource):
                             )
                         )
                     continue
-                path = self.folder / cell.strip()
+                path = self.file_of(cell)
                 if path.is_file():
                     continue
                 where = self._where(i, column)
-                if path.parent.is_dir():
+                if _WINDOWS_ABSOLUTE.match(cell.strip()):
+                    problems.add(
+                        Problem(
+                            str(table.path),
+                            f"{table.where(i)}, column {column!r}: a Windows absolute path, not a file on this machine",
+                            cell.strip(),
+                            "paths relative to the manifest's folder (with / or \\), or absolute paths of this machine",
+                            f"write the paths relative to the manifest's folder {self.folder}",
+                        ),
+                        group=("windows", column),
+                    )
+                elif path.parent.is_dir():
                     problems.add(
                         Problem(
                             str(path),

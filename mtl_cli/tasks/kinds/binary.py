@@ -6,9 +6,21 @@ import torch
 import torch.nn.functional as F
 import torchmetrics.classification as tmc
 from torch import Tensor
+from torchmetrics.utilities import dim_zero_cat
 
 from ...registry import TASK_KINDS
 from ..base import HIGHER, THRESHOLD, Decoding, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
+
+
+class BinaryAUROC(tmc.BinaryAUROC):
+    """torchmetrics' BinaryAUROC, but NaN (undefined) when the targets hold one class: AUROC ranks
+    positives against negatives and needs both (torchmetrics returns 0 with a warning)."""
+
+    def compute(self) -> Tensor:  # type: ignore[override]  # AUROC's compute gives one tensor
+        target = dim_zero_cat(self.target)
+        if target.numel() == 0 or bool((target == target.reshape(-1)[0]).all()):
+            return torch.tensor(float("nan"))
+        return super().compute()
 
 
 @TASK_KINDS.register("binary")
@@ -20,7 +32,7 @@ class Binary(TaskKind):
     metrics = {
         "accuracy": MetricDef(lambda t: tmc.BinaryAccuracy(), HIGHER),
         "f1": MetricDef(lambda t: tmc.BinaryF1Score(), HIGHER),
-        "auroc": MetricDef(lambda t: tmc.BinaryAUROC(), HIGHER),
+        "auroc": MetricDef(lambda t: BinaryAUROC(), HIGHER),
     }
     default_metrics = ("accuracy", "f1", "auroc")
     default_primary = "accuracy"

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 import torchmetrics.classification as tmc
 from torch import Tensor
+from torchmetrics.utilities import dim_zero_cat
 
 from ...registry import TASK_KINDS
 from ..base import HIGHER, Decoding, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
+
+
+def mean_over_defined(per_class: Tensor, defined: Tensor) -> Tensor:
+    """The mean of the per-class values where ``defined`` (bool), NaN when none is."""
+    return per_class[defined].float().mean() if bool(defined.any()) else torch.tensor(float("nan"))
+
+
+class MulticlassAUROC(tmc.MulticlassAUROC):
+    """Macro one-vs-rest AUROC over the classes that the targets hold (each needs positives and
+    negatives); NaN when none does. torchmetrics counts an absent class as 0 in the mean."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes, average="none")
+
+    def compute(self) -> Tensor:  # type: ignore[override]  # AUROC's compute gives one tensor
+        target = dim_zero_cat(self.target).long().reshape(-1)
+        counts = torch.bincount(target, minlength=self.num_classes)[: self.num_classes]
+        defined = (counts > 0) & (counts < target.numel())
+        if not bool(defined.any()):
+            return torch.tensor(float("nan"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no positive samples" of the absent classes
+            return mean_over_defined(super().compute(), defined)
 
 
 @TASK_KINDS.register("classification")
@@ -21,7 +47,7 @@ class Classification(TaskKind):
     metrics = {
         "accuracy": MetricDef(lambda t: tmc.MulticlassAccuracy(t.num_classes, average="micro"), HIGHER),
         "f1": MetricDef(lambda t: tmc.MulticlassF1Score(t.num_classes, average="macro"), HIGHER),
-        "auroc": MetricDef(lambda t: tmc.MulticlassAUROC(t.num_classes), HIGHER),
+        "auroc": MetricDef(lambda t: MulticlassAUROC(t.num_classes), HIGHER),
     }
     default_metrics = ("accuracy", "f1")
     default_primary = "accuracy"

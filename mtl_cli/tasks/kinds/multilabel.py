@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 import torchmetrics.classification as tmc
 from torch import Tensor
+from torchmetrics.utilities import dim_zero_cat
 
 from ...registry import TASK_KINDS
 from ..base import HIGHER, THRESHOLD, Decoding, MetricDef, Task, TaskKind, masked_mean
+from .classification import mean_over_defined
+
+
+class MultilabelAUROC(tmc.MultilabelAUROC):
+    """Macro AUROC over the labels that the targets hold both as 0 and 1; NaN when none does
+    (torchmetrics counts such a label as 0 in the mean)."""
+
+    def __init__(self, num_labels: int):
+        super().__init__(num_labels, average="none")
+
+    def compute(self) -> Tensor:  # type: ignore[override]  # AUROC's compute gives one tensor
+        target = dim_zero_cat(self.target).reshape(-1, self.num_labels)
+        defined = (target == 1).any(0) & (target == 0).any(0)
+        if not bool(defined.any()):
+            return torch.tensor(float("nan"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return mean_over_defined(super().compute(), defined)
 
 
 @TASK_KINDS.register("multilabel")
@@ -22,7 +43,7 @@ class Multilabel(TaskKind):
         # accuracy averaged over labels (each label a binary decision at 0.5)
         "accuracy": MetricDef(lambda t: tmc.MultilabelAccuracy(t.num_classes, average="micro"), HIGHER),
         "f1": MetricDef(lambda t: tmc.MultilabelF1Score(t.num_classes, average="macro"), HIGHER),
-        "auroc": MetricDef(lambda t: tmc.MultilabelAUROC(t.num_classes, average="macro"), HIGHER),
+        "auroc": MetricDef(lambda t: MultilabelAUROC(t.num_classes), HIGHER),
     }
     default_metrics = ("accuracy", "f1")
     default_primary = "f1"

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchmetrics.regression as tmr
 from torch import Tensor
+from torchmetrics import Metric
 
 from ...registry import TASK_KINDS
 from ..base import HIGHER, LOWER, Decoding, MetricDef, Task, TaskKind, masked_column_mean, masked_mean
@@ -18,6 +19,51 @@ LOSSES = {
     "huber": lambda p, t: F.huber_loss(p, t, reduction="none"),
     "smooth_l1": lambda p, t: F.smooth_l1_loss(p, t, reduction="none"),
 }
+
+
+class R2(Metric):
+    """R² = 1 - SS_res / SS_tot per output dimension, averaged over the dimensions where it is
+    defined; NaN where it is not: fewer than two samples, or a constant target (SS_tot = 0:
+    torchmetrics gives 0 or 1 there). Sums in float64 (torchmetrics sums in float32, where
+    sum(y²) - sum(y)²/n loses every digit for targets far from 0); a target is constant when its
+    smallest and largest values are equal (exact)."""
+
+    full_state_update = False
+    higher_is_better = True
+    n: Tensor
+    total: Tensor
+    total_sq: Tensor
+    rss: Tensor
+    lo: Tensor
+    hi: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        for name in ("n", "total", "total_sq", "rss"):
+            self.add_state(name, default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("lo", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
+        self.add_state("hi", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        p, y = preds.double(), target.double()
+        self.n = self.n + y.shape[0]
+        self.total = self.total + y.sum(0)
+        self.total_sq = self.total_sq + (y * y).sum(0)
+        self.rss = self.rss + ((y - p) ** 2).sum(0)
+        if y.shape[0]:
+            self.lo = torch.minimum(self.lo, y.amin(0))
+            self.hi = torch.maximum(self.hi, y.amax(0))
+
+    def compute(self) -> Tensor:
+        if float(self.n) < 2:
+            return torch.tensor(float("nan"))
+        tss = self.total_sq - self.total * self.total / self.n
+        defined = (self.hi > self.lo) & (tss > 0)
+        if not bool(defined.any()):
+            return torch.tensor(float("nan"))
+        r2 = 1.0 - self.rss / torch.where(defined, tss, torch.ones_like(tss))
+        return r2[defined].mean().float() if r2.dim() else r2.float()
 
 
 def _dim(task: Task) -> int:
@@ -34,7 +80,7 @@ class Regression(TaskKind):
         "mae": MetricDef(lambda t: tmr.MeanAbsoluteError(), LOWER),
         "rmse": MetricDef(lambda t: tmr.MeanSquaredError(squared=False), LOWER),
         # R² averaged over output dimensions for vector targets
-        "r2": MetricDef(lambda t: tmr.R2Score(multioutput="uniform_average"), HIGHER),
+        "r2": MetricDef(lambda t: R2(), HIGHER),
     }
     default_metrics = ("mae", "rmse", "r2")
     default_primary = "mae"
