@@ -79,7 +79,7 @@ def number_hint(cell: str) -> str:
     """Why a cell that is not a number may have been meant as one ("" when no idea)."""
     text = cell.strip()
     if _DECIMAL_COMMA.match(text):
-        return f"a decimal comma? numbers need a decimal point ({text.replace('.', '').replace(',', '.')})"
+        return f"a decimal comma? write {text.replace('.', '').replace(',', '.')}"
     if text.lower() in _NON_FINITE:
         return "not a finite number"
     return ""
@@ -194,27 +194,29 @@ def cells(rows: SplitRows, column: str, key: str, splits: Iterable[str] | None =
 
 
 def split_record(rows: SplitRows, how: dict) -> dict:
-    """What data.json records of the splits, so that others can rebuild them: per split the file
-    and its sha256, the number of rows, the sha256 of its 1-based row numbers (comma-joined), and
-    the row numbers of val and test (up to :data:`MAX_LISTED_ROWS` rows)."""
+    """What data.json records of the splits, so that others can rebuild and check them: ``how``
+    (e.g. seed and fractions), ``files`` (each file read, with its sha256), and per split its
+    file, its number of rows, the sha256 of its 1-based data row numbers (comma-joined, in file
+    order) and, for val and test rows carved from a larger file, the row numbers themselves (up
+    to :data:`MAX_LISTED_ROWS`)."""
     out: dict = dict(how)
-    digests: dict[Path, str] = {}
+    files: dict[str, str] = {}
     for split, parts in rows.items():
         entry = []
         for table, idx in parts:
-            if table.path not in digests:
-                digests[table.path] = _file_sha256(table.path)
+            if str(table.path) not in files:
+                files[str(table.path)] = _file_sha256(table.path)
             numbers = [i + 1 for i in idx]
-            item = {
+            item: dict = {
                 "file": str(table.path),
-                "file_sha256": digests[table.path],
                 "rows": len(numbers),
                 "rows_sha256": hashlib.sha256(",".join(map(str, numbers)).encode()).hexdigest(),
             }
             if split != "train" and len(idx) < len(table.rows) and len(numbers) <= MAX_LISTED_ROWS:
-                item["row_numbers"] = numbers  # data rows, 1-based as a spreadsheet shows them below the header
+                item["row_numbers"] = numbers
             entry.append(item)
         out[split] = entry[0] if len(entry) == 1 else entry
+    out["files"] = files
     return out
 
 

@@ -80,6 +80,7 @@ from ..tabular import (
     check_binary,
     check_labelled,
     class_map,
+    delimiter_hint,
     encode_scalar,
     fill_values,
     infer_kind,
@@ -207,14 +208,20 @@ def _read_csv(path: Path, reader) -> Table:
         table.lines.append(reader.line_num)
         if len(row) != len(header):
             fix = "fix the row (quote cells that contain the delimiter)"
-            if len(row) > len(header) and any(c.strip().isdigit() for c in row):
+            d = delimiter_hint(table)
+            if d is not None:
+                fix = f"the header parsed as one column {header[0]!r}: the file looks {d!r}-separated; " + (
+                    "name it .tsv" if d == "\t" else f"set data.delimiter='{d}'"
+                )
+            elif len(row) > len(header) and any(c.strip().isdigit() for c in row):
                 fix += "; numbers with a decimal comma (3,5) split into two fields: write 3.5"
             problems.add(
                 Problem(
                     str(path),
                     f"{table.where(len(table.rows) - 1)} has {len(row)} fields, the header has {len(header)}",
                     fix=fix,
-                )
+                ),
+                group=(path, len(row)),
             )
     problems.raise_if_any()
     return table
