@@ -656,3 +656,75 @@ def test_mtl_predict_encodes_a_csv_as_training_did(tmp_path, plain_cli, capsys):
     with torch.no_grad():
         want = loaded.model({"features": val})["sales"].reshape(-1).tolist()
     assert got == pytest.approx(want, abs=1e-5)
+
+
+# ============================================================================ 9. mtl-report
+def report_run(d: Path, *, seed: int, weighting: str, acc: float, delta_m: float, task: str = "shape", data="shapes"):
+    """A finished run directory as mtl-report reads it."""
+    d.mkdir(parents=True)
+    tasks = {task: {"kind": "classification", "role": "primary", "primary_metric": "accuracy", "directions": {}}}
+    tasks[task]["directions"] = {"accuracy": "higher"}
+    summary = {
+        "objective": {"monitor": "mean_rel", "value": acc, "direction": "maximize"},
+        "tasks": tasks,
+        "test": {task: {"accuracy": acc, "loss": 1.0}},
+        "delta_m": {"test": delta_m, "val": delta_m, "per_task": {}, "baseline_dir": f"/b/{data}"},
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    (d / "overrides.yaml").write_text(f"- seed={seed}\n- weighting={weighting}\n- data={data}\n")
+    config = {"seed": seed, "weighting": {"name": weighting}, "data": {"name": data}}
+    (d / "config.yaml").write_text(json.dumps(config))
+
+
+def mtl_report(paths: list[Path], out: Path, capsys) -> tuple[str, dict[str, dict[str, str]], str]:
+    import csv as csv_mod
+
+    from mtl_cli.cli.report import main as report_main
+
+    report_main([*map(str, paths), "--out", str(out), "--no-plots"])
+    text = capsys.readouterr().out
+    with open(out / "report.csv", newline="") as f:
+        rows = {r["group"]: r for r in csv_mod.DictReader(f)}
+    return text, rows, (out / "report.md").read_text()
+
+
+def test_report_counts_a_repeated_seed_once(tmp_path, capsys):
+    report_run(tmp_path / "s" / "0", seed=0, weighting="ew", acc=0.5, delta_m=1.0)
+    report_run(tmp_path / "s" / "1", seed=0, weighting="ew", acc=0.7, delta_m=3.0)  # seed 0 again
+    report_run(tmp_path / "s" / "2", seed=0, weighting="uw", acc=0.6, delta_m=2.0)
+    report_run(tmp_path / "s" / "3", seed=1, weighting="uw", acc=0.8, delta_m=4.0)
+    text, rows, md = mtl_report([tmp_path / "s"], tmp_path / "out", capsys)
+    ew, uw = rows["weighting=ew"], rows["weighting=uw"]
+    assert ew["n"] == "1" and ew["seeds"] == "0×2"  # one seed: no standard deviation
+    assert float(ew["shape/accuracy_mean"]) == pytest.approx(0.6) and ew["shape/accuracy_std"] == ""
+    assert ew["delta_m_n"] == "1" and float(ew["delta_m_mean"]) == pytest.approx(2.0)
+    assert uw["n"] == "2" and uw["seeds"] == "0,1" and float(uw["shape/accuracy_std"]) == pytest.approx(0.1414, 1e-3)
+    flat = " ".join(text.split())
+    assert "note: n counts distinct seeds" in flat and "weighting=ew: seed 0 ×2" in flat
+    assert "Note: n counts distinct seeds" in md
+
+
+def test_report_ranks_delta_m_within_each_experiment_and_says_so(tmp_path, capsys):
+    report_run(tmp_path / "a" / "0", seed=0, weighting="ew", acc=0.5, delta_m=1.0)
+    report_run(tmp_path / "a" / "1", seed=0, weighting="uw", acc=0.6, delta_m=2.0)
+    report_run(tmp_path / "b" / "0", seed=0, weighting="ew", acc=0.9, delta_m=9.0, task="price", data="houses")
+    report_run(tmp_path / "b" / "1", seed=0, weighting="uw", acc=0.9, delta_m=0.5, task="price", data="houses")
+    text, rows, md = mtl_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", capsys)
+    order = sorted(rows.values(), key=lambda r: int(r["rank"]))
+    assert [(r["group"], r["experiment"]) for r in order] == [
+        ("weighting=uw data=shapes", "E1"),
+        ("weighting=ew data=shapes", "E1"),
+        ("weighting=ew data=houses", "E2"),  # Δm 9 is not "better" than the other experiment's 2
+        ("weighting=uw data=houses", "E2"),
+    ]
+    flat = " ".join(text.split())
+    assert "these runs come from 2 experiments" in flat and "Δm of different experiments do not compare" in flat
+    assert "E1 (rows 1-2): tasks shape on data shapes" in flat and "E2 (rows 3-4): tasks price on data houses" in flat
+    assert "Note: these runs come from 2 experiments" in md
+
+
+def test_report_of_one_experiment_has_no_experiment_note(tmp_path, capsys):
+    report_run(tmp_path / "a" / "0", seed=0, weighting="ew", acc=0.5, delta_m=1.0)
+    report_run(tmp_path / "a" / "1", seed=1, weighting="ew", acc=0.6, delta_m=2.0)
+    text, rows, _ = mtl_report([tmp_path / "a"], tmp_path / "out", capsys)
+    assert "note:" not in text and rows["mtl"]["experiment"] == "" and rows["mtl"]["n"] == "2"

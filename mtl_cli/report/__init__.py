@@ -11,7 +11,8 @@ The modules, each importing only those above it:
 - :mod:`.stats`: finite numbers, mean and sample std (:class:`Stat`);
 - :mod:`.runs`: reading run directories into :class:`Run` records (:func:`discover`);
 - :mod:`.groups`: grouping runs that differ only by seed (:func:`group_runs`);
-- :mod:`.leaderboard`: the metric columns and the mean ± std over seeds per group (:func:`aggregate`);
+- :mod:`.leaderboard`: the metric columns, the mean ± std over seeds per group (:func:`aggregate`; a
+  repeated seed counts once) and the caveats under the tables (:func:`caveats`);
 - :mod:`.pareto`: the Pareto front and the two primary metrics it is drawn on;
 - :mod:`.curves`: metrics.jsonl series and their mean over seeds;
 - :mod:`.tables`: the leaderboard as console text, Markdown and CSV;
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from .curves import mean_curve, read_records, series
 from .groups import NOT_GROUPED, Group, canonical, common_items, config_value, default_items, group_runs
-from .leaderboard import DELTA_M, EXTRA_COLUMNS, Column, Row, aggregate, metric_columns
+from .leaderboard import DELTA_M, EXTRA_COLUMNS, Column, Row, aggregate, caveats, experiment_key, metric_columns
 from .pareto import pareto_front, primary_pair
 from .runs import ARROWS, RUN_FILES, Run, Skipped, discover, load_run, load_stl_run
 from .stats import Stat, mean_std
@@ -42,11 +43,13 @@ __all__ = [
     "Stat",
     "aggregate",
     "canonical",
+    "caveats",
     "common_items",
     "config_value",
     "csv_header",
     "default_items",
     "discover",
+    "experiment_key",
     "fmt_stat",
     "group_runs",
     "load_run",

@@ -33,7 +33,16 @@ class Group:
 
     @property
     def seeds(self) -> list:
-        return [r.seed for r in self.runs]
+        """The recorded seeds of the group's runs, each once, in order of first appearance."""
+        return list(dict.fromkeys(_text(r.seed) for r in self.runs if r.seed is not None))
+
+    def seed_counts(self) -> list[tuple[str, int]]:
+        """Each recorded seed with its number of runs (more than one: the seed was run again)."""
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            if r.seed is not None:
+                counts[_text(r.seed)] = counts.get(_text(r.seed), 0) + 1
+        return list(counts.items())
 
 
 def _text(v: Any) -> str:

@@ -1,17 +1,20 @@
 """Writing the leaderboard as tables: ``mean ± std`` cells (:func:`fmt_stat`), the console text
-(:func:`to_text`), Markdown (:func:`to_markdown`) and CSV at full precision (:func:`to_csv`)."""
+(:func:`to_text`), Markdown (:func:`to_markdown`) and CSV at full precision (:func:`to_csv`). The
+text and Markdown tables end with the leaderboard's caveats (:func:`~.leaderboard.caveats`):
+repeated seeds, and rows of several experiments."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 from ..results.cells import csv_cell, md_cell, one_line
-from .groups import Group, _text
-from .leaderboard import DELTA_M, EXTRA_COLUMNS, Column, Row
+from .groups import Group
+from .leaderboard import DELTA_M, EXTRA_COLUMNS, Column, Row, caveats
 from .stats import Stat
 
 
@@ -38,7 +41,8 @@ def fmt_stat(s: Stat) -> str:
 
 
 def _seeds_text(g: Group) -> str:
-    return ",".join(_text(s) for s in g.seeds if s is not None)
+    """The group's seeds, each once; ``0×2``: seed 0 ran twice (its runs are averaged)."""
+    return ",".join(s + (f"×{k}" if k > 1 else "") for s, k in g.seed_counts())
 
 
 def table_cells(rows: Sequence[Row], columns: Sequence[Column]) -> tuple[list[str], list[list[str]]]:
@@ -89,7 +93,13 @@ def to_text(rows: Sequence[Row], columns: Sequence[Column], width: int | None = 
             cells = [r[i].ljust(widths[i]) if i == 1 else r[i].rjust(widths[i]) for i in block]
             lines.append("  ".join(cells).rstrip())
         out.append("\n".join(lines))
-    return "\n\n".join(out)
+    notes = [
+        textwrap.fill(f"note: {n}", width, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False)
+        if width
+        else f"note: {n}"
+        for n in caveats(rows)
+    ]
+    return "\n\n".join(out) + "".join(f"\n\n{n}" for n in notes)
 
 
 def to_markdown(rows: Sequence[Row], columns: Sequence[Column]) -> str:
@@ -101,7 +111,8 @@ def to_markdown(rows: Sequence[Row], columns: Sequence[Column]) -> str:
         return "| " + " | ".join(md_cell(c) for c in cells) + " |"
 
     align = ["---:", ":---", "---:", "---:", *["---:"] * (len(head) - 4)]
-    return "\n".join([line(head), "|" + "|".join(align) + "|", *[line(r) for r in body]])
+    table = "\n".join([line(head), "|" + "|".join(align) + "|", *[line(r) for r in body]])
+    return table + "".join(f"\n\nNote: {md_cell(n)}" for n in caveats(rows))
 
 
 def csv_header(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
@@ -118,6 +129,7 @@ def csv_header(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
         "peak_memory_kind",
         "objective_monitor",
         "run_dirs",
+        "experiment",
     ]
 
 
@@ -139,5 +151,6 @@ def to_csv(rows: Sequence[Row], columns: Sequence[Column]) -> str:
             s = row.stats[k]
             cells += [repr(s.mean) if s.mean is not None else "", repr(s.std) if s.std is not None else "", s.n]
         cells += [";".join(row.memory_kinds), ";".join(row.monitors), ";".join(str(r.path) for r in g.runs)]
+        cells.append(row.experiment)
         w.writerow([csv_cell(c) for c in cells])
     return buf.getvalue()
