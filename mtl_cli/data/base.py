@@ -253,6 +253,8 @@ def _listed_files(table: Path, column: str | None, suffixes: tuple[str, ...]) ->
         if not cell:
             continue
         f = (table.parent / cell).resolve()
+        if not f.is_file() and "\\" in cell:  # Windows separators: img\0001.png
+            f = (table.parent / cell.replace("\\", "/")).resolve()
         if not f.is_file():
             problems.append(
                 Problem(
