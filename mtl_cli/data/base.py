@@ -247,24 +247,25 @@ def _listed_files(table: Path, column: str | None, suffixes: tuple[str, ...]) ->
     header = [h.strip() for h in rows[0]]
     name = column if column in header else next((c for c in ("image", "path") if c in header), header[0])
     j = header.index(name)
-    files, problems = [], []
+    files: list[Path] = []
+    problems: list[Problem] = []
     for i, row in enumerate(rows[1:], start=1):
         cell = row[j].strip() if j < len(row) else ""
         if not cell:
             continue
-        f = (table.parent / cell).resolve()
-        if not f.is_file() and "\\" in cell:  # Windows separators: img\0001.png
-            f = (table.parent / cell.replace("\\", "/")).resolve()
-        if not f.is_file():
+        found = (table.parent / cell).resolve()
+        if not found.is_file() and "\\" in cell:  # Windows separators: img\0001.png
+            found = (table.parent / cell.replace("\\", "/")).resolve()
+        if not found.is_file():
             problems.append(
                 Problem(
                     str(table),
-                    f"row {i}, column {name!r}: no such file {f}",
+                    f"row {i}, column {name!r}: no such file {found}",
                     cell,
                     fix="correct the path (relative paths resolve against the list's folder)",
                 )
             )
-        elif f.suffix.lower() not in suffixes:
+        elif found.suffix.lower() not in suffixes:
             problems.append(
                 Problem(
                     str(table),
@@ -274,7 +275,7 @@ def _listed_files(table: Path, column: str | None, suffixes: tuple[str, ...]) ->
                 )
             )
         else:
-            files.append(f)
+            files.append(found)
     if problems:
         raise DataError(problems[:10])
     return files
