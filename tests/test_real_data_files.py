@@ -460,6 +460,13 @@ def test_a_folder_given_as_the_file_is_named_as_a_folder(tmp_path):
     msg = refused(lambda: CsvSource(path=str(tmp_path), targets={"y": "y"}).describe())
     assert f"{tmp_path}: is a folder, not a file" in msg and f"e.g. {tmp_path / 'd.csv'}" in msg
     assert "file not found" not in msg
+    (tmp_path / "img" / "sub").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "img" / "0.png")
+    manifest = write(tmp_path / "m.csv", ["image,y", "img/0.png,1", "img/sub,2", "img/0.png,3", "img/0.png,4"])
+    msg = refused(
+        lambda: ImageManifestSource(path=manifest, image_size=4, val_fraction=0.25, test_fraction=0.25).load()
+    )
+    assert f"{tmp_path / 'img' / 'sub'}: is a folder, not an image file (manifest {manifest}, row 2" in msg
 
 
 def test_windows_paths_in_a_manifest(tmp_path):

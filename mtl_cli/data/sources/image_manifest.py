@@ -569,6 +569,14 @@ class ImageManifestSource(DataSource):
                         ),
                         group=("windows", column),
                     )
+                elif path.is_dir():
+                    problems.add(
+                        Problem(
+                            str(path),
+                            f"is a folder, not an image file ({where})",
+                            fix="name the image file itself in the manifest",
+                        )
+                    )
                 elif path.parent.is_dir():
                     problems.add(
                         Problem(
