@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from ..registry import Registry
 from .locate import builtin_config_dir
 from .params import Check, NonNeg, PosInt, Positive, Range, Seed
 
@@ -105,7 +106,23 @@ class TrainerConfig:
     )
 
 
+#: experiment trackers, ``logger.backends.<name>``: one module each in mtl_cli/train/loggers/ (read
+#: lazily, like the registries of mtl_cli/registry.py), one option each in conf/logger/
+LOGGER_BACKENDS = Registry("logger backend", "mtl_cli.train.loggers")
+
+
+def _empty_backends_is_none(cls):
+    """``backends: {}`` in conf/logger/default.yaml (a mapping, so that several ``logger=`` options
+    merge their backends) is the field's default ``None`` (a dataclass default cannot be a mutable
+    mapping); both mean no backend."""
+    f = cls.__dict__["backends"]
+    if f.default == {}:
+        f.default = None
+    return cls
+
+
 @dataclass(frozen=True)
+@_empty_backends_is_none
 @yaml_defaults("logger/default.yaml")
 class LoggerConfig:
     log_every: PosInt = _f(allowed="an integer >= 1 (optimizer steps)")
@@ -114,6 +131,10 @@ class LoggerConfig:
     console_summary: bool = _f()
     grad_diagnostics_every: PosInt | None = _f(allowed="null (off) or an integer >= 1 (optimizer steps)")
     tensorboard: bool = _f()
+    # each name and its settings: validation.run.check_tensorboard (per backend, with its class's keys)
+    backends: dict[str, dict | None] | None = _f(
+        allowed="a mapping of backend names to their settings (a mapping, or null: off); logger=<name> adds one"
+    )
 
 
 @dataclass

@@ -20,12 +20,13 @@ import time
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import torch
 from tqdm import tqdm
 
 from ..errors import Problem, UserError
+from .loggers import LOGGER_BACKENDS, Trackers, scalars
 
 log = logging.getLogger("mtl_cli")
 
@@ -116,6 +117,28 @@ LOCK = ".lock"
 
 #: lock files this process holds: path -> its token (released at the end, or at exit)
 _HELD: dict[Path, str] = {}
+#: lock files this process holds -> what to call when it releases them (the run's end)
+_ON_RELEASE: dict[Path, list[Callable[[], None]]] = {}
+
+
+def on_release(run_dir: Path, fn: Callable[[], None]) -> bool:
+    """Call ``fn`` when this process releases its lock on ``run_dir`` (the run has ended: its
+    summary.json or error.json is written, or a signal stopped it). False, and nothing is
+    registered, when this process holds no lock there."""
+    want = (Path(run_dir) / LOCK).absolute()
+    for path in _HELD:
+        if path.absolute() == want:
+            _ON_RELEASE.setdefault(path, []).append(fn)
+            return True
+    return False
+
+
+def _released(path: Path) -> None:
+    for fn in _ON_RELEASE.pop(path, []):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - the run has ended; what follows it must not fail it
+            log.warning("after the run: %s: %s", type(e).__name__, e)
 
 
 def _boot_id() -> str | None:
@@ -317,6 +340,7 @@ class RunDirLock:
             owner = json.loads(self.path.read_text())
             if owner.get("token") == self.token and owner.get("pid") == os.getpid():
                 self.path.unlink()
+        _released(self.path)
 
 
 def _describe(owner: dict) -> str:
@@ -334,6 +358,7 @@ def _release_all() -> None:
             if owner.get("token") == token and owner.get("pid") == os.getpid():
                 path.unlink()
         _HELD.pop(path, None)
+        _released(path)
 
 
 #: what marks a run directory as holding a run: its files a new run would overwrite
@@ -389,11 +414,19 @@ RUN_OUTPUTS = (
 )
 
 
+def tracker_outputs() -> tuple[str, ...]:
+    """Files and folders the logger backends write in a run directory (their ``outputs``)."""
+    out: list[str] = []
+    for name in LOGGER_BACKENDS.names():
+        out += [o for o in LOGGER_BACKENDS.get(name).outputs if o not in RUN_OUTPUTS and o not in out]
+    return tuple(out)
+
+
 def start_over(run_dir: Path) -> list[str]:
     """``overwrite=true``: delete the outputs of the run that ``run_dir`` holds; returns those
     deleted. Config and overrides files are rewritten by the new run."""
     gone = []
-    for name in RUN_OUTPUTS:
+    for name in RUN_OUTPUTS + tracker_outputs():
         p = run_dir / name
         with writing(p):
             if p.is_dir() and not p.is_symlink():
@@ -414,29 +447,46 @@ class MetricsWriter:
     before the checkpoint; later ones, and a line cut by a kill, are dropped) and append after them,
     so every logged step has exactly one line.
 
-    ``tensorboard``: every record also goes to TensorBoard event files in ``<run_dir>/tensorboard/``
-    (see :class:`TensorBoardSink`); metrics.jsonl stays the source of truth.
+    Every record also goes to the run's experiment trackers (:mod:`mtl_cli.train.loggers`):
+    ``tensorboard`` (event files in ``<run_dir>/tensorboard/``, see :class:`TensorBoardSink`) and
+    ``backends``, ``{name: settings}`` as in ``logger.backends``. ``backends=None`` and ``config=None``
+    (the trainer's call) read both from the run's config.yaml when the writer opens, in the main
+    process only. A tracker that fails warns once and is off; metrics.jsonl stays the source of truth.
 
     Construction touches no file; ``open()`` reads the kept records and opens the files.
     """
 
     def __init__(
-        self, run_dir: Path, jsonl: bool = True, csv_: bool = True, keep: int | None = None, tensorboard: bool = False
+        self,
+        run_dir: Path,
+        jsonl: bool = True,
+        csv_: bool = True,
+        keep: int | None = None,
+        tensorboard: bool = False,
+        backends: dict[str, dict | None] | None = None,
+        config: dict | None = None,
     ):
+        self.run_dir = Path(run_dir)
         self.records: list[dict] = []
         self.csv_path = run_dir / "metrics.csv" if csv_ else None
         self.path = run_dir / "metrics.jsonl"
         self.jsonl = jsonl
-        self.tb_dir = run_dir / "tensorboard" if tensorboard else None
+        self.tensorboard = tensorboard
+        self.backends = backends
+        self.config = config
         self.keep = keep
         self.f: IO[str] | None = None
-        self.tb: TensorBoardSink | None = None
+        self.trackers: Trackers | None = None
+        self._ends_with_lock = False
 
     def open(self) -> None:
         if self.keep is not None:
             self.records = self._read(self.keep)
-        if self.tb_dir is not None:  # the kept records first: the event files mirror metrics.jsonl from its first line
-            self.tb = TensorBoardSink(self.tb_dir, self.records)
+        specs = self._tracker_specs()
+        if specs:  # the kept records first: trackers mirror metrics.jsonl from its first line
+            self.trackers = Trackers(self.run_dir, specs, self.config or {}, self.keep is not None)
+            self.trackers.open(self.records)
+            self._ends_with_lock = on_release(self.run_dir, self.trackers.end)
         if self.jsonl:
             with writing(self.path):
                 if self.keep is not None:  # rewrite atomically with the kept lines, then append
@@ -445,6 +495,36 @@ class MetricsWriter:
                         f.writelines(json.dumps(r) + "\n" for r in self.records)
                     os.replace(tmp, self.path)
                 self.f = open(self.path, "a" if self.keep is not None else "w", buffering=1)
+
+    def _tracker_specs(self) -> dict[str, dict]:
+        """{backend name: settings} of the run's trackers (``tensorboard=True`` is the
+        ``tensorboard`` backend); a backend set to null is off."""
+        backends = self.backends
+        if backends is None or self.config is None:
+            cfg = self._run_config()
+            if self.config is None:
+                self.config = cfg
+            if backends is None:
+                backends = (cfg.get("logger") or {}).get("backends") if self._is_main() else None
+        specs = {k: dict(v) for k, v in (backends or {}).items() if isinstance(v, dict)}
+        if self.tensorboard:
+            specs.setdefault("tensorboard", {})
+        return specs
+
+    def _run_config(self) -> dict:
+        import yaml
+
+        try:
+            cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return cfg if isinstance(cfg, dict) else {}
+
+    @staticmethod
+    def _is_main() -> bool:
+        from . import distributed
+
+        return distributed.current().is_main
 
     def _read(self, keep: int) -> list[dict]:
         records = []
@@ -475,8 +555,8 @@ class MetricsWriter:
         if self.f is not None:
             with writing(self.path):
                 self.f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            self.tb.add(record)
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def write_csv(self) -> None:
         if self.csv_path is None or not self.records:
@@ -497,9 +577,10 @@ class MetricsWriter:
         if self.f is not None:
             self.f.close()
             self.f = None
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+        if self.trackers is not None:
+            self.trackers.close()
+            if not self._ends_with_lock:  # no run lock (a Trainer used directly): the run ends here
+                self.trackers.end()
 
 
 class TensorBoardSink:
@@ -535,13 +616,7 @@ class TensorBoardSink:
     @classmethod
     def scalars(cls, record: dict) -> dict[str, float]:
         """The TensorBoard tag and value of each number in ``record``."""
-        split = record.get("split")
-        prefix = f"{split}/" if split in cls.PREFIXED else ""
-        return {
-            prefix + k: float(v)
-            for k, v in record.items()
-            if k not in cls.FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
+        return scalars(record)
 
     def add(self, record: dict, flush: bool = True) -> None:
         step = int(record.get("step") or 0)

@@ -91,17 +91,48 @@ def check_monitor(p: Problems, monitor: Any, tasks: dict[str, dict]) -> None:
 
 
 def check_tensorboard(p: Problems, logger: dict) -> None:
-    """``logger.tensorboard=true`` needs the tensorboard package (an optional extra)."""
+    """The logger's backends (``logger.tensorboard=true`` and each ``logger.backends.<name>``): the
+    keys of each (its class's signature, value domains included) and the packages it needs,
+    installed; a missing one is named with its pip extra. (Unknown names are the schema's problem.)"""
+    import difflib
     import importlib.util
 
-    if logger.get("tensorboard") is True and importlib.util.find_spec("tensorboard") is None:
-        p.add(
-            "logger.tensorboard",
-            "TensorBoard event files need the tensorboard package, which is not installed",
-            True,
-            allowed="false, or true with tensorboard installed",
-            fix='pip install "mtl-cli[tensorboard]" (or pip install tensorboard), or set logger.tensorboard=false',
-        )
+    from ..config.checks import check_keys
+    from ..config.schema import LOGGER_BACKENDS
+    from ..config.typecheck import config_params
+
+    wanted: list[tuple[str, Any, str, str]] = []  # (key, value, backend name, how to turn it off)
+    if logger.get("tensorboard") is True:
+        wanted.append(("logger.tensorboard", True, "tensorboard", "set logger.tensorboard=false"))
+    backends = logger.get("backends")
+    for name, node in (backends if isinstance(backends, dict) else {}).items():
+        key = f"logger.backends.{name}"
+        if name not in LOGGER_BACKENDS:
+            close = difflib.get_close_matches(str(name), LOGGER_BACKENDS.names(), n=1)
+            p.add(
+                key,
+                "unknown logger backend",
+                allowed=", ".join(LOGGER_BACKENDS.names()),
+                fix=f"did you mean logger.backends.{close[0]}?" if close else f"remove {key}",
+            )
+            continue
+        if not isinstance(node, dict):
+            continue  # null: off (anything else: the schema's problem)
+        check_keys(p, key, node, config_params(LOGGER_BACKENDS.get(name)))
+        wanted.append((key, name, name, f"remove it (logger.backends.{name}=null)"))
+    for key, value, name, off in wanted:
+        cls = LOGGER_BACKENDS.get(name)
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            pkgs = ", ".join(missing)
+            p.add(
+                key,
+                f"{cls.needs} the {pkgs} package{'s' if len(missing) > 1 else ''}, which "
+                f"{'are' if len(missing) > 1 else 'is'} not installed",
+                value,
+                allowed=f"with {pkgs} installed",
+                fix=f'pip install "mtl-cli[{cls.extra}]" (or pip install {" ".join(missing)}), or {off}',
+            )
 
 
 def check_objectives(p: Problems, objectives: Any, tasks: dict[str, dict]) -> None:
