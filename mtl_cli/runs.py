@@ -364,14 +364,87 @@ def find_run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
     )
 
 
+#: the weights file of an ``mtl-export`` folder (with config.yaml and export.json beside it)
+EXPORTED = "model.safetensors"
+
+
+def find_exported(run_dir: Path, checkpoint: str) -> tuple[Path, str] | None:
+    """(file, name) when the weights come from a safetensors export: ``checkpoint`` names a
+    ``.safetensors`` file (as given, else in ``run_dir``), or ``run_dir`` is an export folder (no
+    checkpoints/, a model.safetensors) and ``checkpoint`` is best or last (the exported one)."""
+    if checkpoint.endswith(".safetensors"):
+        for candidate in (Path(checkpoint).expanduser(), run_dir / checkpoint):
+            if candidate.is_file():
+                return candidate.resolve(), _exported_name(candidate)
+        raise CheckpointError(
+            [
+                Problem(
+                    "checkpoint",
+                    f"weights file {checkpoint} does not exist",
+                    checkpoint,
+                    fix=f"check the path (relative paths resolve against the current folder, then {run_dir})",
+                )
+            ]
+        )
+    if checkpoint in CHECKPOINTS and not (run_dir / "checkpoints").is_dir() and (run_dir / EXPORTED).is_file():
+        return run_dir / EXPORTED, _exported_name(run_dir / EXPORTED)
+    return None
+
+
+def _exported_name(path: Path) -> str:
+    """The checkpoint an export was made from (its export.json), else the file's stem."""
+    try:
+        info = json.loads((path.parent / "export.json").read_text())
+        return str(info["checkpoint"]) if isinstance(info, dict) and info.get("checkpoint") else path.stem
+    except (OSError, ValueError, KeyError):
+        return path.stem
+
+
+def load_exported(path: Path) -> dict:
+    """The weights of a safetensors export as a checkpoint's ``model``, ``step`` and ``epoch``
+    (safetensors holds tensors and text only: nothing is unpickled)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise CheckpointError(
+            [
+                Problem(
+                    "checkpoint",
+                    f"{path} is a safetensors file, and the safetensors package is not installed",
+                    str(path),
+                    fix='pip install "mtl-cli[export]" (or pip install safetensors)',
+                )
+            ]
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            model = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file: said with its path
+        raise CheckpointError(
+            [Problem("checkpoint", f"cannot read {path}: {e}", str(path), fix="export the run again (mtl-export)")]
+        ) from None
+
+    def number(key: str) -> int:
+        try:
+            return int(meta.get(key, 0))
+        except ValueError:
+            return 0
+
+    return {"model": model, "step": number("step"), "epoch": number("epoch")}
+
+
 def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
     """The run in ``run_dir`` with the weights of ``checkpoint`` (best | last | a .pt path) and
     ``overrides`` merged over its config. Raises CheckpointError (missing run, config or
-    checkpoint), ConfigError (bad overrides, a config that no longer validates), DataError."""
+    checkpoint), ConfigError (bad overrides, a config that no longer validates), DataError.
+
+    ``run_dir`` may be an ``mtl-export`` folder (config.yaml and model.safetensors), and
+    ``checkpoint`` a ``.safetensors`` file: the weights are read from it (:func:`load_exported`)."""
     run_dir = Path(run_dir).expanduser().resolve()
     cfg = read_config(run_dir)
     parsed = parse_overrides(list(overrides))
-    path, name = find_run_checkpoint(run_dir, str(checkpoint))
+    path, name = find_exported(run_dir, str(checkpoint)) or find_run_checkpoint(run_dir, str(checkpoint))
     cfg.pop("allowed_targets", None)  # a run directory from elsewhere must not widen what may be imported
     cfg.pop("hydra", None)
     cfg["allowed_targets"] = None
@@ -389,7 +462,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
         plan = validate(cfg, training=False)  # no optimizer or scheduler is imported or called
     except UserError as e:
         raise _with_path_fixes(e, left, origin) from None
-    state = load_checkpoint(path, map_location="cpu", key="checkpoint")
+    if path.suffix == ".safetensors":
+        state = load_exported(path)
+    else:
+        state = load_checkpoint(path, map_location="cpu", key="checkpoint")
     tasks = build_tasks(plan)
     device = resolve_device(plan.cfg["device"])
     model = build_model(plan, tasks)

@@ -42,14 +42,16 @@ Predicts every task of a finished mtl-train run for new inputs, prepared as the 
 source prepares its training samples. Writes one row (CSV) or one JSON object (JSONL) per input.
 
 arguments:
-  <run dir>        the run's folder (holds config.yaml and checkpoints/)
+  <run dir>        the run's folder (holds config.yaml and checkpoints/), or a folder of
+                   mtl-export (config.yaml and model.safetensors: its weights are read)
   input=PATH       an input file, a folder (its files of the kind the source reads), a glob
                    ('imgs/*.png'), or a CSV listing image paths (column image or path, else the
                    first); repeat input= or separate paths with commas for several
                    image sources (shapes, image_manifest, torchvision, multi_mnist): image files
                    csv source: tables with the run's feature columns (one prediction per row)
   output=FILE      .csv or .jsonl (default <run dir>/predictions/predictions-<checkpoint>.csv)
-  checkpoint=NAME  best (default), last, or the path of a .pt file
+  checkpoint=NAME  best (default), last, the path of a .pt file, or a .safetensors file of
+                   mtl-export
   batch_size=N     inputs per forward pass (default 64)
   resize=POLICY    images of another size than the run's: auto (default) does what the source
                    did in training (image_manifest and torchvision resize; shapes refuses;
@@ -69,6 +71,7 @@ examples:
   mtl-predict outputs/my_run input=photos/ output=preds.csv
   mtl-predict outputs/my_run input=a.png,b.png output=preds.jsonl checkpoint=last
   mtl-predict outputs/tabular_run input=new_rows.csv output=preds.csv
+  mtl-predict outputs/my_run/export/best input=photos/    # the weights of mtl-export
 
 exit codes: 0 done; 2 a problem with the arguments, the run directory, its config or the inputs."""
 
