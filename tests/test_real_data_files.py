@@ -24,7 +24,7 @@ from PIL import Image
 
 import mtl_cli.cli.train as cli
 from mtl_cli.config.checks import Problems as ConfigProblems
-from mtl_cli.config.locate import ENV
+from mtl_cli.config.locate import ENV, resume_command
 from mtl_cli.data.base import DataSpec, InputSpec, TargetSpec, image_pixels, image_to_tensor, read_image_file
 from mtl_cli.data.sources.csv import CsvSource
 from mtl_cli.data.sources.image_manifest import ImageManifestSource
@@ -534,7 +534,6 @@ def _fake_run(tmp_path: Path, overrides: list[str]) -> Path:
     return run
 
 
-@pytest.mark.xfail(reason="needs mtl_cli/cli/train.py change", strict=False)
 def test_repeating_the_original_command_with_resume_keeps_plus_overrides_valid(tmp_path, monkeypatch):
     """``mtl-train <the same overrides> resume=<run>`` replays overrides.yaml, then the command
     line: a ``+key=value`` given twice makes Hydra refuse ("An item is already at ...")."""
@@ -735,3 +734,14 @@ def test_report_of_one_experiment_has_no_experiment_note(tmp_path, capsys):
     report_run(tmp_path / "a" / "1", seed=1, weighting="ew", acc=0.6, delta_m=2.0)
     text, rows, _ = mtl_report([tmp_path / "a"], tmp_path / "out", capsys)
     assert "note:" not in text and rows["mtl"]["experiment"] == "" and rows["mtl"]["n"] == "2"
+
+
+def test_the_resume_hint_names_the_config_dirs_the_run_was_started_with(tmp_path, monkeypatch):
+    """An interrupted run says how to continue it; with user config directories (``--config-dir``,
+    kept in the environment) the command must name them, or ``experiment=<user's>`` is not found."""
+    mine = tmp_path / "my conf"
+    mine.mkdir()
+    monkeypatch.setenv(ENV, str(mine))
+    assert resume_command(tmp_path / "run") == f"mtl-train --config-dir '{mine}' resume={tmp_path / 'run'}"
+    monkeypatch.delenv(ENV)
+    assert resume_command("r") == "mtl-train resume=r"

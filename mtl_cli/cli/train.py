@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config.locate import ENV, builtin_config_dir, is_group, register_search_path_plugin, search_dirs
+from ..config.locate import ENV, builtin_config_dir, is_group, register_search_path_plugin, resume_command, search_dirs
 from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from .precheck import precheck
 from .summary import format_summary
@@ -247,7 +247,7 @@ def _hydra_task(cfg: DictConfig) -> float | list[float]:
     try:
         summary = train(cfg, out, list(hc.overrides.task))
     except RunInterrupted as e:
-        say(f"{e}\nContinue with: mtl-train resume={Path(e.checkpoint).parent.parent}\n")
+        say(f"{e}\nContinue with: {resume_command(Path(e.checkpoint).parent.parent)}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except UserError as e:
         if debugging():
@@ -314,7 +314,17 @@ def replay_resume(argv: list[str]) -> list[str]:
         )
     run = run_dir_of(ckpt)
     saved = replayable_overrides(run / "overrides.yaml")
-    rest = [a for a in argv if not a.lstrip("+~").startswith("run_dir=")]
+    added = {s.split("=", 1)[0][1:] for s in saved if s.startswith("+") and not s.startswith("++")}
+    rest = []
+    for a in argv:
+        if a.lstrip("+~").startswith("run_dir="):
+            continue
+        if a.startswith("~") and a in saved:
+            continue  # deleted by the replayed overrides already: a second deletion fails
+        key = a.split("=", 1)[0]
+        if key.startswith("+") and not key.startswith("++") and key[1:] in added:
+            a = a[1:]  # the replayed overrides add the key; a plain override now sets it
+        rest.append(a)
     return saved + rest + [f"run_dir={run}"]
 
 

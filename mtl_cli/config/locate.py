@@ -34,6 +34,15 @@ def user_config_dirs() -> list[Path]:
     return [Path(p).resolve() for p in raw.split(os.pathsep) if p]
 
 
+def resume_command(run_dir) -> str:
+    """The command that continues a run: the user's config directories (``--config-dir``), then
+    ``resume=<run dir>``."""
+    import shlex
+
+    dirs = [str(d) for d in user_config_dirs()]
+    return shlex.join(["mtl-train", *[x for d in dirs for x in ("--config-dir", d)], f"resume={run_dir}"])
+
+
 def search_dirs() -> list[Path]:
     """Every config directory in search order (user dirs first)."""
     return [*user_config_dirs(), builtin_config_dir()]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..config.locate import resume_command
 from ..errors import ConfigError, Problem, RunInterrupted, UserError
 from ..validation import Plan
 from . import distributed
@@ -136,7 +137,7 @@ def _run_locked(
         return trainer.fit()
     except RunInterrupted as e:
         log.removeHandler(handlers[1])  # the CLI prints it; train.log keeps a copy
-        log.warning("%s; continue with: mtl-train resume=%s", e, run_dir)
+        log.warning("%s; continue with: %s", e, resume_command(run_dir))
         raise
     except BaseException as e:
         log.removeHandler(handlers[1])  # the CLI prints the error itself; train.log keeps a copy
