@@ -162,7 +162,7 @@ def _tracked_modules() -> list[str]:
 
 
 #: folders whose row in the module table says "one file per ..." instead of naming each file
-ONE_FILE_PER = ("mtl_cli/weighting/", "sources/", "kinds/", "backbones/", "heads/", "archs/")
+ONE_FILE_PER = ("mtl_cli/weighting/", "sources/", "kinds/", "backbones/", "heads/", "archs/", "loggers/")
 
 
 def test_module_table_lists_every_module():

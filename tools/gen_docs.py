@@ -65,7 +65,7 @@ GROUP_TEXT = {
     "optimizer": "any `torch.optim` class via `_target_`",
     "scheduler": "any `torch.optim.lr_scheduler` class via `_target_`, plus `warmup_steps`",
     "trainer": "epochs, batch size, precision, accumulation, clipping, evaluation, selection, devices",
-    "logger": "logging interval, jsonl/csv, TensorBoard, the end-of-run summary",
+    "logger": "logging interval, jsonl/csv, the end-of-run summary, experiment trackers (TensorBoard, MLflow, W&B)",
     "task": "presets of one task per kind, placed under any name in a `tasks` config (`- /task@<name>: <kind>`)",
 }
 #: groups that are not options a user picks (Hydra's own settings)
