@@ -3,6 +3,7 @@ objects: tasks, datasets, model, weighting, optimizer and scheduler."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -78,21 +79,22 @@ def build_optimizer(plan: Plan, model: nn.Module, weighting: nn.Module) -> torch
     node = dict(plan.cfg["optimizer"])
     cls = _import(plan, node.pop("_target_"), "optimizer")
     node = {k: v for k, v in node.items() if not k.startswith("_")}
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": params}]
     extra = [p for p in weighting.parameters() if p.requires_grad]  # e.g. learned loss scales
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0})
-    if "fused" not in node and fused_available(cls, groups[0]["params"]):
+    if "fused" not in node and fused_available(cls, params):
         node["fused"] = True  # one kernel per step, and a skipped step masked on the device (found_inf)
     return cls(groups, **node)
 
 
-def fused_available(cls: type, params: list[torch.Tensor]) -> bool:
+def fused_available(cls: type, params: Sequence[torch.Tensor]) -> bool:
     """Whether ``cls`` has a fused implementation for ``params``' device and dtypes (torch's own
     Adam, AdamW, SGD and Adagrad on CPUs and CUDA GPUs, floating parameters)."""
     import inspect
 
-    if "fused" not in inspect.signature(cls.__init__).parameters or not params:
+    if "fused" not in inspect.signature(cls).parameters or not params:
         return False
     devices = {p.device.type for p in params}
     return devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)

@@ -812,19 +812,59 @@ def test_7_non_finite_input_gives_nan_and_leaves_the_state(name, bad):
         assert torch.equal(after[k], v), k
 
 
-def test_7_engine_skips_a_step_whose_update_is_not_finite(monkeypatch):
+@pytest.mark.parametrize(
+    "name,part",
+    [("mgda", "gramian_weights"), ("graddrop", "aggregate")],  # a Gramian method, one that reads G
+)
+def test_7_engine_skips_a_step_whose_update_is_not_finite(monkeypatch, name, part):
     """A method that returns a non-finite update never reaches ``.grad``: the engine skips the step
-    and names the method."""
+    and names the method (read at once without the trainer's ``skip_if``)."""
     model = _IdleShared()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 3, generator=g), torch.randn(16, 3, generator=g)
     z, losses = model.losses(x, y)
-    m = make("mgda", 3)
-    monkeypatch.setattr(m, "aggregate", lambda G, rows=None: (None, torch.full((G.shape[1],), math.nan)))
+    m = make(name, 3)
+    if part == "gramian_weights":
+        monkeypatch.setattr(m, part, lambda M, rows: torch.full((M.shape[0],), math.nan))
+    else:
+        monkeypatch.setattr(m, part, lambda G, rows=None: (None, torch.full((G.shape[1],), math.nan)))
     why = []
     w = m.backward(losses, _ctx(model, z, why.append))
-    assert why and "MGDA" in why[0] and torch.isnan(w).all()
+    assert why and type(m).__name__ in why[0] and "non-finite update" in why[0] and torch.isnan(w).all()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["upgrad", "graddrop"])
+def test_7_engine_flags_a_non_finite_update_on_the_device_with_skip_if(monkeypatch, name):
+    """With the trainer's ``skip_if`` (on_nonfinite=skip) the decision stays on the device: the
+    engine hands over a flag that is set, nothing is read, and the update it adds to ``.grad`` is
+    zero where the method's was NaN; a finite update hands over a flag that is not set."""
+    model = _IdleShared()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 3, generator=g), torch.randn(16, 3, generator=g)
+    flags = []
+
+    def ctx(z):
+        c = _ctx(model, z)
+        c.skip_if = lambda cond, why, labels=None: flags.append((cond.clone(), why, labels))
+        return c
+
+    z, losses = model.losses(x, y)
+    m = make(name, 3)
+    m.backward(losses, ctx(z))
+    assert [bool(f.any()) for f, _, _ in flags] == ([False, False] if name == "graddrop" else [False])
+    flags.clear()
+    model.zero_grad()
+    if name == "upgrad":
+        monkeypatch.setattr(m, "gramian_weights", lambda M, rows: torch.full((M.shape[0],), math.nan))
+    else:
+        monkeypatch.setattr(m, "aggregate", lambda G, rows=None: (None, torch.full((G.shape[1],), math.nan)))
+    z, losses = model.losses(x, y)
+    m.backward(losses, ctx(z))
+    cond, why, _ = flags[-1]
+    assert bool(cond.all()) and type(m).__name__ in why
+    shared = [p for p in model.shared_parameters() if p.grad is not None]
+    assert shared and all(torch.equal(p.grad, torch.zeros_like(p.grad)) for p in shared)  # masked, not NaN
 
 
 @pytest.mark.parametrize("name", ["upgrad", "dualproj", "mgda", "cagrad", "nash_mtl", "fairgrad", "imtl_g", "pcgrad"])

@@ -182,7 +182,9 @@ class Trainer:
         self._bad = torch.zeros((), dtype=torch.bool, device=self.device)  # something non-finite
         self._bad_tasks = torch.zeros(n_tasks, dtype=torch.bool, device=self.device)  # which losses
         self._bad_grad = torch.zeros((), dtype=torch.bool, device=self.device)  # the gradient (losses finite)
-        self._pending: list[tuple[int, torch.Tensor, str]] = []  # (step, [bad, grad, tasks...], host reasons)
+        # (step, [bad, grad, tasks..., flags...], host reasons, what each of the flags says)
+        self._pending: list[tuple[int, torch.Tensor, str, list[tuple[str, list[str] | None]]]] = []
+        self._flags: list[tuple[str, list[str] | None, torch.Tensor]] = []  # this step's ctx.skip_if
         self._weighting_before: dict[str, torch.Tensor] = {}
         self._stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint after this step
         self._written: dict[str, int] = {}  # checkpoint kind -> the step it was last written at (this process)
@@ -191,6 +193,7 @@ class Trainer:
         self.weight_acc = torch.zeros(n, device=self.device)
         self.count_acc = torch.zeros(n, device=self.device)  # micro-batches in which each task had a batch
         self._present: dict[tuple[str, ...], torch.Tensor] = {}
+        self._present_rows: dict[tuple[str, ...], list[int]] = {}  # the same on the host
         self.samples, self.t_log = 0, time.perf_counter()
         if resume is not None:
             self._restore(resume, resume_path or run_dir)
@@ -546,6 +549,8 @@ class Trainer:
             rep=rep,
             grad_scale=amp / divisor,
             skip_step=self._skip_step,
+            skip_if=self._skip_if,
+            present_rows=self._present_rows[micro.datasets],
             amp_scale=amp,
             comm=self.comm if self.comm.active else None,
         )
@@ -575,8 +580,10 @@ class Trainer:
         """[T] 1.0 for the tasks that have a batch this step (cached per dataset combination)."""
         m = self._present.get(datasets)
         if m is None:
-            m = torch.tensor(self.compute_losses.present(targets), dtype=torch.float32, device=self.device)
+            flags = self.compute_losses.present(targets)
+            m = torch.tensor(flags, dtype=torch.float32, device=self.device)
             self._present[datasets] = m
+            self._present_rows[datasets] = [i for i, v in enumerate(flags) if v]
         return m
 
     def _check_losses(self, losses: torch.Tensor) -> bool | None:
@@ -610,6 +617,22 @@ class Trainer:
         if why not in self._skip_why:
             self._skip_why.append(why)
         self._skip = True
+
+    def _skip_if(self, cond: torch.Tensor, why: str, labels: list[str] | None = None) -> bool | None:
+        """``ctx.skip_if``: skip the step where ``cond`` is set. ``on_nonfinite=skip``: a device
+        flag (None; the step is masked and ``_account_skips`` reads and names it later); otherwise
+        ``cond`` is read now (whether the step is skipped)."""
+        if self.settings.on_nonfinite != "skip":
+            hits = cond.reshape(-1).tolist()
+            if not any(hits):
+                return False
+            named = ", ".join(label for label, hit in zip(labels or [], hits) if hit)
+            self._skip_step(f"{why} {named}" if named else why)
+            return True
+        flags = cond.detach().reshape(-1).bool()
+        self._bad |= flags.any()
+        self._flags.append((why, labels, flags))
+        return None
 
     def optimizer_step(self) -> None:
         """Unscale and clip, check the gradient norm, then the optimizer and scheduler step (or
@@ -670,15 +693,19 @@ class Trainer:
             self.scheduler.step()
         self.prog.step += 1
         if self.norm_stats:
-            for now, before in zip(self.norm_stats, self._norm_stats_before):
-                now.copy_(torch.where(self._bad, before, now))
+            for now, kept in zip(self.norm_stats, self._norm_stats_before):
+                now.copy_(torch.where(self._bad, kept, now))
         for name, now in self.weighting.named_buffers():
             before = self._weighting_before.get(name)
             if before is not None and before.shape == now.shape and now.dtype != torch.uint8:
                 now.copy_(torch.where(self._bad, before, now))
-        row = torch.cat([self._bad[None].float(), self._bad_grad[None].float(), self._bad_tasks.float()])
-        self._pending.append((self.prog.step, row, "; ".join(self._skip_why)))
-        self._skip, self._skip_why = False, []
+        row = torch.cat(
+            [self._bad[None].float(), self._bad_grad[None].float(), self._bad_tasks.float()]
+            + [f.float() for _, _, f in self._flags]
+        )
+        said = [(why, labels) for why, labels, _ in self._flags]
+        self._pending.append((self.prog.step, row, "; ".join(self._skip_why), said))
+        self._skip, self._skip_why, self._flags = False, [], []
         self._bad.zero_()
         self._bad_grad.zero_()
         self._bad_tasks.zero_()
@@ -711,18 +738,27 @@ class Trainer:
         every epoch end and before every checkpoint."""
         if not self._pending:
             return
-        rows = torch.stack([r for _, r, _ in self._pending]).tolist()
+        rows = torch.cat([r for _, r, _, _ in self._pending]).tolist()  # (one host read)
         pending, self._pending = self._pending, []
         limit = self.settings.max_skipped_steps
-        for (step, _, host_why), row in zip(pending, rows):
+        n, at = len(self.names), 0
+        for step, r, host_why, said in pending:
+            row, at = rows[at : at + r.numel()], at + r.numel()
             if row[0] < 0.5:
                 continue
             self.skipped += 1
-            why = [f"non-finite loss of task(s) {', '.join(n for n, b in zip(self.names, row[2:]) if b > 0.5)}"]
-            if not any(b > 0.5 for b in row[2:]):
-                why = []
+            why = []
+            if any(b > 0.5 for b in row[2 : 2 + n]):
+                why.append(f"non-finite loss of task(s) {', '.join(t for t, b in zip(self.names, row[2:]) if b > 0.5)}")
             if row[1] > 0.5:
                 why.append("non-finite gradient (every task's loss was finite)")
+            k = 2 + n
+            for what, labels in said:  # the gradient engine's device flags (ctx.skip_if)
+                hits, k = row[k : k + len(labels or [None])], k + len(labels or [None])
+                named = ", ".join(label for label, hit in zip(labels or [], hits) if hit > 0.5)
+                text = f"{what} {named}" if named else what
+                if any(h > 0.5 for h in hits) and text not in why:
+                    why.append(text)
             if host_why:
                 why.append(host_why)
             text = "; ".join(why) or "non-finite values"

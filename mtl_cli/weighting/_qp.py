@@ -19,16 +19,48 @@ float64 round-off on the matrix they are given.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
 
 EPS64 = float(np.finfo(np.float64).eps)
 
+#: (tensor, its float64 host copy) of the enclosing :func:`fetched` blocks
+_FETCHED: list[tuple[Tensor, np.ndarray]] = []
+
 
 def host(M: Tensor) -> np.ndarray:
-    """A float64 host copy of ``M`` (one device transfer; never a view of M's memory)."""
+    """A float64 host copy of ``M`` (one device transfer, none inside a :func:`fetched` block that
+    holds ``M``; never a view of M's memory)."""
+    for t, a in reversed(_FETCHED):
+        if t is M:
+            return a.copy()
     return np.array(M.detach().to(device="cpu", dtype=torch.float64).numpy(), dtype=np.float64, copy=True)
+
+
+@contextlib.contextmanager
+def fetched(*tensors: Tensor) -> Iterator[None]:
+    """Copy ``tensors`` to the host together, in one device transfer (one synchronisation on an
+    accelerator), so that :func:`host` of any of them inside the block reads that copy. The values
+    are those :func:`host` would give (each tensor cast to float64 first; float32 on MPS, which has
+    no float64, then widened on the host: exact)."""
+    tensors = tuple(t for t in tensors if not any(t is f for f, _ in _FETCHED))  # (not twice)
+    ts = [t.detach() for t in tensors]
+    arrays: list[np.ndarray] = []
+    if ts:
+        wide = torch.float32 if ts[0].device.type == "mps" else torch.float64
+        flat = torch.cat([t.reshape(-1).to(wide) for t in ts]).cpu().numpy().astype(np.float64)
+        sizes = np.cumsum([t.numel() for t in ts])[:-1]
+        arrays = [a.reshape(t.shape) for a, t in zip(np.split(flat, sizes), ts)]
+    entries = list(zip(tensors, arrays))
+    _FETCHED.extend(entries)
+    try:
+        yield
+    finally:
+        del _FETCHED[len(_FETCHED) - len(entries) :]
 
 
 def to_torch(x: np.ndarray, like: Tensor) -> Tensor:

@@ -53,6 +53,13 @@ class BackwardContext:
     rep: Any = None  # model.encode(inputs) of this step (what the heads read)
     grad_scale: float = 1.0  # what ``backward`` multiplies gradients by (AMP scale / accumulation)
     skip_step: Callable[[str], None] | None = None  # skip the coming optimizer step, saying why
+    #: skip_if(cond, why, labels=None): skip the coming step where the bool tensor ``cond`` is set
+    #: (0-d, or one entry per label, which the reason names), without reading it when the trainer
+    #: can decide on the device (returns None; the step is then masked and the skip logged later),
+    #: else after reading it (returns whether the step is skipped)
+    skip_if: Callable[..., bool | None] | None = None
+    #: the indices of the tasks with a batch this step (``present`` on the host); None: read it
+    present_rows: list[int] | None = None
     amp_scale: float = 1.0  # the GradScaler's scale (fp16), part of grad_scale
     #: with several processes (data parallel): ``mtl_cli.train.distributed.Comm``, whose
     #: ``all_reduce`` a method uses for what it reads beyond the losses (task gradients, their
@@ -67,6 +74,16 @@ def present_mask(losses: Tensor, present: Tensor | None) -> Tensor:
     if present is None:
         return torch.ones(losses.shape[0], device=losses.device)
     return present.float()
+
+
+def rows_present(ctx: BackwardContext, n: int) -> list[int]:
+    """The indices of the tasks present this micro-batch (of ``n``), from the host copy the
+    trainer gives (``ctx.present_rows``); without it, by reading ``ctx.present``."""
+    if ctx.present_rows is not None:
+        return list(ctx.present_rows)
+    if ctx.present is None:
+        return list(range(n))
+    return [i for i, v in enumerate(ctx.present.tolist()) if v > 0]
 
 
 class Weighting(nn.Module):

@@ -11,7 +11,14 @@ Per step, for the tasks present in the batch, :class:`GradientWeighting.backward
    (``mode=batched``: ``is_grads_batched``, ``chunk_size`` tasks at a time; falls back to the loop
    where an operator has no batching rule);
 2. checks that every row is finite (else the optimizer step is skipped with a warning naming the
-   tasks: never a NaN in the weights);
+   tasks: never a NaN in the weights). Host synchronisations: a ``gramian_weights`` method gets
+   the Gramian of every block and the losses to the host in one copy (:func:`._qp.fetched`), where
+   its solver runs and the rows' finiteness is read from the diagonal: one read per micro-batch.
+   For a method with its own ``aggregate``, and for the update's finiteness, the check is a device
+   flag handed to the trainer (``ctx.skip_if``: with ``on_nonfinite=skip`` the step is masked on
+   the device and the skip logged at the next log; a non-finite row is zeroed and a non-finite
+   update replaced by 0 first, so ``.grad`` never holds a NaN). ``every=k`` (k > 1) reads its
+   step counter once per micro-batch;
 3. asks the method for its aggregation of ``G`` and :class:`Rows` (which tasks the rows are, their
    losses, and which block of the gradient: ``grouping=layer`` aggregates each parameter tensor's
    block on its own): weights ``w`` (the update is ``w @ G``) or a direction [P]. A method that
@@ -34,8 +41,8 @@ Hard inputs, one rule each, for every registered method:
 - non-finite input: ``gramian_weights`` / ``aggregate`` given a non-finite ``M`` or ``G`` return
   NaN weights (None for direction-only methods) and a NaN direction, without running the method or
   touching its state (:meth:`GradientWeighting.__init_subclass__` wraps every implementation). The
-  engine never gets there: it skips such a step first. It also skips a step whose update comes back
-  non-finite, naming the method, so ``.grad`` never receives a NaN;
+  engine never gets there: it skips such a step first (step 2). It also skips a step whose update
+  comes back non-finite, naming the method, so ``.grad`` never receives a NaN;
 - zero and negligible rows (a gradient whose norm is at most the dtype's epsilon times the largest
   row's, a head that got no gradient this step): a method that divides by a row or is dominated by
   it (IMTL-G, Nash-MTL, FairGrad, ConFIG, MGDA with ``normalization``) solves on the other rows and
@@ -61,8 +68,8 @@ from torch import Tensor, nn
 from ..config.params import PosInt
 from ..config.typecheck import config_params
 from ..errors import Problem
-from ._qp import eps_of, host, to_torch
-from .base import BackwardContext, Weighting
+from ._qp import eps_of, fetched, host, to_torch
+from .base import BackwardContext, Weighting, rows_present
 
 log = logging.getLogger("mtl_cli")
 
@@ -174,16 +181,17 @@ def _finite_guard(fn: Callable, kind: str) -> Callable:
 
         @functools.wraps(fn)
         def gramian_weights(self, M, rows, *args, **kwargs):
-            if not bool(torch.isfinite(M).all()):
-                return torch.full((M.shape[0],), math.nan, dtype=M.dtype, device=M.device)
-            return fn(self, M, rows, *args, **kwargs)
+            with fetched(M, rows.losses):  # the one host copy of M the method's solver reads
+                if not np.isfinite(host(M)).all():
+                    return torch.full((M.shape[0],), math.nan, dtype=M.dtype, device=M.device)
+                return fn(self, M, rows, *args, **kwargs)
 
         wrapped = gramian_weights
     else:
 
         @functools.wraps(fn)
         def aggregate(self, G, rows=None, *args, **kwargs):
-            if not bool(torch.isfinite(G).all()):
+            if not self.__dict__.get("_rows_checked") and not bool(torch.isfinite(G).all()):
                 d = torch.full((G.shape[1],), math.nan, dtype=G.dtype, device=G.device)
                 w = torch.full((G.shape[0],), math.nan, dtype=G.dtype, device=G.device) if self.linear else None
                 return w, d
@@ -301,14 +309,24 @@ class GradientWeighting(Weighting):
         """The ``source`` a node without the key gets (``mgda_ub`` defaults to ``rep``)."""
         return config_params(cls)["source"][1]
 
-    def _rows(self, ctx: BackwardContext, n: int) -> list[int]:
-        if ctx.present is None:
-            return list(range(n))
-        return [i for i, v in enumerate(ctx.present.tolist()) if v > 0]
+    def _reuse(self, step: int) -> bool:
+        """``every=k``: whether this step reuses the weights computed less than k steps ago (one
+        host read of the counter, only with k > 1: a skipped step may have put it back)."""
+        if self.every == 1:
+            return False
+        at = int(self.computed_at)
+        return at >= 0 and step - at < self.every
 
     def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
+        """The engine's step (module docstring). With several processes (``ctx.comm``): the
+        processes' task gradients ``G`` (``source=params``: one all-reduce of [n, P], averaged) or
+        their Gramian (``source=rep``: one all-reduce of [n, n]; the global Jacobian is the local
+        ones side by side, so its Gramian is their sum, over ``world^2`` for the shares' scale);
+        every process then reaches the same weights, and each back-propagates ``w @ G`` of its own
+        rows (``losses`` carry the global batch's values and this process's share of the
+        gradient, ``Comm.global_losses``)."""
         model = ctx.model
-        if self.every > 1 and self.computed_at.item() >= 0 and ctx.step - int(self.computed_at) < self.every:
+        if self.every > 1 and self._reuse(ctx.step):
             # reuse the last weights: shared parameters get the weighted sum, heads their own loss
             w = self.last_weights.to(losses.dtype)
             if ctx.present is not None:
@@ -319,30 +337,34 @@ class GradientWeighting(Weighting):
             own = task_params(model)
             ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
             return w.detach()
-        index = self._rows(ctx, losses.shape[0])
+        index = rows_present(ctx, losses.shape[0])
         use_rep = self.source == "rep"
         wrt = [ctx.rep] if use_rep else shared_params(model)
         s = ctx.amp_scale  # fp16: differentiate the scaled losses (no underflow), then unscale
         G = jacobian(losses * s if s != 1.0 else losses, wrt, index, self.mode, self.chunk_size)
         if s != 1.0:
             G = G / s
-        comm = ctx.comm
-        if comm is not None and comm.active:
-            return self._data_parallel(losses, ctx, G, index, wrt, use_rep)
-        finite = torch.isfinite(G).all(dim=1).tolist()
-        if not all(finite):
-            bad = [self.task_names[r] for r, ok in zip(index, finite) if not ok]
-            if ctx.skip_step is not None:
-                ctx.skip_step(f"non-finite gradients of task(s) {', '.join(bad)}")
+        detached = losses.detach()
+        comm = ctx.comm if ctx.comm is not None and ctx.comm.active else None
+        M = None
+        if comm is not None and use_rep:
+            M = comm.all_reduce(G @ G.T, "sum", "gramian") / comm.world**2
+        elif comm is not None:
+            G = comm.all_reduce(G, "avg", "task gradients")
+        solved = self._solve(G, M, wrt, use_rep, index, detached[index], ctx)
+        if solved is not None:
+            weights, direction = solved
+            ok = torch.isfinite(direction).all()
+            if weights is not None:
+                ok = ok & torch.isfinite(weights).all()
+            if _flag(ctx, ~ok, f"weighting {type(self).__name__} returned a non-finite update"):
+                solved = None
+            else:  # (decided on the device: the step is masked; .grad never gets a NaN)
+                direction = torch.where(ok, direction, 0.0)
+        if solved is None:  # skipped, known on the host
             ctx.backward((losses * 0).sum())  # keeps the graph freed; adds nothing
-            return torch.full_like(losses.detach(), math.nan)
-        weights, direction = self._aggregate_blocks(G, wrt, use_rep, index, losses.detach()[index])
-        if not bool(torch.isfinite(direction).all()):  # a method's failure never reaches .grad
-            if ctx.skip_step is not None:
-                ctx.skip_step(f"weighting {type(self).__name__} returned a non-finite update")
-            ctx.backward((losses * 0).sum())
-            return torch.full_like(losses.detach(), math.nan)
-        full_w = torch.zeros_like(losses.detach())
+            return torch.full_like(detached, math.nan)
+        full_w = torch.zeros_like(detached)
         if weights is not None:
             full_w[index] = weights.to(full_w.dtype)
             self.last_weights.copy_(full_w)
@@ -354,8 +376,47 @@ class GradientWeighting(Weighting):
             torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=shared_params(model), retain_graph=True)
         else:
             self._add_to_grads(wrt, direction * ctx.grad_scale)
+            if comm is not None:
+                comm.mark_synced(wrt)  # the same direction on every process
         ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
         return full_w if weights is not None else torch.full_like(full_w, math.nan)
+
+    def _solve(
+        self, G: Tensor, M: Tensor | None, wrt: list[Tensor], use_rep: bool, index: list[int], losses: Tensor, ctx
+    ) -> tuple[Tensor | None, Tensor] | None:
+        """(weights [n] or None, direction [P]) for the rows ``G``, or None when the step is
+        skipped for non-finite rows (said through ``ctx``). Gramian methods: the Gramian of each
+        block (``M``: given, the processes' sum) and the losses reach the host in one copy, where
+        a non-finite diagonal entry names a non-finite row; other methods: the rows' finiteness is
+        a device flag (``ctx.skip_if``) and a non-finite row is zeroed for the method."""
+        P = G.shape[1]
+        names = [self.task_names[i] for i in index]
+        if self.gramian_based():
+            spans = [(0, P)] if use_rep or self.grouping == "whole" else _spans(wrt)
+            Ms = [M] if M is not None else [G[:, lo:hi] @ G[:, lo:hi].T for lo, hi in spans]
+            with fetched(*Ms, losses):
+                bad = ~np.isfinite(np.stack([np.diag(host(m)) for m in Ms])).all(axis=0)
+                if bad.any():
+                    if ctx.skip_step is not None:
+                        ctx.skip_step(f"non-finite gradients of task(s) {', '.join(np.array(names)[bad])}")
+                    return None
+                ws = [
+                    self.gramian_weights(m, Rows(index, losses, k, lo, len(spans), P)).to(G.dtype)
+                    for k, (m, (lo, _)) in enumerate(zip(Ms, spans))
+                ]
+            direction = torch.cat([w @ G[:, lo:hi] for w, (lo, hi) in zip(ws, spans)])
+            return (ws[0] if len(ws) == 1 else torch.stack(ws).mean(0)), direction
+        row_ok = torch.isfinite(G).all(dim=1)
+        verdict = _flag(ctx, ~row_ok, "non-finite gradients of task(s)", names)
+        if verdict:
+            return None
+        if verdict is None:  # decided on the device: the method sees zeros, the step is masked
+            G = torch.where(row_ok[:, None], G, 0.0)
+        self.__dict__["_rows_checked"] = True  # (the method's own finiteness guard is not needed)
+        try:
+            return self._aggregate_blocks(G, wrt, use_rep, index, losses)
+        finally:
+            self.__dict__["_rows_checked"] = False
 
     # ------------------------------------------------------------------ several processes
     @classmethod
@@ -386,64 +447,6 @@ class GradientWeighting(Weighting):
             ]
         return []
 
-    def _data_parallel(
-        self, losses: Tensor, ctx: BackwardContext, G: Tensor, index: list[int], wrt: list[Tensor], use_rep: bool
-    ) -> Tensor:
-        """The step with several processes. ``losses`` carry the global batch's values and this
-        process's share of the gradient (``Comm.global_losses``), so each process's rows ``G`` are
-        its share of the global task gradients.
-
-        - ``source=params``: the rows are averaged over the processes (one all-reduce of [n, P]):
-          every process aggregates the global task gradients, as one process would, and adds the
-          same direction to the shared parameters (marked as synced).
-        - ``source=rep``: the processes' representations are different samples, so the global
-          Jacobian is their rows side by side and its Gramian is the sum of the local ones
-          (divided by ``world^2``, the shares' scale): one all-reduce of [n, n]; the weights come
-          from it and each process back-propagates ``w @ G`` of its own samples (the trainer
-          averages the encoder's gradients at the step's end).
-        """
-        comm = ctx.comm
-        detached = losses.detach()
-        if use_rep:
-            M = comm.all_reduce(G @ G.T, "sum", "gramian") / comm.world**2
-            ok = bool(torch.isfinite(M).all())
-        else:
-            G = comm.all_reduce(G, "avg", "task gradients")
-            ok = bool(torch.isfinite(G).all())
-        if not ok:  # the same decision on every process: the reduced values are the same
-            if ctx.skip_step is not None:
-                ctx.skip_step("non-finite task gradients")
-            ctx.backward((losses * 0).sum())
-            return torch.full_like(detached, math.nan)
-        if use_rep:
-            rows = Rows(index, detached[index], 0, 0, 1, G.shape[1])
-            w = self.gramian_weights(M, rows).to(G.dtype)
-            weights: Tensor | None = w
-            direction = w @ G
-        else:
-            weights, direction = self._aggregate_blocks(G, wrt, use_rep, index, detached[index])
-        if not bool(torch.isfinite(direction).all()) or (
-            weights is not None and not bool(torch.isfinite(weights).all())
-        ):
-            if ctx.skip_step is not None:
-                ctx.skip_step(f"weighting {type(self).__name__} returned a non-finite update")
-            ctx.backward((losses * 0).sum())
-            return torch.full_like(detached, math.nan)
-        full_w = torch.zeros_like(detached)
-        if weights is not None:
-            full_w[index] = weights.to(full_w.dtype)
-            self.last_weights.copy_(full_w)
-            self.computed_at.fill_(ctx.step)
-        own = task_params(model := ctx.model)
-        if use_rep:
-            rep_grad = direction.reshape_as(ctx.rep).to(ctx.rep.dtype) * ctx.grad_scale
-            torch.autograd.backward(ctx.rep, grad_tensors=rep_grad, inputs=shared_params(model), retain_graph=True)
-        else:
-            self._add_to_grads(wrt, direction * ctx.grad_scale)
-            comm.mark_synced(wrt)  # the same direction on every process
-        ctx.backward(losses.sum() if own else (losses * 0).sum(), inputs=own or None)
-        return full_w if weights is not None else torch.full_like(full_w, math.nan)
-
     def _aggregate_blocks(
         self, G: Tensor, wrt: list[Tensor], use_rep: bool, index: list[int], losses: Tensor
     ) -> tuple[Tensor | None, Tensor]:
@@ -468,6 +471,27 @@ class GradientWeighting(Weighting):
             g = direction[lo:hi].reshape_as(p).to(p.dtype)
             p.grad = g.clone() if p.grad is None else p.grad.add_(g)
             lo = hi
+
+
+def _spans(wrt: list[Tensor]) -> list[tuple[int, int]]:
+    """The column range of each tensor of ``wrt`` in the flattened gradient."""
+    ends = np.cumsum([0] + [x.numel() for x in wrt]).tolist()
+    return list(zip(ends[:-1], ends[1:]))
+
+
+def _flag(ctx: BackwardContext, cond: Tensor, why: str, labels: list[str] | None = None) -> bool | None:
+    """Skip the step where the bool tensor ``cond`` is set (0-d, or one entry per label of
+    ``labels``, which the reason then names). Through ``ctx.skip_if`` when the trainer gives it
+    (``on_nonfinite=skip``: decided on the device, None), else by reading ``cond`` (True: skipped)."""
+    if ctx.skip_if is not None:
+        return ctx.skip_if(cond, why, labels)
+    hits = cond.reshape(-1).tolist()
+    if not any(hits):
+        return False
+    if ctx.skip_step is not None:
+        named = ", ".join(label for label, hit in zip(labels or [], hits) if hit)
+        ctx.skip_step(f"{why} {named}" if named else why)
+    return True
 
 
 for _name in ("gramian_weights", "aggregate"):

@@ -31,7 +31,7 @@ from torch import Tensor
 from ..config.params import NonNeg, PosInt, Positive
 from ..errors import Problem
 from ..registry import WEIGHTINGS
-from .base import BackwardContext, Weighting
+from .base import BackwardContext, Weighting, rows_present
 from .engine import jacobian, shared_params
 
 MIN_WEIGHT = 1e-4
@@ -101,7 +101,7 @@ class GradNorm(Weighting):
     def weighted_backward(self, losses: Tensor, ctx: BackwardContext) -> Tensor:
         n = losses.shape[0]
         p = torch.ones(n, device=losses.device) if ctx.present is None else ctx.present.float()
-        rows = list(range(n)) if ctx.present is None else [i for i, v in enumerate(ctx.present.tolist()) if v > 0]
+        rows = rows_present(ctx, n)
         L = losses.detach().float()
         first = torch.isnan(self.initial_losses) & (p > 0)
         self.initial_losses.copy_(torch.where(first, L, self.initial_losses))
