@@ -202,3 +202,44 @@ def probe_shape(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]
     out = module(torch.zeros(2, *in_shape))
     module.train(was_training)
     return tuple(out.shape[1:])
+
+
+def group_stages(top: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """Stages of a pretrained model from its top-level ``(name, module)`` list: a module without
+    convolution or linear layers (norm, activation, pooling) joins the stage before it."""
+    groups: list[tuple[str, list[nn.Module]]] = []
+    for n, m in top:
+        if not groups or any(isinstance(x, (nn.Conv2d, nn.Linear)) for x in m.modules()):
+            groups.append((n, [m]))
+        else:
+            groups[-1][1].append(m)
+    return [(n, ms[0] if len(ms) == 1 else nn.Sequential(*ms)) for n, ms in groups]
+
+
+@torch.no_grad()
+def checked_stages(
+    backbone: nn.Module, named: list[tuple[str, nn.Module]], in_shape: tuple[int, ...], *, what: str, allowed: str
+) -> list[tuple[str, nn.Module]]:
+    """``named`` when running its stages in order equals ``backbone`` on a probe input; else a
+    config error on ``backbone.model`` (``what``: the kind of model; ``allowed``: models that are
+    such a sequence)."""
+    from ..errors import ConfigError, Problem
+
+    was = backbone.training
+    backbone.eval()
+    x = torch.randn(2, *in_shape, generator=torch.Generator().manual_seed(0))
+    ref = backbone(x)
+    y = x
+    try:
+        for _, m in named:
+            y = m(y)
+        same = y.shape == ref.shape and torch.allclose(y, ref, atol=1e-4, rtol=1e-3)
+    except (RuntimeError, TypeError, ValueError):
+        same = False
+    backbone.train(was)
+    if same:
+        return named
+    name = getattr(backbone, "model_name", "?")
+    reason = f"this {what} model is not a plain sequence of stages, so a soft-sharing architecture cannot cut it"
+    fix = "choose one of those models, or arch=hps"
+    raise ConfigError([Problem("backbone.model", reason, name, allowed=allowed, fix=fix)])

@@ -19,7 +19,7 @@ from ...config.params import Check
 from ...data.base import InputSpec
 from ...errors import ConfigError, Problem
 from ...registry import BACKBONES
-from ..base import Backbone, node_values, probe_shape
+from ..base import Backbone, checked_stages, group_stages, node_values, probe_shape
 
 _POOL_NAMES = ("avgpool", "global_pool", "pool")
 
@@ -93,10 +93,6 @@ def _load_weights(name: str, weights: str | None) -> nn.Module:
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         return model
     return torchvision.models.get_model(name, weights=weights)
-
-
-def _has_weight_layer(m: nn.Module) -> bool:
-    return any(isinstance(x, (nn.Conv2d, nn.Linear)) for x in m.modules())
 
 
 class _Adapt(nn.Module):
@@ -178,47 +174,20 @@ class TorchvisionBackbone(Backbone):
             top.append((n, m))
         if len(top) == 1 and isinstance(top[0][1], nn.Sequential):
             top = [(f"{top[0][0]}.{n}", m) for n, m in top[0][1].named_children()]
-        groups: list[tuple[str, list[nn.Module]]] = []
-        for n, m in top:
-            if not groups or _has_weight_layer(m):
-                groups.append((n, [m]))
-            else:
-                groups[-1][1].append(m)
-        return [(n, ms[0] if len(ms) == 1 else nn.Sequential(*ms)) for n, ms in groups]
+        return group_stages(top)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         named = self._stage_modules()
         if named:
             first_name, first = named[0]
             named[0] = (first_name, nn.Sequential(self.adapt, first))
-        with torch.no_grad():
-            was = self.training
-            self.eval()
-            x = torch.randn(2, *self.in_shape, generator=torch.Generator().manual_seed(0))
-            ref = self(x)
-            y = x
-            try:
-                for _, m in named:
-                    y = m(y)
-                same = y.shape == ref.shape and torch.allclose(y, ref, atol=1e-4, rtol=1e-3)
-            except RuntimeError:
-                same = False
-            self.train(was)
-        if not same:
-            raise ConfigError(
-                [
-                    Problem(
-                        "backbone.model",
-                        "this torchvision model is not a plain sequence of stages, so a "
-                        "soft-sharing architecture cannot cut it",
-                        self.model_name,
-                        allowed="resnet*, resnext*, wide_resnet*, mobilenet_v2/v3, efficientnet*, convnext*, regnet*, "
-                        "vgg*",
-                        fix="choose one of those models, or arch=hps",
-                    )
-                ]
-            )
-        return named
+        return checked_stages(
+            self,
+            named,
+            self.in_shape,
+            what="torchvision",
+            allowed="resnet*, resnext*, wide_resnet*, mobilenet_v2/v3, efficientnet*, convnext*, regnet*, vgg*",
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(self.adapt(x))["out"]
