@@ -60,6 +60,10 @@ def _devices(v: Any) -> bool:
     return v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
 
 
+def _workers(v: Any) -> bool:
+    return v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_WORKERS)
+
+
 def _epoch_length(v: Any) -> bool:
     return v in ("largest", "smallest") or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
 
@@ -71,9 +75,15 @@ class TrainerConfig:
     max_steps: PosInt | None = _f()
     batch_size: PosInt = _f()
     eval_batch_size: PosInt | None = _f(allowed="null (2 x batch_size) or an integer >= 1")
-    num_workers: Annotated[int, Range(ge=0, le=MAX_WORKERS)] = _f(
-        allowed=f"an integer >= 0 and <= {MAX_WORKERS} (4 per CPU core of this machine, at least 8)"
+    num_workers: Annotated[int | str, Check(_workers, f"auto or an integer >= 0 and <= {MAX_WORKERS}")] = _f(
+        allowed=f"auto (from the CPU count; 0 for data in memory) or an integer >= 0 and <= {MAX_WORKERS} "
+        "(4 per CPU core of this machine, at least 8)"
     )
+    data_on_device: bool = _f()
+    compile: bool = _f()
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = _f()
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = _f()
+    channels_last: bool = _f()
     devices: Annotated[int | str, Check(_devices, "auto or a number of processes >= 1")] = _f(
         allowed="auto (the launcher's processes; 1 without one) or a number of processes >= 1 on this machine"
     )

@@ -6,10 +6,12 @@ import functools
 import os
 import signal
 import threading
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from .cpus import usable_cpus
 from .distributed import rank_order, shard
 
 #: the signals that ask a run to stop; only the main process answers them (see ``Loader``)
@@ -125,23 +127,66 @@ def _take_stop_signals(senders: set[int]) -> None:
             os._exit(0)  # the main process shuts this worker down
 
 
+#: the most worker processes ``num_workers=auto`` starts per loader
+AUTO_WORKERS_MAX = 8
+
+
+def auto_workers(ds: Dataset, local_processes: int = 1) -> int:
+    """``trainer.num_workers=auto``: none for data held in memory (a batch is one gather; a
+    worker would only add a copy between processes), else the usable CPUs of this process's
+    share of the machine minus one (the training process), at most ``AUTO_WORKERS_MAX``."""
+    if hasattr(ds, "__getitems__"):
+        return 0
+    share = usable_cpus() // max(1, local_processes)
+    return max(0, min(AUTO_WORKERS_MAX, share - 1))
+
+
+class DeviceDataset(Dataset):
+    """A dataset held in memory (one with ``__getitems__``), copied once to ``device``
+    (``trainer.data_on_device``): a batch is one gather on the device, with no copy per step.
+    The samples, their order and values are those of the dataset it was made from."""
+
+    def __init__(self, ds: Any, device: torch.device):
+        self.n, self.device = len(ds), device
+        whole = ds.__getitems__(list(range(self.n)))
+        parts = ("inputs", "targets", "masks")
+        self.parts = {part: {k: v.to(device) for k, v in whole[part].items()} for part in parts}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {part: {k: v[i] for k, v in d.items()} for part, d in self.parts.items()}
+
+    def __getitems__(self, idx) -> dict:
+        index = torch.as_tensor(idx, dtype=torch.long).to(self.device, non_blocking=True)
+        return {part: {k: v.index_select(0, index) for k, v in d.items()} for part, d in self.parts.items()}
+
+
 def make_loader(
     ds: Dataset,
     batch_size: int,
     shuffle: bool,
     seed: int,
-    num_workers: int,
+    num_workers: int | str,
     device: torch.device,
     rank: int = 0,
     world: int = 1,
+    local_processes: int = 1,
 ) -> DataLoader:
     """A :class:`Loader`; datasets with ``__getitems__`` (in-memory) hand over whole batches, so no
     per-sample collation runs. Training loaders (``shuffle``) draw their order from a
     :class:`PassSampler`, so it is reproducible and resumable mid-pass, whatever the number of
     workers. Worker processes leave SIGINT/SIGTERM to the main process (see :class:`Loader`).
     With several processes, a training loader reads this process's slice of every global batch,
-    and an evaluation loader (``shuffle=False``) its contiguous shard of the split."""
+    and an evaluation loader (``shuffle=False``) its contiguous shard of the split.
+    ``num_workers``: a number, or ``auto`` (:func:`auto_workers`). Data already on ``device``
+    (``trainer.data_on_device``) is read in the main process and never pinned."""
     batched = hasattr(ds, "__getitems__")
+    on_device = getattr(ds, "device", torch.device("cpu")).type != "cpu"
+    workers = auto_workers(ds, local_processes) if num_workers == "auto" else int(num_workers)
+    if on_device:
+        workers = 0
     n = len(ds)  # type: ignore[arg-type]  # our datasets are sized
     sampler: Sampler[int] | list[int] | None
     if shuffle:
@@ -153,19 +198,26 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         generator=torch.Generator().manual_seed(seed),  # worker seeds (re-seeded per pass by the stream)
-        num_workers=num_workers,
+        num_workers=workers,
         collate_fn=_identity if batched else default_collate,
-        pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0,
-        worker_init_fn=functools.partial(worker_init, main_pid=os.getpid()) if num_workers > 0 else None,
+        pin_memory=device.type == "cuda" and not on_device,
+        persistent_workers=workers > 0,
+        worker_init_fn=functools.partial(worker_init, main_pid=os.getpid()) if workers > 0 else None,
         drop_last=False,
     )
 
 
-def to_device(batch: dict, device: torch.device):
-    """(inputs, targets, masks) dicts on ``device``; no-op copies on CPU."""
+def to_device(batch: dict, device: torch.device, channels_last: bool = False):
+    """(inputs, targets, masks) dicts on ``device`` (non-blocking copies from pinned memory; no-op
+    copies on CPU); ``channels_last``: 4-D floating inputs (images) in channels-last format."""
     nb = device.type == "cuda"
-    inputs = {k: v.to(device, non_blocking=nb) for k, v in batch["inputs"].items()}
+    inputs = {k: _input_to(v, device, nb, channels_last) for k, v in batch["inputs"].items()}
     targets = {k: v.to(device, non_blocking=nb) for k, v in batch["targets"].items()}
     masks = {k: v.to(device, non_blocking=nb) for k, v in batch["masks"].items()}
     return inputs, targets, masks
+
+
+def _input_to(v: torch.Tensor, device: torch.device, non_blocking: bool, channels_last: bool) -> torch.Tensor:
+    if channels_last and v.dim() == 4 and v.is_floating_point():
+        return v.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
+    return v.to(device, non_blocking=non_blocking)

@@ -51,6 +51,12 @@ RESUMABLE_KEYS = (
     "trainer.max_steps",
     "trainer.progress",
     "trainer.num_workers",
+    # execution, not the model: a checkpoint loads with any of them (bitwise equal runs need the same)
+    "trainer.data_on_device",
+    "trainer.compile",
+    "trainer.compile_mode",
+    "trainer.compile_backend",
+    "trainer.channels_last",
     "trainer.devices",  # another number of processes: resumed with a warning (the data order differs)
     "trainer.dist_backend",
     "trainer.dist_timeout_s",

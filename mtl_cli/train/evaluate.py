@@ -22,6 +22,7 @@ def evaluate(
     limit: int | None = None,
     autocast=contextlib.nullcontext,
     comm=None,
+    channels_last: bool = False,
 ) -> dict[str, dict[str, float]]:
     """{task: {metric: value, "loss": mean loss}}; NaN for a task with no labelled sample.
 
@@ -35,7 +36,7 @@ def evaluate(
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
-        inputs, targets, masks = to_device(batch, device)
+        inputs, targets, masks = to_device(batch, device, channels_last)
         with autocast():
             preds = model(inputs)
         for j, t in enumerate(tasks):

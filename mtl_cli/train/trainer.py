@@ -48,6 +48,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -63,7 +64,7 @@ from ..tasks.base import LossComputer
 from ..validation import Plan
 from ..weighting.base import BackwardContext
 from . import distributed
-from .batches import Loader, make_loader, to_device
+from .batches import DeviceDataset, Loader, make_loader, to_device
 from .checkpoint import (
     CheckpointError,
     TopK,
@@ -146,8 +147,11 @@ class Trainer:
         self.model = build_model(plan, self.tasks).to(self.device)
         if resume is not None:  # first: a checkpoint of another model changes nothing in the run dir
             load_model_state(self.model, resume["model"], resume_path or run_dir)
+        if self.settings.channels_last:  # 4-D weights (convolutions); inputs follow in to_device
+            self.model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(plan, self.tasks).to(self.device)
         self.ddp = self._wrap_for_processes()
+        compile_model(self.model, self.settings)
         self.optimizer = build_optimizer(plan, self.model, self.weighting)
         self.scheduler, self.interval = build_scheduler(plan, self.optimizer, self._scheduler_length())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.precision == "fp16")
@@ -341,6 +345,9 @@ class Trainer:
             splits = {k: with_prefix(v, "" if d == PRIMARY else f"{d}/") for k, v in splits.items()}
             sizes[d] = {k: len(v) for k, v in splits.items()}
             where = {"rank": self.comm.rank, "world": self.comm.world}
+            if t.data_on_device:
+                splits = {k: self._on_device(d, k, v) for k, v in splits.items()}
+            where |= {"local_processes": int(os.environ.get("LOCAL_WORLD_SIZE", "1"))}
             train[d] = make_loader(splits["train"], t.batch_size, True, seed, t.num_workers, self.device, **where)
             self.val_loaders[d] = make_loader(splits["val"], ebs, False, seed, t.num_workers, self.device, **where)
             self.test_loaders[d] = make_loader(splits["test"], ebs, False, seed, t.num_workers, self.device, **where)
@@ -361,6 +368,19 @@ class Trainer:
                 info["dataset_artifacts"] = others
         self.data_info = info
         self.tasks_of = {d: [task for task in self.tasks if task.dataset == d] for d in sizes}
+
+    def _on_device(self, dataset: str, split: str, ds):
+        """``trainer.data_on_device``: a dataset held in memory, copied to the device once; one
+        read from files stays where it is (said once, in the log)."""
+        if hasattr(ds, "__getitems__"):
+            return DeviceDataset(ds, self.device)
+        if split == "train":
+            log.warning(
+                "trainer.data_on_device: dataset %s is read from files, not held in memory: its batches are "
+                "copied to the device each step (set trainer.data_on_device=false to silence this)",
+                dataset,
+            )
+        return ds
 
     def _scheduler_length(self) -> int:
         """Scheduler steps in the whole run: optimizer steps, or epochs for interval=epoch."""
@@ -520,7 +540,7 @@ class Trainer:
             self._forward_backward(micro, divisor, diagnose)
 
     def _forward_backward(self, micro: MicroBatch, divisor: int, diagnose: bool) -> None:
-        inputs, targets, masks = to_device(micro.batch, self.device)
+        inputs, targets, masks = to_device(micro.batch, self.device, self.settings.channels_last)
         present = self._present_mask(micro.datasets, targets)
         rep = None
         with self.autocast():
@@ -854,7 +874,16 @@ class Trainer:
         """Metrics of every task on its own dataset's loader, in task order."""
         res: dict[str, dict[str, float]] = {}
         for d, loader in loaders.items():
-            res |= evaluate(self.model, loader, self.tasks_of[d], self.device, limit, self.autocast, self.comm)
+            res |= evaluate(
+                self.model,
+                loader,
+                self.tasks_of[d],
+                self.device,
+                limit,
+                self.autocast,
+                self.comm,
+                channels_last=self.settings.channels_last,
+            )
         return {t.name: res[t.name] for t in self.tasks}
 
     def validate(self) -> None:
@@ -1095,3 +1124,19 @@ def _nest(rec: dict, tasks) -> dict:
 def objective_value(summary: dict) -> float:
     v = summary["objective"]["value"]
     return float("nan") if v is None or (isinstance(v, float) and math.isinf(v)) else float(v)
+
+
+def compile_model(model: torch.nn.Module, settings) -> None:
+    """``trainer.compile``: the model's ``encode`` and ``decode`` compiled in place (instance
+    attributes over the methods), so ``forward``, DistributedDataParallel and the gradient
+    methods that read ``encode``'s output all run the compiled code, while the parameters and
+    their names stay the model's own: checkpoints of compiled and eager runs are the same files.
+    The losses and the weighting method stay eager. ``compile_mode`` is inductor's."""
+    if not settings.compile:
+        return
+    kw: dict = {"backend": settings.compile_backend}
+    if settings.compile_backend == "inductor" and settings.compile_mode != "default":
+        kw["mode"] = settings.compile_mode
+    m = cast(Any, model)
+    m.encode = torch.compile(m.encode, **kw)
+    m.decode = torch.compile(m.decode, **kw)
