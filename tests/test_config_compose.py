@@ -46,6 +46,8 @@ DATA_TASKS = {
     "csv": "none",
     "image_manifest": "none",
     "tones": "tones",
+    "school": "each_regression",
+    "mulan": "each_regression",
 }
 # options that compose but are rejected by validate() with the default tasks, and why
 INVALID_WITH_DEFAULTS = {
@@ -54,6 +56,8 @@ INVALID_WITH_DEFAULTS = {
     ("backbone", "signal_cnn"): ["backbone.name", "signal_cnn reads signal inputs", "image input"],
     ("data", "tones"): ["backbone.name", "small_cnn reads image inputs", "signal input", "allowed: mlp, signal_cnn"],
     ("tasks", "tones"): ["backbone.name", "small_cnn reads image inputs", "signal input"],
+    # one regression task per target: the shapes data's classification targets refuse it
+    ("tasks", "each_regression"): ["tasks.shape.kind", "a regression task cannot learn target 'shape'"],
 }
 DEFAULT_TASKS = {  # name: (kind, primary metric, num_classes from the shapes data)
     "shape": ("classification", "accuracy", 4),

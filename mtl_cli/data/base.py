@@ -60,6 +60,9 @@ class TargetSpec:
     num_classes: int | None = None  # classes (classification, segmentation) or labels (multilabel)
     class_names: list[str] | None = None
     ignore_index: int | None = None  # segmentation pixels to ignore
+    #: regression targets the source standardised: ``{"mean": m, "std": s}``, the model learns
+    #: ``(value - m) / s``; predictions and metrics are turned back into the target's units
+    scaling: dict[str, float] | None = None
 
 
 @dataclass

@@ -136,6 +136,7 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     lines: list[int | None] = field(default_factory=list)
+    nominal: list[str] = field(default_factory=list)  # columns the file declares categorical (ARFF nominal)
 
     def where(self, i: int) -> str:
         """Row ``i`` (0-based) as users count it: 1-based data row, plus the file line."""

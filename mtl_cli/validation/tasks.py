@@ -3,6 +3,7 @@ spec and the task kind's rules."""
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from ..config.checks import Problems, check_component, check_schema
@@ -15,6 +16,7 @@ def check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict)
     if not isinstance(node, dict) or not node:
         p.add("tasks", "no tasks are declared", node, fix="choose a task set (tasks=shapes) or declare tasks.<name>")
         return {}
+    node = plain["tasks"] = expand_patterns(p, node, specs)
     out = {}
     for name, tnode in node.items():
         n0 = len(p.items)
@@ -42,6 +44,35 @@ def check_tasks(p: Problems, node: Any, specs: dict[str, DataSpec], plain: dict)
         )
     elif out and all(t["role"] == "auxiliary" for t in out.values()):
         p.add("tasks.*.role", "every enabled task is auxiliary", fix="make at least one task role=primary")
+    return out
+
+
+def expand_patterns(p: Problems, node: dict, specs: dict[str, DataSpec]) -> dict:
+    """Tasks whose ``target`` is a pattern (``*``, ``?``, ``[...]``, as in fnmatch) become one task
+    per matching target of their dataset, named by the target and with every other key of the
+    pattern's task; a target that a task of its own name declares already is left to it. A pattern
+    that matches nothing is refused, listing the data's targets."""
+    out: dict = {}
+    for name, t in node.items():
+        target = t.get("target") if isinstance(t, dict) else None
+        if not isinstance(target, str) or not any(ch in target for ch in "*?["):
+            out[name] = t
+            continue
+        spec = specs.get(t.get("dataset") or PRIMARY)
+        if spec is None:
+            out[name] = t  # the dataset is reported (unknown, or its source failed)
+            continue
+        matches = [k for k in spec.targets if fnmatch.fnmatchcase(k, target) and k not in node]
+        if not matches:
+            p.add(
+                f"tasks.{name}.target",
+                "the pattern matches no target of the data (that no task declares already)",
+                target,
+                allowed=", ".join(spec.targets),
+                fix=f"set tasks.{name}.target to a pattern such as '*' or 'y_*', or to one target",
+            )
+        for k in matches:
+            out[k] = {**t, "target": k}
     return out
 
 

@@ -48,13 +48,16 @@ the header, with the file line in brackets) and the bad value. The cell-level he
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import logging
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import torch
 
-from ...config.params import Check, Len, Range, Seed, Text
+from ...config.params import Check, Len, PosInt, Range, Seed, Text
 from ...errors import DataError, Problem
 from ...registry import SOURCES
 from ..base import (
@@ -69,6 +72,7 @@ from ..base import (
     check_split_sizes,
     split_indices,
 )
+from ..readers import read_arff, read_mat
 from ..tabular import (
     MISSING,
     FeatureEncoder,
@@ -77,6 +81,7 @@ from ..tabular import (
     SplitRows,
     Table,
     apply_standardize,
+    cells,
     check_binary,
     check_labelled,
     class_map,
@@ -87,6 +92,7 @@ from ..tabular import (
     is_missing,
     label_map,
     missing_column,
+    ordered_labels,
     plan_categories,
     split_record,
     standardize_statistics,
@@ -94,6 +100,8 @@ from ..tabular import (
     warn_constant,
     warn_large_features,
 )
+
+log = logging.getLogger("mtl_cli")
 
 __all__ = [
     "MISSING",
@@ -157,10 +165,15 @@ def file_problem(path: Path, message: str, fix: str, value: object = None) -> Da
     return DataError([Problem(str(path), message, value, fix=fix)])
 
 
+#: the table files the source reads (by suffix; others are read as CSV)
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq", ".arff", ".mat")
+
+
 def read_table(path: Path, delimiter: str | None = None) -> Table:
-    """Read a CSV/TSV (stdlib csv) or Parquet file as a Table of text cells."""
+    """Read a CSV/TSV (stdlib csv), Parquet, ARFF or MATLAB file as a Table of text cells
+    (ARFF and MATLAB through :mod:`mtl_cli.data.readers`)."""
     if path.is_dir():
-        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".tab", ".parquet"))
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
         raise file_problem(
             path,
             "is a folder, not a file",
@@ -171,6 +184,10 @@ def read_table(path: Path, delimiter: str | None = None) -> Table:
         raise file_problem(path, "file not found", f"check the path (relative paths resolve against {Path.cwd()})")
     if path.suffix.lower() in (".parquet", ".pq"):
         return _check_rows(_read_parquet(path))
+    if path.suffix.lower() == ".arff":
+        return _check_rows(read_arff(path))
+    if path.suffix.lower() == ".mat":
+        return _check_rows(read_mat(path))
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
@@ -246,14 +263,56 @@ def _cell(value: Any) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
+_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def column_names(columns: list[str]) -> dict[str, str]:
+    """Target name -> column for columns used as targets under their own names: characters other
+    than letters, digits, ``_`` and ``-`` become ``_`` (task names may not hold ``.`` or ``/``), and
+    a name taken already gets ``_2``, ``_3``, ..."""
+    out: dict[str, str] = {}
+    for column in columns:
+        base = _NAME.sub("_", column).strip("_") or "target"
+        name, k = base, 1
+        while name in out:
+            k += 1
+            name = f"{base}_{k}"
+        out[name] = column
+    return out
+
+
+def fold_rows(n: int, folds: int, fold: int, seed: int) -> dict[str, list[int]]:
+    """Rows of fold ``fold`` (1-based) of a seeded ``folds``-fold partition of ``range(n)`` as
+    test, the others as train; folds differ in size by at most one row, each in file order."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    bounds = [round(n * k / folds) for k in range(folds + 1)]
+    test = sorted(perm[bounds[fold - 1] : bounds[fold]])
+    chosen = set(test)
+    return {"train": [i for i in range(n) if i not in chosen], "test": test}
+
+
+def scale_of(values: list[float]) -> dict[str, float]:
+    """Mean and (population) standard deviation of ``values``, computed exactly (math.fsum);
+    std 1 where there is no spread (one value, a constant target, no value: only centred)."""
+    if not values:
+        return {"mean": 0.0, "std": 1.0}
+    mean = math.fsum(values) / len(values)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    return {"mean": mean, "std": std if std > 0 else 1.0}
+
+
 @dataclass
 class _Plan:
-    """Resolved columns: features, target -> (column, kind), classification maps, split rows."""
+    """Resolved columns: features, target -> (column, kind), classification maps, split rows;
+    with ``group_by``, ``groups``: target -> (its column's target, the group value it is labelled
+    for); ``scaling``: regression target -> the train split's mean and std (``standardize_targets``)."""
 
     features: FeaturePlan
     targets: dict[str, tuple[str, str]]
     label_maps: dict[str, dict[str, int]]
     rows: SplitRows
+    groups: dict[str, tuple[str, str]] = field(default_factory=dict)
+    scaling: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @SOURCES.register("csv")
@@ -270,13 +329,18 @@ class CsvSource(DataSource):
         exclude: list[Column] | None = None,
         categorical: Annotated[list[Column], Len(min=1)] | None = None,
         targets: dict[str, Column] | None = None,
+        last_targets: PosInt | None = None,
+        group_by: Column | None = None,
         kinds: dict[str, ScalarKind] | None = None,
         classes: dict[str, ClassList] | None = None,
         standardize: bool = False,
+        standardize_targets: bool = True,
         impute: Literal["mean", "zero"] | None = None,
         delimiter: Delimiter | None = None,
         val_fraction: Fraction = 0.1,
         test_fraction: Fraction = 0.1,
+        folds: Annotated[int, Range(ge=2)] | None = None,
+        fold: PosInt = 1,
         split_seed: Seed = 0,
     ):
         self.paths = {"train": path, "val": val_path, "test": test_path}
@@ -284,29 +348,38 @@ class CsvSource(DataSource):
         self.exclude = list(exclude or [])
         self.categorical = list(categorical or [])
         self.targets = dict(targets or {})
+        self.last_targets = last_targets
+        self.group_by = group_by
         self.kinds = dict(kinds or {})
         self.classes = class_names(classes)
         self.standardize = standardize
+        self.standardize_targets = standardize_targets
         self.impute = impute
         self.delimiter = delimiter
         self.fractions = {"val": val_fraction, "test": test_fraction}
+        self.folds, self.fold = folds, fold
         self.split_seed = split_seed
         self._check_config()
         self.artifacts: dict[str, Any] = {}  # shared with DataSpec; load() adds statistics
         self._tables: dict[str, Table] | None = None
         self._plan_cache: _Plan | None = None
+        self._split_how: str | None = None  # how a given split was made (given_split)
 
     def _check_config(self) -> None:
         problems = []
         if not self.paths["train"]:
             problems.append(Problem("data.path", "no CSV file given", fix="set data.path=FILE.csv"))
-        if not self.targets:
+        if not self.targets and not self.last_targets:
             problems.append(
                 Problem(
-                    "data.targets", "no targets given", fix="map target names to columns, e.g. targets: {price: price}"
+                    "data.targets",
+                    "no targets given",
+                    fix="map target names to columns, e.g. targets: {price: price}, or set data.last_targets=K "
+                    "(the last K columns are targets)",
                 )
             )
-        for key, names in (("kinds", self.kinds), ("classes", self.classes)):
+        problems += self._group_and_fold_problems()
+        for key, names in (("kinds", self.kinds), ("classes", self.classes)) if not self.last_targets else ():
             for name in names:
                 if name not in self.targets:
                     problems.append(
@@ -369,6 +442,41 @@ class CsvSource(DataSource):
         if problems:
             raise DataError(problems)
 
+    def _group_and_fold_problems(self) -> list[Problem]:
+        problems = []
+        group = self.group_by
+        if group is not None and (group in self.targets.values() or group in (self.features or [])):
+            problems.append(
+                Problem(
+                    "data.group_by",
+                    "the grouping column cannot also be a target or a feature column",
+                    group,
+                    fix="remove it from data.targets and data.features (it is left out of the features by itself)",
+                )
+            )
+        if group is not None and group in self.categorical:
+            problems.append(Problem("data.categorical", "the grouping column is not a feature", group, fix="remove it"))
+        if self.folds is not None and self.fold > self.folds:
+            problems.append(
+                Problem(
+                    "data.fold",
+                    f"there are {self.folds} folds (data.folds)",
+                    self.fold,
+                    f"1 to {self.folds}",
+                    f"set data.fold to a number from 1 to {self.folds}",
+                )
+            )
+        if self.folds is not None and self.paths["test"]:
+            problems.append(
+                Problem(
+                    "data.folds",
+                    "cross-validation folds make the test split, and data.test_path gives one too",
+                    self.folds,
+                    fix="drop data.test_path, or set data.folds=null",
+                )
+            )
+        return problems
+
     # ---- describe -------------------------------------------------------------------------
 
     def tables(self) -> dict[str, Table]:
@@ -377,26 +485,42 @@ class CsvSource(DataSource):
             self._tables = {split: read_table(resolve(p), self.delimiter) for split, p in self.paths.items() if p}
         return self._tables
 
+    def given_split(self, n: int) -> tuple[dict[str, list[int]], str] | None:
+        """Train and test rows (0-based rows of the train file; val too where given) fixed by the
+        source rather than carved by the fractions, and how they were made; None to carve. Here
+        the fold ``fold`` of a seeded ``folds``-fold cross-validation; sources that read published
+        splits override it."""
+        if self.folds is None:
+            return None
+        return fold_rows(n, self.folds, self.fold, self.split_seed), f"fold {self.fold} of {self.folds}"
+
     def split_rows(self) -> SplitRows:
-        """Which rows of which file form each split: a file's every row, or the rows carved from
-        the train file by the seeded fractions (each split in file order)."""
+        """Which rows of which file form each split: a file's every row, the rows of a given split
+        (:meth:`given_split`; val carved from its train rows by ``val_fraction``), or the rows
+        carved from the train file by the seeded fractions (each split in file order)."""
         tables = self.tables()
         train = tables["train"]
         fv = 0.0 if "val" in tables else self.fractions["val"]
-        ft = 0.0 if "test" in tables else self.fractions["test"]
-        idx = split_indices(len(train.rows), fv, ft, self.split_seed)
-        rows: SplitRows = {"train": [(train, idx["train"].sort().values.tolist())]}
+        given = self.given_split(len(train.rows))
+        if given is not None:
+            parts, self._split_how = dict(given[0]), given[1]
+            if "val" not in parts and "val" not in tables:
+                pool = parts["train"]
+                idx = split_indices(len(pool), fv, 0.0, self.split_seed)
+                parts["val"] = sorted(pool[i] for i in idx["val"].tolist())
+                parts["train"] = sorted(pool[i] for i in idx["train"].tolist())
+        else:
+            ft = 0.0 if "test" in tables else self.fractions["test"]
+            idx = split_indices(len(train.rows), fv, ft, self.split_seed)
+            parts = {s: idx[s].sort().values.tolist() for s in idx}
+        rows: SplitRows = {"train": [(train, parts["train"])]}
         for s in ("val", "test"):
-            rows[s] = (
-                [(tables[s], list(range(len(tables[s].rows))))]
-                if s in tables
-                else [(train, idx[s].sort().values.tolist())]
-            )
+            rows[s] = [(tables[s], list(range(len(tables[s].rows))))] if s in tables else [(train, parts[s])]
         return rows
 
     def plan(self) -> _Plan:
         """Check columns against every file, the split sizes, and settle feature columns, target
-        kinds and classes (from the train split)."""
+        kinds and classes (from the train split), the groups and the targets' scaling."""
         if self._plan_cache is None:
             tables = self.tables()
             self._check_columns(tables)
@@ -404,8 +528,9 @@ class CsvSource(DataSource):
             sizes = {s: sum(len(i) for _, i in parts) for s, parts in rows.items()}
             if not sizes["train"]:  # the label checks need train rows; empty val/test are refused by load()
                 check_split_sizes(sizes, self._where())
+            columns = self.target_columns(tables["train"])
             targets, maps = {}, {}
-            for name, col in self.targets.items():
+            for name, col in columns.items():
                 kind = self.kinds.get(name) or (
                     "classification" if name in self.classes else infer_kind(rows, col, name)
                 )
@@ -415,9 +540,97 @@ class CsvSource(DataSource):
                 elif kind == "binary":
                     check_binary(rows, col, name, self.classes.get(name))
                 targets[name] = (col, kind)
-            features = FeaturePlan(self._feature_columns(tables["train"]), plan_categories(rows, self.categorical))
-            self._plan_cache = _Plan(features, targets, maps, rows)
+            groups = self._groups(rows, list(targets))
+            if groups:
+                maps = {name: maps[base] for name, (base, _) in groups.items() if base in maps}
+                targets = {name: targets[base] for name, (base, _) in groups.items()}
+            train = tables["train"]
+            nominal = [c for c in train.nominal if c in self._feature_columns(train) and c not in self.categorical]
+            features = FeaturePlan(self._feature_columns(train), plan_categories(rows, self.categorical + nominal))
+            plan = _Plan(features, targets, maps, rows, groups)
+            if self.standardize_targets:
+                plan.scaling = self._scaling(plan)
+            self._plan_cache = plan
         return self._plan_cache
+
+    def target_columns(self, train: Table) -> dict[str, str]:
+        """Target name -> column: ``targets``, then the last ``last_targets`` columns of the train
+        file under their own names (see :func:`column_names`); a name in ``kinds`` or ``classes``
+        that is none of them is refused."""
+        out = dict(self.targets)
+        if self.last_targets:
+            if self.last_targets >= len(train.header):
+                raise DataError(
+                    [
+                        Problem(
+                            "data.last_targets",
+                            f"{train.path} has {len(train.header)} columns: the last {self.last_targets} as targets "
+                            "would leave no feature",
+                            self.last_targets,
+                            f"1 to {len(train.header) - 1}",
+                            "set data.last_targets to the number of target columns at the end of the file",
+                        )
+                    ]
+                )
+            taken = set(out.values())
+            last = [c for c in train.header[-self.last_targets :] if c not in taken]
+            out.update({n: c for n, c in column_names(last).items() if n not in out})
+            problems = [
+                Problem(f"data.{key}.{name}", "not a target", name, ", ".join(out), "use a target's name")
+                for key, names in (("kinds", self.kinds), ("classes", self.classes))
+                for name in names
+                if name not in out
+            ]
+            if problems:
+                raise DataError(problems)
+        return out
+
+    def _groups(self, rows: SplitRows, names: list[str]) -> dict[str, tuple[str, str]]:
+        """With ``group_by``: one target per target and value of the grouping column in the train
+        split (``<target>_<value>``, sorted as class labels are), labelled only in that group's
+        rows. A row whose group the train split lacks has no label (warned)."""
+        if self.group_by is None:
+            return {}
+        counts: dict[str, int] = {}
+        for _, _, _, cell in cells(rows, self.group_by, "data.group_by", ["train"]):
+            if not is_missing(cell):
+                counts[cell.strip()] = counts.get(cell.strip(), 0) + 1
+        values = ordered_labels(counts)
+        unseen = sum(
+            1
+            for _, _, _, cell in cells(rows, self.group_by, "data.group_by", ["val", "test"])
+            if not is_missing(cell) and cell.strip() not in counts
+        )
+        if unseen:
+            log.warning(
+                "%s: %d val/test row(s) belong to groups (column %r) that no train row has: they have no label "
+                "for any task",
+                self._where(),
+                unseen,
+                self.group_by,
+            )
+        out = {}
+        for base in names:
+            suffixes = column_names(values)  # group values as names: '.', '/', spaces become '_'
+            out.update({f"{base}_{suffix}": (base, value) for suffix, value in suffixes.items()})
+        return out
+
+    def _scaling(self, plan: _Plan) -> dict[str, dict[str, float]]:
+        """Mean and std of each regression target over its labelled train rows (of its group)."""
+        values: dict[str, list[float]] = {}
+        column_of = {name: col for name, (col, kind) in plan.targets.items() if kind == "regression"}
+        by_column: dict[str, dict[str, list[float]]] = {}  # column -> group value ('' without groups) -> values
+        for col in set(column_of.values()):
+            found = by_column.setdefault(col, {})
+            for _, table, i, cell in cells(plan.rows, col, "data.targets", ["train"]):
+                v = to_float(cell) if not is_missing(cell) else None
+                if v is not None:
+                    g = table.rows[i][table.index(self.group_by, "data.group_by")].strip() if self.group_by else ""
+                    found.setdefault(g, []).append(v)
+        for name, col in column_of.items():
+            group = plan.groups[name][1] if name in plan.groups else ""
+            values[name] = by_column[col].get(group, [])
+        return {name: scale_of(v) for name, v in values.items()}
 
     def _where(self) -> str:
         return f"data (csv {resolve(self.paths['train'] or '')})"
@@ -425,7 +638,7 @@ class CsvSource(DataSource):
     def _feature_columns(self, train: Table) -> list[str]:
         if self.features is not None:
             return list(self.features)
-        used = set(self.targets.values()) | set(self.exclude)
+        used = set(self.target_columns(train).values()) | set(self.exclude) | {self.group_by}
         return [c for c in train.header if c not in used]
 
     def _check_columns(self, tables: dict[str, Table]) -> None:
@@ -434,6 +647,9 @@ class CsvSource(DataSource):
         wanted += [(c, "data.features") for c in self.features or []]
         wanted += [(c, "data.exclude") for c in self.exclude]
         wanted += [(c, "data.categorical") for c in self.categorical]
+        wanted += [(c, "data.group_by") for c in [self.group_by] if c is not None]
+        own = set(self.targets.values())
+        wanted += [(c, "data.last_targets") for c in self.target_columns(tables["train"]).values() if c not in own]
         for table in tables.values():
             for column, key in wanted:
                 if column not in table.header:
@@ -445,8 +661,15 @@ class CsvSource(DataSource):
         targets = {}
         for name, (_, kind) in plan.targets.items():
             names = list(plan.label_maps[name]) if name in plan.label_maps else None
-            targets[name] = TargetSpec(name, kind, (), len(names) if names else None, names)
+            targets[name] = TargetSpec(
+                name, kind, (), len(names) if names else None, names, scaling=plan.scaling.get(name)
+            )
         self.artifacts["label_maps"] = plan.label_maps
+        self.artifacts["targets"] = {name: col for name, (col, _) in plan.targets.items()}
+        if plan.scaling:
+            self.artifacts["target_scaling"] = plan.scaling
+        if plan.groups:
+            self.artifacts["groups"] = {"column": self.group_by, "of": {n: list(g) for n, g in plan.groups.items()}}
         self.artifacts["features"] = plan.features.columns
         if plan.features.categories:
             self.artifacts["categories"] = plan.features.categories
@@ -468,6 +691,10 @@ class CsvSource(DataSource):
             if kind == "regression":
                 warn_constant(name, splits["train"].targets[name], splits["train"].masks[name])
         self._fill_missing(splits)
+        for name, scale in plan.scaling.items():  # the tasks learn (y - mean) / std; metrics undo it
+            for ds in splits.values():
+                y = ds.targets[name]
+                ds.targets[name] = ((y.double() - scale["mean"]) / scale["std"]).float()
         if self.standardize:
             self._standardize(splits)
         else:
@@ -475,7 +702,18 @@ class CsvSource(DataSource):
         self.artifacts["split"] = split_record(
             plan.rows,
             {
-                "how": {s: ("file" if self.paths[s] else "carved from the train file") for s in ("val", "test")},
+                "how": {
+                    s: (
+                        "file"
+                        if self.paths[s]
+                        else (
+                            self._split_how
+                            if self._split_how and s == "test"
+                            else f"carved from the train file{' (the given train rows)' if self._split_how else ''}"
+                        )
+                    )
+                    for s in ("val", "test")
+                },
                 "seed": self.split_seed,
                 "fractions": {s: (None if self.paths[s] else f) for s, f in self.fractions.items()},
             },
@@ -487,9 +725,18 @@ class CsvSource(DataSource):
         plan, problems = self.plan(), Problems()
         x = encoder.encode(table, range(len(table.rows)), problems)
         targets, masks = {}, {}
+        own = {name: plan.groups[name][0] if name in plan.groups else name for name in plan.targets}
+        encoded = {}  # each column once, whatever the number of groups
         for name, (column, kind) in plan.targets.items():
-            mapping = plan.label_maps.get(name)
-            targets[name], masks[name] = encode_scalar(table, column, kind, mapping, problems)
+            if own[name] not in encoded:
+                encoded[own[name]] = encode_scalar(table, column, kind, plan.label_maps.get(name), problems)
+            targets[name], masks[name] = encoded[own[name]]
+        if plan.groups and self.group_by is not None:
+            values = sorted({value for _, value in plan.groups.values()})
+            code = {v: k for k, v in enumerate(values)}
+            groups = torch.tensor([code.get(c.strip(), -1) for c in table.column(self.group_by, "data.group_by")])
+            for name, (_, value) in plan.groups.items():
+                masks[name] = masks[name] & (groups == code[value])
         problems.raise_if_any()
         return InMemoryDataset({"features": x}, targets, masks)
 

@@ -102,8 +102,14 @@ class Regression(TaskKind):
         return masked_column_mean(LOSSES[tasks[0].loss_name](p, y), masks)
 
     def metric_inputs(self, task, pred, target, mask):
+        """Labelled samples' predictions and targets, in the target's own units: a target the
+        source standardised (``task.spec.scaling``) is scored after undoing it on both, so MAE and
+        RMSE are in the data's units (R² does not change)."""
         p = pred[mask].float().reshape(int(mask.sum()), -1)
         t = target[mask].float().reshape(p.shape[0], -1)
+        scaling = task.spec.scaling
+        if scaling:
+            p, t = ((x.double() * scaling["std"] + scaling["mean"]).float() for x in (p, t))
         if p.shape[1] == 1:
             return p[:, 0], t[:, 0]
         return p, t

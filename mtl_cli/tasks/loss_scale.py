@@ -1,0 +1,47 @@
+"""Task losses of very different sizes: said in the log, once, at the run's first evaluation.
+
+Under a sum of losses (``weighting=static`` or ``ew``), a task whose loss is orders of magnitude
+larger than the others' takes the shared parameters' gradient for itself: a regression target in
+grams (MSE around 1e7) beside a classification (cross-entropy around 1) trains the regression alone.
+:func:`loss_scale_warning` says so, naming the tasks and their losses, when the largest loss is
+more than :data:`RATIO` times the smallest; :func:`warn_loss_scales` logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+log = logging.getLogger("mtl_cli")
+
+#: the largest task loss over the smallest beyond which the log says so
+RATIO = 100.0
+
+
+def loss_scale_warning(losses: Mapping[str, float], ratio: float = RATIO) -> str | None:
+    """The warning for ``losses`` (task -> loss), or None when the finite positive losses (a task
+    without a label in the split has none) lie within a factor ``ratio`` of each other."""
+    seen = {t: float(v) for t, v in losses.items() if v is not None and math.isfinite(float(v)) and float(v) > 0}
+    if len(seen) < 2:
+        return None
+    big = max(seen, key=seen.__getitem__)
+    small = min(seen, key=seen.__getitem__)
+    factor = seen[big] / seen[small]
+    if factor <= ratio:
+        return None
+    shown = ", ".join(f"{t} {v:.3g}" for t, v in sorted(seen.items(), key=lambda kv: -kv[1]))
+    return (
+        f"task losses differ by orders of magnitude ({factor:.3g}x between {big} and {small}: {shown}); "
+        f"the largest dominates the shared layers' gradient and the others may barely train. Standardise "
+        f"regression targets (table sources: data.standardize_targets=true), lower tasks.{big}.weight, or use "
+        "a weighting that does not depend on the losses' scales (e.g. weighting=si or weighting=gls)"
+    )
+
+
+def warn_loss_scales(losses: Mapping[str, float], ratio: float = RATIO) -> str | None:
+    """Logs :func:`loss_scale_warning`'s warning when there is one; returns it."""
+    text = loss_scale_warning(losses, ratio)
+    if text is not None:
+        log.warning("%s", text)
+    return text
