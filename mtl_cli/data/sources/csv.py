@@ -767,8 +767,8 @@ class CsvSource(DataSource):
 
     # ---- prediction -------------------------------------------------------------------------
 
-    predict_suffixes = (".csv", ".tsv", ".tab", ".parquet", ".pq")
-    predict_accepts = "tables (CSV, TSV, Parquet) with the run's feature columns (other columns are ignored)"
+    predict_suffixes = TABLE_SUFFIXES
+    predict_accepts = "tables (CSV, TSV, Parquet, ARFF, MATLAB) with the run's feature columns (others are ignored)"
 
     def prepare_inputs(self, files, artifacts, resize=None) -> PreparedInputs:
         """Rows of tables as training rows: the run's feature columns in the run's order,
