@@ -378,3 +378,12 @@ def test_loss_scale_warning(caplog):
 
 def test_target_spec_scaling_defaults_to_none():
     assert TargetSpec("y", "regression").scaling is None
+
+
+def test_single_task_baselines_of_pattern_tasks(tmp_path):
+    """baseline=stl trains one run per task that a target pattern made."""
+    path = write(tmp_path / "g.csv", "x,g,y\n" + "".join(f"{i},{'ab'[i % 2]},{i * 3}\n" for i in range(30)))
+    over = ["experiment=tabular", f"data.path={path}", "data.targets={y: y}", "data.group_by=g"]
+    cli.main([*over, "tasks=each_regression", "baseline=stl", *FAST, f"run_dir={tmp_path / 'stl'}"])
+    baselines = json.loads((tmp_path / "stl" / "baselines.json").read_text())
+    assert sorted(baselines["tasks"]) == ["y_a", "y_b"]

@@ -112,6 +112,7 @@ def train_baselines(cfg: Any, plan, run_dir: Path, overrides: list[str] | None =
         )
     resume = "auto" if resume == "auto" else None
     plain = _plain(cfg)
+    plain["tasks"] = copy.deepcopy(plan.cfg["tasks"])  # as validation wrote them: task patterns expanded
     names = list(plan.tasks)
     configs, plans = {}, {}
     for n in names:  # every single-task config checked before anything trains
