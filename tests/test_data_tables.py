@@ -28,7 +28,7 @@ from mtl_cli.data.sources.school import SchoolSource
 from mtl_cli.errors import ConfigError, DataError
 from mtl_cli.tasks.base import Decoding, Task
 from mtl_cli.tasks.kinds.regression import Regression
-from mtl_cli.tasks.loss_scale import loss_scale_warning, warn_loss_scales
+from mtl_cli.tasks.loss_scale import loss_scale_warning, record_losses, warn_loss_scales
 from mtl_cli.validation import validate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -387,3 +387,41 @@ def test_single_task_baselines_of_pattern_tasks(tmp_path):
     cli.main([*over, "tasks=each_regression", "baseline=stl", *FAST, f"run_dir={tmp_path / 'stl'}"])
     baselines = json.loads((tmp_path / "stl" / "baselines.json").read_text())
     assert sorted(baselines["tasks"]) == ["y_a", "y_b"]
+
+
+def test_record_losses_of_train_and_val_records():
+    train = {"split": "train", "step": 5, "loss/a": 0.5, "loss/b": 2e6, "loss": 9.0, "weight/a": 1.0}
+    assert record_losses(train) == {"a": 0.5, "b": 2e6}
+    val = {"split": "val", "epoch": 1, "score": 0.1, "a/loss": 0.7, "a/mae": 3.0, "b/loss": None}
+    assert record_losses(val) == {"a": 0.7}
+    assert record_losses({"split": "grad", "grad_norm/a": 1.0}) == {}
+
+
+def test_the_metrics_writer_warns_once_about_loss_scales(tmp_path, caplog):
+    from mtl_cli.train.rundir import MetricsWriter
+
+    writer = MetricsWriter(tmp_path, backends={}, config={})
+    writer.open()
+    with caplog.at_level(logging.WARNING, logger="mtl_cli"):
+        writer.log({"split": "train", "step": 1, "loss/size": 1.6e7, "loss/shape": 0.69})
+        writer.log({"split": "val", "epoch": 1, "size/loss": 1.5e7, "shape/loss": 0.6})
+    writer.close()
+    warned = [r.getMessage() for r in caplog.records if "orders of magnitude" in r.getMessage()]
+    assert len(warned) == 1 and "size" in warned[0]
+    resumed = MetricsWriter(tmp_path, keep=2, backends={}, config={})
+    resumed.open()  # its kept records were checked when written
+    with caplog.at_level(logging.WARNING, logger="mtl_cli"):
+        resumed.log({"split": "train", "step": 3, "loss/size": 1.6e7, "loss/shape": 0.69})
+    resumed.close()
+    assert len([r for r in caplog.records if "orders of magnitude" in r.getMessage()]) == 1
+
+
+def test_a_run_with_raw_grams_warns_in_its_log(tmp_path, monkeypatch):
+    """standardize_targets=false on a target in grams: train.log says the losses differ."""
+    path = write(
+        tmp_path / "w.csv", "x,grams,kind\n" + "".join(f"{i},{4000 + 9 * i},{'ab'[i % 2]}\n" for i in range(40))
+    )
+    over = ["experiment=tabular", f"data.path={path}", "data.targets={grams: grams, kind: kind}"]
+    over += ["data.standardize_targets=false", "+tasks.grams.kind=regression", "+tasks.kind.kind=classification"]
+    cli.main([*over, *FAST, f"run_dir={tmp_path / 'r'}"])
+    assert "task losses differ by orders of magnitude" in (tmp_path / "r" / "train.log").read_text()

@@ -4,7 +4,10 @@ Under a sum of losses (``weighting=static`` or ``ew``), a task whose loss is ord
 larger than the others' takes the shared parameters' gradient for itself: a regression target in
 grams (MSE around 1e7) beside a classification (cross-entropy around 1) trains the regression alone.
 :func:`loss_scale_warning` says so, naming the tasks and their losses, when the largest loss is
-more than :data:`RATIO` times the smallest; :func:`warn_loss_scales` logs it.
+more than :data:`RATIO` times the smallest; :func:`warn_loss_scales` logs it. The run's metrics
+writer (:class:`mtl_cli.train.rundir.MetricsWriter`) calls it on the first record that holds task
+losses (:func:`record_losses`: the first training log interval, or the first evaluation), once per
+run (a resumed run whose kept records hold losses was checked when they were written).
 """
 
 from __future__ import annotations
@@ -37,6 +40,19 @@ def loss_scale_warning(losses: Mapping[str, float], ratio: float = RATIO) -> str
         f"regression targets (table sources: data.standardize_targets=true), lower tasks.{big}.weight, or use "
         "a weighting that does not depend on the losses' scales (e.g. weighting=si or weighting=gls)"
     )
+
+
+def record_losses(record: Mapping[str, object]) -> dict[str, float]:
+    """The task losses of a metrics.jsonl record: a training interval's ``loss/<task>`` or an
+    evaluation's ``<task>/loss`` (task names hold no ``/``); {} for other records."""
+    split = record.get("split")
+    if split == "train":
+        pairs = [(k[len("loss/") :], v) for k, v in record.items() if k.startswith("loss/")]
+    elif split in ("val", "test"):
+        pairs = [(k[: -len("/loss")], v) for k, v in record.items() if k.endswith("/loss") and k.count("/") == 1]
+    else:
+        return {}
+    return {t: float(v) for t, v in pairs if isinstance(v, (int, float))}
 
 
 def warn_loss_scales(losses: Mapping[str, float], ratio: float = RATIO) -> str | None:

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import Problem, UserError
+from ..tasks.loss_scale import record_losses, warn_loss_scales
 from .loggers import LOGGER_BACKENDS, Trackers, scalars
 
 log = logging.getLogger("mtl_cli")
@@ -478,10 +479,12 @@ class MetricsWriter:
         self.f: IO[str] | None = None
         self.trackers: Trackers | None = None
         self._ends_with_lock = False
+        self._scales_checked = False  # task losses compared once per run (tasks/loss_scale.py)
 
     def open(self) -> None:
         if self.keep is not None:
             self.records = self._read(self.keep)
+        self._scales_checked = any(len(record_losses(r)) > 1 for r in self.records)
         specs = self._tracker_specs()
         if specs:  # the kept records first: trackers mirror metrics.jsonl from its first line
             self.trackers = Trackers(self.run_dir, specs, self.config or {}, self.keep is not None)
@@ -550,6 +553,11 @@ class MetricsWriter:
         return len(self.records)
 
     def log(self, record: dict) -> None:
+        if not self._scales_checked:  # the run's first task losses: a warning when they differ by orders of magnitude
+            losses = record_losses(record)
+            if len(losses) > 1:
+                self._scales_checked = True
+                warn_loss_scales(losses)
         record = _clean(record)
         self.records.append(record)
         if self.f is not None:
