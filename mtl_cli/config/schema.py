@@ -101,6 +101,12 @@ class TrainerConfig:
         allowed="mean_rel, delta_m (Δm against baseline_dir's single-task baselines; needs baseline_dir), "
         "or <task>/<metric> (e.g. shape/accuracy)"
     )
+    early_stopping: PosInt | None = _f(allowed="null (never stop early) or an integer >= 1 (evaluations)")
+    early_stopping_min_delta: Annotated[float, Range(ge=0)] = _f(
+        allowed="a number >= 0 (the rise of the monitored score that counts as an improvement)"
+    )
+    ema: Annotated[float, Range(gt=0, lt=1)] | None = _f(allowed="null (off) or a decay 0 < ema < 1 (e.g. 0.999)")
+    ema_warmup: bool = _f()
     deterministic: bool = _f()
     progress: bool = _f()
     checkpoint_every: PosInt | None = _f(allowed="null (epoch ends only) or an integer >= 1 (optimizer steps)")

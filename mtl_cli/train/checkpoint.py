@@ -66,6 +66,8 @@ RESUMABLE_KEYS = (
     "trainer.limit_test_batches",
     "trainer.checkpoint_every",
     "trainer.save_top_k",
+    "trainer.early_stopping",  # patience may grow or shrink when a run is continued, as max_epochs may
+    "trainer.early_stopping_min_delta",
     "trainer.on_nonfinite",
     "trainer.max_skipped_steps",
 )
@@ -606,6 +608,19 @@ def _config_yaml(v: Any, where: str) -> None:
         raise _Bad(where, f"must be a YAML mapping, not {type(cfg).__name__}")
 
 
+def _early_stopping(v: Any, where: str) -> None:
+    e = _dict(v, where)
+    best = _get(e, where, "best")
+    if best is not None:
+        _score(best, key_path(where, "best"))
+    _int(_get(e, where, "stale"), key_path(where, "stale"))
+    if _get(e, where, "stopped_at") is not None:
+        _int(e["stopped_at"], key_path(where, "stopped_at"))
+    for k in e:
+        if k not in ("best", "stale", "stopped_at"):
+            raise _Bad(key_path(where, k), "is not an early-stopping value")
+
+
 def _structure(s: dict) -> None:
     """Raise _Bad at the first value of ``s`` that ``Trainer.state`` would not have written."""
     _str(_get(s, "", "kind"), "kind")
@@ -632,6 +647,12 @@ def _structure(s: dict) -> None:
     _stream(_get(s, "", "stream"), "stream")
     _accumulators(_get(s, "", "accumulators"), "accumulators", len(tasks))
     _int(_get(s, "", "skipped"), "skipped")
+    if "early_stopping" in s:
+        _early_stopping(_get(s, "", "early_stopping"), "early_stopping")
+    if "ema" in s:  # trainer.ema: the training weights beside the averaged model
+        e = _dict(s["ema"], "ema")
+        _weights(_get(e, "ema", "raw"), "ema.raw")
+        _int(_get(e, "ema", "updates"), "ema.updates")
     _int(_get(s, "", "metrics_records"), "metrics_records")
     _rng(_get(s, "", "rng"), "rng")
     if "world" in s:  # written by a run of several processes: each one's random state

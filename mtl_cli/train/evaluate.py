@@ -144,3 +144,32 @@ class Selector:
         self.reference = state["reference"]
         self.best_score = state["best_score"]
         self.best_epoch = state["best_epoch"]
+
+
+class EarlyStopping:
+    """``trainer.early_stopping``: stop once ``patience`` evaluations in a row have not raised the
+    monitored score (higher is better, NaN the worst) by more than ``min_delta`` above the best
+    so far. ``patience`` None: never."""
+
+    def __init__(self, patience: int | None, min_delta: float = 0.0):
+        self.patience, self.min_delta = patience, min_delta
+        self.best: float | None = None  # the best score so far (None before the first evaluation)
+        self.stale = 0  # evaluations since the last improvement
+        self.stopped_at: int | None = None  # the epoch after which it stopped the run (set by the trainer)
+
+    def update(self, score: float) -> bool:
+        """Record an evaluation's score; True when the run should stop."""
+        s = -math.inf if math.isnan(score) else score
+        if self.best is None or s > self.best + self.min_delta:
+            self.best, self.stale = s if self.best is None else max(s, self.best), 0
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "stale": self.stale, "stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = None if state["best"] is None else float(state["best"])
+        self.stale = int(state["stale"])
+        self.stopped_at = None if state["stopped_at"] is None else int(state["stopped_at"])

@@ -75,7 +75,8 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .evaluate import Selector, evaluate
+from .ema import WeightEMA
+from .evaluate import EarlyStopping, Selector, evaluate
 from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
 from .sampling import Group, MicroBatch, TrainStream
 
@@ -146,14 +147,21 @@ class Trainer:
         self._build_data()
         self.model = build_model(plan, self.tasks).to(self.device)
         if resume is not None:  # first: a checkpoint of another model changes nothing in the run dir
-            load_model_state(self.model, resume["model"], resume_path or run_dir)
+            # with trainer.ema the checkpoint's model is the average: training goes on from ema.raw
+            trained = resume["ema"]["raw"] if isinstance(resume.get("ema"), dict) else resume["model"]
+            load_model_state(self.model, trained, resume_path or run_dir)
         if self.settings.channels_last:  # 4-D weights (convolutions); inputs follow in to_device
             self.model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(plan, self.tasks).to(self.device)
         self.ddp = self._wrap_for_processes()
         compile_model(self.model, self.settings)
+        t = self.settings
+        self.ema = WeightEMA(self.model, t.ema, t.ema_warmup) if t.ema is not None else None
+        self.early = EarlyStopping(t.early_stopping, t.early_stopping_min_delta)
         self.optimizer = build_optimizer(plan, self.model, self.weighting)
         self.scheduler, self.interval = build_scheduler(plan, self.optimizer, self._scheduler_length())
+        # a scheduler that reads a metric (ReduceLROnPlateau) steps on the monitored score after each validation
+        self.on_metric = self.scheduler is not None and steps_on_metric(self.scheduler)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.precision == "fp16")
         self.autocast = autocast_for(self.settings.precision, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -291,6 +299,10 @@ class Trainer:
             if state["scaler"]:
                 self.scaler.load_state_dict(state["scaler"])
             self.weighting.load_state_dict(state["weighting"])
+            if self.ema is not None and isinstance(state.get("ema"), dict):
+                self.ema.load(state["model"], state["ema"])
+            if "early_stopping" in state:
+                self.early.load_state_dict(state["early_stopping"])
             self.prog = Progress(**state["progress"])
             self.selector.load_state_dict(state["selector"])
             self.history = [dict(h) for h in state["history"]]
@@ -400,10 +412,12 @@ class Trainer:
             with self._signals():
                 self.model.train()
                 for epoch in range(self.prog.epoch, self.settings.max_epochs):
+                    if self.early.stopped_at is not None:  # (resumed after it stopped, e.g. during the test)
+                        break
                     reached_max_steps = self.train_epoch(epoch)
                     self.end_epoch(last=reached_max_steps or epoch + 1 == self.settings.max_epochs)
                     self._stop_if_signalled()
-                    if reached_max_steps:
+                    if reached_max_steps or self.early.stopped_at is not None:
                         break
             return self.finish()
         except RuntimeError as e:
@@ -485,7 +499,7 @@ class Trainer:
         self._account_skips()
         self.stream.end_epoch()
         self.prog.epoch += 1
-        if self.scheduler is not None and self.interval == "epoch":
+        if self.scheduler is not None and self.interval == "epoch" and not self.on_metric:
             self.scheduler.step()
         self.weighting.on_epoch_end(self.prog.epoch)
         if last or self.prog.epoch % self.settings.eval_every == 0:
@@ -678,6 +692,8 @@ class Trainer:
             return
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.interval == "step":
             self.scheduler.step()
@@ -708,6 +724,8 @@ class Trainer:
                 self._bad_grad.copy_(grad_bad & ~self._bad)
                 self._bad |= grad_bad
         self._masked_step()
+        if self.ema is not None:
+            self.ema.update(skipped=self._bad)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.interval == "step":
             self.scheduler.step()
@@ -887,8 +905,21 @@ class Trainer:
         return {t.name: res[t.name] for t in self.tasks}
 
     def validate(self) -> None:
-        res = self.evaluate(self.val_loaders, self.settings.limit_val_batches)
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            res = self.evaluate(self.val_loaders, self.settings.limit_val_batches)
         score, improved = self.selector.update(res, self.prog.epoch)
+        if self.on_metric:
+            assert self.scheduler is not None
+            self.scheduler.step(-math.inf if math.isnan(score) else score)
+        if self.early.update(score) and self.prog.epoch < self.settings.max_epochs:
+            self.early.stopped_at = self.prog.epoch
+            log.info(
+                "early stopping after epoch %d: the monitor (%s) has not risen by more than %g in %d evaluations",
+                self.prog.epoch,
+                self.settings.monitor,
+                self.settings.early_stopping_min_delta,
+                self.early.stale,
+            )
         rec = {"split": "val", "epoch": self.prog.epoch, "step": self.prog.step, "score": score}
         rec |= {f"{t}/{m}": v for t, r in res.items() for m, v in r.items()}
         self.metrics.log(rec)
@@ -948,7 +979,9 @@ class Trainer:
         extra = {"world": self.comm.world, "rng_ranks": rng_ranks} if rng_ranks is not None else {}
         return extra | {
             "kind": kind,
-            "model": self.model.state_dict(),
+            "model": self.ema.averaged_state() if self.ema is not None else self.model.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            "early_stopping": self.early.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -1051,6 +1084,8 @@ class Trainer:
             "epochs": self.prog.epoch,
             "steps": self.prog.step,
             "skipped_steps": self.skipped,
+            "stopped_early": self.early.stopped_at,
+            "ema": self.settings.ema,
             "tasks": {
                 t.name: {
                     "kind": t.kind.name,
@@ -1140,3 +1175,10 @@ def compile_model(model: torch.nn.Module, settings) -> None:
     m = cast(Any, model)
     m.encode = torch.compile(m.encode, **kw)
     m.decode = torch.compile(m.decode, **kw)
+
+
+def steps_on_metric(scheduler) -> bool:
+    """Whether ``scheduler.step`` takes the value of a metric (torch's ReduceLROnPlateau and its kind)."""
+    import inspect
+
+    return "metrics" in inspect.signature(scheduler.step).parameters

@@ -199,7 +199,53 @@ def check_scheduler(p: Problems, node: dict, optimizer=None, allowed: tuple[str,
         )
     if fn is None or len(p.items) > n0:
         return
+    if _steps_on_metric(fn):
+        _check_metric_scheduler(p, node, fn)
+        if len(p.items) > n0:
+            return
     _dry_run_scheduler(p, node, fn, optimizer)
+
+
+def _steps_on_metric(fn) -> bool:
+    """A scheduler class whose ``step`` reads a metric (ReduceLROnPlateau and its kind)."""
+    step = getattr(fn, "step", None)
+    try:
+        return step is not None and "metrics" in inspect.signature(step).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_metric_scheduler(p: Problems, node: dict, fn) -> None:
+    """A scheduler that reads a metric steps on the monitored score (``trainer.monitor``, higher
+    is better) after each validation: interval epoch, no warmup, mode max."""
+    target = node["_target_"]
+    if node.get("interval", "step") != "epoch":
+        p.add(
+            "scheduler.interval",
+            f"{target} steps on the monitored score after each validation, not per optimizer step",
+            node.get("interval", "step"),
+            allowed="epoch",
+            fix="set scheduler.interval=epoch",
+        )
+    if node.get("warmup_steps", 0):
+        p.add(
+            "scheduler.warmup_steps",
+            f"{target} steps on the monitored score: a warmup cannot be chained before it",
+            node.get("warmup_steps"),
+            allowed="0",
+            fix="set scheduler.warmup_steps=0, or choose another scheduler for a warmup",
+        )
+    params = inspect.signature(fn).parameters
+    if "mode" in params:
+        mode = node.get("mode", params["mode"].default)
+        if mode != "max":
+            p.add(
+                "scheduler.mode",
+                "the monitored score (trainer.monitor) is higher-is-better, whatever the metric",
+                mode,
+                allowed="max",
+                fix="set scheduler.mode=max",
+            )
 
 
 def _dry_run_scheduler(p: Problems, node: dict, fn, optimizer) -> None:
@@ -217,8 +263,9 @@ def _dry_run_scheduler(p: Problems, node: dict, fn, optimizer) -> None:
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
             sched = fn(optimizer, **kwargs)
             lrs = [g["lr"] for g in optimizer.param_groups]
+            on_metric = _steps_on_metric(fn)
             for _ in range(3):
-                sched.step()
+                sched.step(0.0) if on_metric else sched.step()
                 lrs += [g["lr"] for g in optimizer.param_groups]
     except Exception as e:  # noqa: BLE001 - any refusal of the arguments is a config problem
         p.add(
