@@ -99,6 +99,17 @@ def test_arff_unreadable_and_bad_last_targets_are_named(tmp_path):
     assert "data.kinds.nope" in str(e.value) and "t_one" in str(e.value)
 
 
+def test_arff_dates_are_text_and_can_be_left_out(tmp_path):
+    text = '@relation r\n@attribute a numeric\n@attribute d date "yyyy-MM-dd"\n@attribute y numeric\n@data\n'
+    path = write(tmp_path / "d.arff", text + '1,"2020-01-02",3\n2,?,4\n3,"2021-05-06",5\n')
+    assert read_arff(Path(path)).rows[:2] == [["1", "2020-01-02", "3"], ["2", "", "4"]]
+    with pytest.raises(DataError) as e:
+        CsvSource(path=path, last_targets=1, **whole(path)).load()
+    assert "column 'd'" in str(e.value) and "data.exclude=[d]" in str(e.value)
+    ds = CsvSource(path=path, last_targets=1, exclude=["d"], **whole(path)).load()["train"]
+    assert ds.inputs["features"][:, 0].tolist() == [1, 2, 3]
+
+
 def test_column_names_are_usable_task_names():
     assert column_names(["a b", "a.b", "LBL+x/1", "+"]) == {
         "a_b": "a b",

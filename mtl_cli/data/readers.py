@@ -6,8 +6,9 @@ features, splits, the errors naming file, row and column) applies to them unchan
   numbers written so that they read back exactly (``repr`` of the float), nominal attributes their
   value's text; a missing value (``?``) becomes an empty cell, i.e. a missing feature or a missing
   label. The nominal attributes are listed in ``Table.nominal``: the table sources one-hot encode
-  them as features. String, date and relational attributes and sparse ARFF are refused by scipy:
-  the error names the file.
+  them as features. Date attributes become their text (as a feature, a date is refused as not a
+  number: leave it out with ``data.exclude``). String and relational attributes and sparse ARFF
+  are refused by scipy: the error names the file.
 - MATLAB ``.mat`` (v4 to v7.2) through :func:`scipy.io.loadmat` (:func:`read_mat`): every 2-D
   numeric variable whose rows or columns number N, the largest dimension of the file's
   variables, gives one column per vector of length N (``x`` of shape 28 x N: ``x1`` .. ``x28``; a
@@ -60,11 +61,12 @@ def read_arff(path: Path) -> Table:
             columns.append(
                 ["" if v in (b"?", "?") else (v.decode() if isinstance(v, bytes) else str(v)) for v in values]
             )
-        else:
+        elif kind == "numeric":
             columns.append([number_cell(v) for v in values])
+        else:  # dates, as text (NaT: missing): a date feature is refused as not a number, naming its column
+            columns.append(["" if str(v) == "NaT" else str(v) for v in values])
     rows = [list(r) for r in zip(*columns)] if columns else []
-    table = Table(path, names, rows, nominal=[n for n, k in zip(names, kinds) if k == "nominal"])
-    return table
+    return Table(path, names, rows, nominal=[n for n, k in zip(names, kinds) if k == "nominal"])
 
 
 def _unquote(name: str) -> str:
