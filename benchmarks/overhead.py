@@ -10,7 +10,8 @@ A (mtl-train): the real trainer code path, ``mtl_cli.train.api.train(cfg, run_di
 B (plain): the same model built by ``mtl_cli.build`` from the validated plan (same seed: same
     initial weights), the same in-memory training tensors indexed with the same seeded permutation
     the trainer's DataLoader draws, the same per-task losses (``task.loss``), summed, backward,
-    ``torch.optim.AdamW`` (lr, weight decay from the config), ``zero_grad(set_to_none=True)``. No
+    ``torch.optim.AdamW`` (lr, weight decay from the config; fused where torch has it, as the
+    trainer's is by default), ``zero_grad(set_to_none=True)``. No
     logging, no scheduler, no DataLoader.
 
 Clock: torch's global optimizer post-hook (``register_optimizer_step_post_hook``) stamps every
@@ -67,7 +68,7 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from mtl_cli.build import build_model, build_tasks  # noqa: E402
+from mtl_cli.build import build_model, build_tasks, fused_available  # noqa: E402
 from mtl_cli.config.compose import compose  # noqa: E402
 from mtl_cli.validation import validate  # noqa: E402
 
@@ -109,7 +110,10 @@ class PlainLoop:
         tasks = build_tasks(self.plan)
         model = build_model(self.plan, tasks)
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.wd)
+        params = list(model.parameters())
+        # fused where torch has it, as the trainer's optimizer is by default (mtl_cli.build.build_optimizer)
+        fused = fused_available(torch.optim.AdamW, params)
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.wd, fused=fused)
         return tasks, model, opt
 
     def reset(self) -> None:
