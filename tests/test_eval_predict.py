@@ -367,10 +367,12 @@ def test_predict_from_a_csv_of_features(tmp_path_factory, tmp_path, capsys):
     with torch.no_grad():
         want = loaded.model({"features": test.inputs["features"]})
     assert len(got) == len(test_rows) == 20
+    scale = json.loads((run / "data.json").read_text())["target_scaling"]["price"]
     probs = torch.softmax(want["kind"], 1)
     for i, r in enumerate(got):
         assert r["input"] == f"{tmp_path / 'new.csv'}:row {i + 1}"
-        assert float(r["price.value"]) == pytest.approx(float(want["price"].reshape(-1)[i]), abs=1e-5)
+        value = float(want["price"].reshape(-1)[i]) * scale["std"] + scale["mean"]  # back in the price's units
+        assert float(r["price.value"]) == pytest.approx(value, abs=1e-4)
         assert r["kind.label"] == ["no", "yes"][int(probs[i].argmax())]
         assert float(r["kind.probs.yes"]) == pytest.approx(float(probs[i, 1]), abs=1e-5)
     # a table without a feature column names it
