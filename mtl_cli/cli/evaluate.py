@@ -107,7 +107,7 @@ def split_arguments(argv: list[str], options: dict, usage: str, tool: str, repea
     return Path(run_dir), opts, overrides
 
 
-def positive_int(key: str, text: str | None) -> int | None:
+def positive_int(key: str, text: str | int | None) -> int | None:
     """``text`` as an integer >= 1 (None stays None), else ConfigError naming ``key``."""
     if text in (None, "", "null", "none"):
         return None
@@ -157,42 +157,56 @@ def format_table(run, metrics: dict, split: str) -> str:
     return "\n".join(lines)
 
 
-def run_eval(argv: list[str]) -> Path:
-    from ..runs import load_run, short_hash
+def eval_options(split: str, limit: str | int | None, batch_size: str | int | None) -> tuple[int | None, int | None]:
+    """(limit, batch_size) as integers (None: not given) once ``split`` is a split and both are
+    integers >= 1; else ConfigError naming the argument."""
+    if split not in SPLITS:
+        raise ConfigError([Problem("split", "unknown split", split, allowed=", ".join(SPLITS), fix="e.g. split=val")])
+    return positive_int("limit", limit), positive_int("batch_size", batch_size)
+
+
+def evaluation_record(run, result: dict, split: str, limit: int | None) -> tuple[dict, Path]:
+    """What mtl-eval writes for ``result`` (of :func:`evaluate_run`), and where:
+    ``<run dir>/eval/<split>-<checkpoint>[-<hash of the overrides and limit>].json``."""
+    from ..runs import short_hash
+
+    keyed = list(run.overrides) + ([f"limit={limit}"] if limit else [])
+    name = f"{split}-{run.checkpoint_name}" + (f"-{short_hash(keyed)}" if keyed else "")
+    record = {
+        "run_dir": str(run.run_dir),
+        "checkpoint": str(run.checkpoint),
+        "step": run.step,
+        "epoch": run.epoch,
+        "split": split,
+        "overrides": run.overrides,
+        "limit": limit,
+        "samples": result["samples"],
+        "metrics": result["metrics"],
+    }
+    return record, run.run_dir / "eval" / f"{name}.json"
+
+
+def save_evaluation(record: dict, out: Path) -> None:
     from ..train.rundir import write_json, writing
+
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, record)
+
+
+def run_eval(argv: list[str]) -> Path:
+    from ..runs import load_run
 
     run_dir, opts, overrides = split_arguments(
         argv, {"checkpoint": "best", "split": "test", "limit": None, "batch_size": None}, USAGE, "mtl-eval"
     )
-    if opts["split"] not in SPLITS:
-        raise ConfigError(
-            [Problem("split", "unknown split", opts["split"], allowed=", ".join(SPLITS), fix="e.g. split=val")]
-        )
-    limit = positive_int("limit", opts["limit"])
-    batch_size = positive_int("batch_size", opts["batch_size"])
+    limit, batch_size = eval_options(opts["split"], opts["limit"], opts["batch_size"])
     run = load_run(run_dir, opts["checkpoint"], overrides)
     result = evaluate_run(run, opts["split"], limit, batch_size)
-    keyed = list(run.overrides) + ([f"limit={limit}"] if limit else [])
-    name = f"{opts['split']}-{run.checkpoint_name}" + (f"-{short_hash(keyed)}" if keyed else "")
-    out = run.run_dir / "eval" / f"{name}.json"
+    record, out = evaluation_record(run, result, opts["split"], limit)
     if not _is_main():  # several processes: rank 0 writes and reports
         return out
-    with writing(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out,
-        {
-            "run_dir": str(run.run_dir),
-            "checkpoint": str(run.checkpoint),
-            "step": run.step,
-            "epoch": run.epoch,
-            "split": opts["split"],
-            "overrides": run.overrides,
-            "limit": limit,
-            "samples": result["samples"],
-            "metrics": result["metrics"],
-        },
-    )
+    save_evaluation(record, out)
     n = (
         ", ".join(f"{d} {k}" for d, k in result["samples"].items())
         if len(result["samples"]) > 1

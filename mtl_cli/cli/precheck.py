@@ -219,7 +219,19 @@ def _check_sizes(overrides: list[str]) -> None:
         raise ConfigError(problems)
 
 
-def precheck(argv: list[str]) -> None:
+def check_run_start(cfg, run_dir) -> None:
+    """The run directory's checks before anything writes into it (Hydra creates it and writes
+    .hydra/ there before any of our code runs): refuse a run_dir that cannot be written, that a live
+    run holds, or that holds a run without resume/overwrite (train/run.py checks again, under the
+    lock); with several processes only rank 0 looks (the others may start after it took the lock)."""
+    from ..train.rundir import check_run_dir, check_writable
+
+    check_writable(run_dir)
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        check_run_dir(run_dir, cfg.get("resume"), bool(cfg.get("overwrite", False)), stl=cfg.get("baseline") == "stl")
+
+
+def precheck(argv: list[str], run_dir_checks: bool = True) -> None:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return
@@ -321,16 +333,8 @@ def precheck(argv: list[str]) -> None:
             raise ConfigError(problems) from e
         if not args.cfg:
             validate(cfg)
-            from ..train.rundir import check_run_dir, check_writable
-
-            check_writable(cfg.run_dir)  # Hydra creates it before any of our code runs
-            # and writes .hydra/ into it: refuse a run_dir that a live run holds, or that holds a run
-            # without resume/overwrite, before that (train/run.py checks again, under the lock);
-            # with several processes only rank 0 looks (the others may start after it took the lock)
-            if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
-                check_run_dir(
-                    cfg.run_dir, cfg.get("resume"), bool(cfg.get("overwrite", False)), stl=cfg.get("baseline") == "stl"
-                )
+            if run_dir_checks:
+                check_run_start(cfg, cfg.run_dir)
         return
     _diagnose_keys(parsed, group_overrides, problems)
     if problems or args.cfg:

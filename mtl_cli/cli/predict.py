@@ -265,6 +265,49 @@ def preview(records: list[dict], tasks: list) -> str:
     return "\n".join(lines)
 
 
+def predict_options(
+    output: str | os.PathLike | None, resize: str | bool | None, batch_size: str | int | None
+) -> tuple[Path | None, bool | None, int | None]:
+    """mtl-predict's options checked: (output path or None, resize policy: None for auto, True or
+    False; batch size or None); ConfigError names every bad one."""
+    problems = []
+    path = Path(output).expanduser() if output else None
+    if path is not None and path.suffix.lower() not in FORMATS:
+        problems.append(
+            Problem(
+                "output",
+                "unknown output format",
+                str(output),
+                allowed=".csv, .jsonl",
+                fix="name a .csv or .jsonl file, e.g. output=predictions.csv",
+            )
+        )
+    policy = "auto" if resize is None else str(resize).lower()
+    if policy not in RESIZE:
+        problems.append(
+            Problem(
+                "resize",
+                "unknown resize policy",
+                resize,
+                allowed="auto, true, false",
+                fix="resize=auto does what the run's data source did in training",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return path, RESIZE[policy], positive_int("batch_size", batch_size)
+
+
+def default_output(run) -> Path:
+    """Where mtl-predict writes without output=: ``<run dir>/predictions/predictions-<checkpoint>.csv``."""
+    return run.run_dir / "predictions" / f"predictions-{run.checkpoint_name}.csv"
+
+
+def masks_folder(output: Path) -> Path:
+    """The folder of the PNGs of dense tasks, beside ``output``: ``<output stem>_masks``."""
+    return output.parent / f"{output.stem}_masks"
+
+
 def run_predict(argv: list[str]) -> Path:
     from ..runs import load_run
 
@@ -275,43 +318,11 @@ def run_predict(argv: list[str]) -> Path:
         "mtl-predict",
         repeated=("input",),
     )
-    problems = []
-    output = Path(opts["output"]).expanduser() if opts["output"] else None
-    if output is not None and output.suffix.lower() not in FORMATS:
-        problems.append(
-            Problem(
-                "output",
-                "unknown output format",
-                opts["output"],
-                allowed=".csv, .jsonl",
-                fix="name a .csv or .jsonl file, e.g. output=predictions.csv",
-            )
-        )
-    if str(opts["resize"]).lower() not in RESIZE:
-        problems.append(
-            Problem(
-                "resize",
-                "unknown resize policy",
-                opts["resize"],
-                allowed="auto, true, false",
-                fix="resize=auto does what the run's data source did in training",
-            )
-        )
-    if problems:
-        raise ConfigError(problems)
-    batch_size = positive_int("batch_size", opts["batch_size"])
+    output, resize, batch_size = predict_options(opts["output"], opts["resize"], opts["batch_size"])
     paths = input_paths(opts["input"])
     run = load_run(run_dir, opts["checkpoint"], overrides)
-    if output is None:
-        output = run.run_dir / "predictions" / f"predictions-{run.checkpoint_name}.csv"
-    records = predict_run(
-        run,
-        paths,
-        batch_size,
-        RESIZE[str(opts["resize"]).lower()],
-        opts["dataset"],
-        output.parent / f"{output.stem}_masks",
-    )
+    output = output or default_output(run)
+    records = predict_run(run, paths, batch_size or 64, resize, opts["dataset"], masks_folder(output))
     from ..train import distributed
 
     if not distributed.current().is_main:  # several processes: rank 0 writes and reports

@@ -40,7 +40,7 @@ def debugging() -> bool:
     return _flag("MTL_DEBUG") or _flag("HYDRA_FULL_ERROR")
 
 
-def _take_config_dirs(argv: list[str]) -> list[str]:
+def take_config_dirs(argv: list[str]) -> list[str]:
     """Move ``--config-dir X`` / ``-cd X`` / ``--config-dir=X`` into MTL_CONFIG_DIR (searched
     before the built-ins, so user files override built-in ones)."""
     rest, dirs, i = [], [], 0
@@ -609,19 +609,30 @@ def _processes(given: list[str], argv: list[str]) -> list[str]:
     return hydra_overrides_for(join_group(argv))
 
 
+def check_command_line(argv: list[str], run_dir_checks: bool = True) -> list[str]:
+    """Every check of mtl-train's command line (``--config-dir`` already taken out), before Hydra
+    runs anything: a ``resume=<run>`` replayed into its overrides, plugins installed, every
+    override and the composed config (precheck), a sweeper's directions. Returns the command
+    line to run (with the replayed overrides); raises ConfigError (and the other UserErrors) with
+    every problem. ``run_dir_checks=False`` leaves out the checks of the run directory (the Python
+    API makes them when a run starts)."""
+    register_search_path_plugin()
+    argv = replay_resume(argv)
+    check_plugins(argv)
+    precheck(argv, run_dir_checks=run_dir_checks)
+    check_sweeper(argv)
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--version" in argv:  # Hydra's --version prints Hydra's
         print(version_text())
         return
     try:
-        argv = _take_config_dirs(argv)
-        register_search_path_plugin()
+        argv = take_config_dirs(argv)
         given = list(argv)  # before the resume's replay: a relaunched process replays it itself
-        argv = replay_resume(argv)
-        check_plugins(argv)
-        precheck(argv)
-        check_sweeper(argv)
+        argv = check_command_line(argv)
         argv += _processes(given, argv)
     except UserError as e:
         if debugging():
