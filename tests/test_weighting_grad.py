@@ -333,3 +333,33 @@ def test_direction_only_methods_refuse_every_k(name):
     with pytest.raises(ConfigError) as err:
         validate(compose([f"weighting={name}", "weighting.every=5"]))
     assert "weighting.every" in err.value.render() and "nothing to reuse" in err.value.render()
+
+
+def test_batched_mode_equals_the_loop_and_falls_back_to_it_once(monkeypatch, caplog):
+    model = TwoHeads()
+    x, y = _data()
+    z, losses = model.losses(x, y)
+    shared = list(model.shared_parameters())
+    loop = jacobian(losses, shared, [0, 1])
+    for chunk in (None, 1):
+        assert torch.allclose(jacobian(losses, shared, [0, 1], "batched", chunk), loop, atol=1e-6)
+    real, batched_calls = torch.autograd.grad, []
+
+    def grad(*args, **kwargs):  # a model whose backward has an operator without a batching rule
+        if kwargs.get("is_grads_batched"):
+            batched_calls.append(1)
+            raise RuntimeError("Batching rule not implemented for aten::made_up")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", grad)
+    method = WEIGHTINGS.get("upgrad")(["a", "b"], [1.0, 1.0], mode="batched")
+    with caplog.at_level("WARNING", logger="mtl_cli"):
+        for _ in range(3):
+            model.zero_grad()
+            z, losses = model.losses(x, y)
+            w = method.backward(losses, _ctx(model, z))
+    assert len(batched_calls) == 1 and method.mode == "loop"  # tried once, then the loop only
+    said = [m for m in caplog.messages if "cannot be batched" in m]
+    assert len(said) == 1 and "aten::made_up" in said[0]
+    got = torch.cat([p.grad.reshape(-1) for p in shared])
+    assert torch.allclose(got, w.to(loop.dtype) @ loop, atol=1e-6)  # the same values as the loop

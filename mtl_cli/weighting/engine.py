@@ -95,9 +95,16 @@ def _flat(grads, like: list[Tensor]) -> Tensor:
 
 
 def jacobian(
-    losses: Tensor, wrt: list[Tensor], rows: list[int], mode: str = "loop", chunk_size: int | None = None
+    losses: Tensor,
+    wrt: list[Tensor],
+    rows: list[int],
+    mode: str = "loop",
+    chunk_size: int | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> Tensor:
-    """Gradients of ``losses[i]`` for i in ``rows`` with respect to ``wrt``, flattened: [len(rows), P]."""
+    """Gradients of ``losses[i]`` for i in ``rows`` with respect to ``wrt``, flattened: [len(rows), P].
+    ``mode=batched`` falls back to the loop when an operator has no batching rule, and then calls
+    ``on_fallback`` with torch's reason."""
     if mode == "batched" and len(rows) > 1:
         try:
             out = []
@@ -121,11 +128,28 @@ def jacobian(
                     )
                 )
             return torch.cat(out)
-        except RuntimeError:
-            pass  # an operator without a batching rule: the loop below is always exact
+        except RuntimeError as e:  # an operator without a batching rule: the loop below is always exact
+            if on_fallback is not None:
+                on_fallback(next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:200])
     return torch.stack(
         [_flat(torch.autograd.grad(losses[i], wrt, retain_graph=True, allow_unused=True), wrt) for i in rows]
     )
+
+
+def method_jacobian(method: Any, losses: Tensor, wrt: list[Tensor], rows: list[int]) -> Tensor:
+    """:func:`jacobian` with a method's ``mode`` and ``chunk_size``; when ``mode=batched`` cannot
+    batch this model's backward, the method switches to the loop for the rest of the run (no
+    failed attempt per step) and says so once."""
+
+    def fallback(reason: str) -> None:
+        method.mode = "loop"
+        log.warning(
+            "weighting.mode=batched: this model's backward cannot be batched (%s); the task gradients are "
+            "formed one by one (mode=loop) from now on, with the same values",
+            reason,
+        )
+
+    return jacobian(losses, wrt, rows, method.mode, method.chunk_size, fallback)
 
 
 @dataclass(frozen=True)
@@ -341,7 +365,7 @@ class GradientWeighting(Weighting):
         use_rep = self.source == "rep"
         wrt = [ctx.rep] if use_rep else shared_params(model)
         s = ctx.amp_scale  # fp16: differentiate the scaled losses (no underflow), then unscale
-        G = jacobian(losses * s if s != 1.0 else losses, wrt, index, self.mode, self.chunk_size)
+        G = method_jacobian(self, losses * s if s != 1.0 else losses, wrt, index)
         if s != 1.0:
             G = G / s
         detached = losses.detach()

@@ -32,7 +32,7 @@ from ..config.params import NonNeg, PosInt, Positive
 from ..errors import Problem
 from ..registry import WEIGHTINGS
 from .base import BackwardContext, Weighting, rows_present
-from .engine import jacobian, shared_params
+from .engine import method_jacobian, shared_params
 
 MIN_WEIGHT = 1e-4
 
@@ -107,7 +107,7 @@ class GradNorm(Weighting):
         self.initial_losses.copy_(torch.where(first, L, self.initial_losses))
         w = self.loss_weights.clone() * p
         if len(rows) > 1:
-            J = jacobian(losses, self._wrt(ctx), rows, self.mode, self.chunk_size).float()
+            J = method_jacobian(self, losses, self._wrt(ctx), rows).float()
             norms = self._global_norms(J, ctx)
             idx = torch.tensor(rows, device=losses.device)
             ratios = L[idx] / self.initial_losses[idx].clamp_min(1e-12)
