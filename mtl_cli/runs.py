@@ -25,6 +25,7 @@ import torch
 
 from .build import build_model, build_tasks
 from .config.untrusted import MAX_DEPTH, UntrustedYAMLError, load_untrusted_yaml, nesting_depth
+from .data.base import PRIMARY, qualify
 from .errors import ConfigError, Problem, UserError
 from .models.base import MTLModel
 from .tasks.base import Task
@@ -466,6 +467,14 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
         state = load_exported(path)
     else:
         state = load_checkpoint(path, map_location="cpu", key="checkpoint")
+    info: dict = {}
+    if (run_dir / "data.json").is_file():
+        try:
+            info = json.loads((run_dir / "data.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            info = {}
+    info = info if isinstance(info, dict) else {}
+    recorded_scaling(plan, info)
     tasks = build_tasks(plan)
     device = resolve_device(plan.cfg["device"])
     model = build_model(plan, tasks)
@@ -486,12 +495,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
             ]
         ) from None
     model.to(device).eval()
-    info: dict = {}
-    if (run_dir / "data.json").is_file():
-        try:
-            info = json.loads((run_dir / "data.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            info = {}
     return LoadedRun(
         run_dir,
         plan,
@@ -503,5 +506,28 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
         int(state.get("epoch", 0)),
         device,
         [text for _, _, text in parsed],
-        info if isinstance(info, dict) else {},
+        info,
     )
+
+
+def recorded_scaling(plan: Plan, info: dict) -> None:
+    """Regression targets are scored and decoded with the scaling the run trained with: the one its
+    data.json records (``target_scaling``, per dataset), or none where it records none (a run
+    trained with ``standardize_targets=false``, or before targets were standardised), whatever the
+    source would compute today. Without a data.json, the source's own scaling stands."""
+    if not info or plan.spec is None:
+        return
+    merged_spec = plan.spec
+    for d, spec in plan.specs.items():
+        own = info if d == PRIMARY else (info.get("dataset_artifacts") or {}).get(d) or {}
+        recorded = own.get("target_scaling") or {}
+        plan.sources[d].use_recorded(own)
+        for name, target in spec.targets.items():
+            target.scaling = recorded.get(name)
+            merged = merged_spec.targets.get(qualify(d, name))
+            if merged is not None:
+                merged.scaling = target.scaling
+        for artifacts in (spec.artifacts, merged_spec.artifacts if d == PRIMARY else {}):
+            artifacts.pop("target_scaling", None)
+            if recorded:
+                artifacts["target_scaling"] = recorded

@@ -436,3 +436,31 @@ def test_a_run_with_raw_grams_warns_in_its_log(tmp_path, monkeypatch):
     over += ["data.standardize_targets=false", "+tasks.grams.kind=regression", "+tasks.kind.kind=classification"]
     cli.main([*over, *FAST, f"run_dir={tmp_path / 'r'}"])
     assert "task losses differ by orders of magnitude" in (tmp_path / "r" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("standardized", [True, False])
+def test_evaluation_uses_the_scaling_the_run_recorded(tmp_path, capsys, standardized):
+    """mtl-eval scores a run with the scaling its data.json records: a run whose config predates
+    standardize_targets (the key missing, so the default would now be true) trained on raw values
+    and is scored so; a standardised run is scored in the target's units."""
+    import yaml
+
+    import mtl_cli.cli.evaluate as ev
+    from mtl_cli.runs import load_run
+
+    path = write(tmp_path / "w.csv", "x,grams\n" + "".join(f"{i},{4000 + 9 * i}\n" for i in range(40)))
+    over = ["experiment=tabular", f"data.path={path}", "data.targets={grams: grams}", "+tasks.grams.kind=regression"]
+    run_dir = tmp_path / "r"
+    cli.main([*over, f"data.standardize_targets={str(standardized).lower()}", *FAST, f"run_dir={run_dir}"])
+    if not standardized:  # a run from before the key existed
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        del cfg["data"]["standardize_targets"]
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = load_run(run_dir)
+    assert (run.tasks[0].spec.scaling is not None) == standardized
+    assert ("target_scaling" in run.artifacts()) == standardized
+    ev.main([str(run_dir)])
+    capsys.readouterr()
+    got = json.loads((run_dir / "eval" / "test-best.json").read_text())["metrics"]["grams"]
+    want = json.loads((run_dir / "summary.json").read_text())["test"]["grams"]
+    assert got["mae"] == pytest.approx(want["mae"], rel=1e-5)

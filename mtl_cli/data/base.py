@@ -123,6 +123,11 @@ class DataSource:
     def load(self) -> dict[str, Dataset]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def use_recorded(self, artifacts: dict) -> None:
+        """What a finished run recorded of this source (its data.json, ``artifacts``) and the source
+        must reproduce as the run had it rather than compute again (mtl-eval, mtl-predict): e.g. the
+        scaling its regression targets were trained with. Nothing by default."""
+
     def estimated_bytes(self) -> int | None:
         """About how much memory ``load()`` needs at its peak, for sources that generate or decode
         everything into memory; None when unknown. Validation compares it with the memory the

@@ -364,6 +364,7 @@ class CsvSource(DataSource):
         self._tables: dict[str, Table] | None = None
         self._plan_cache: _Plan | None = None
         self._split_how: str | None = None  # how a given split was made (given_split)
+        self._recorded_scaling: dict | None = None  # a finished run's target scaling (use_recorded)
 
     def _check_config(self) -> None:
         problems = []
@@ -548,10 +549,19 @@ class CsvSource(DataSource):
             nominal = [c for c in train.nominal if c in self._feature_columns(train) and c not in self.categorical]
             features = FeaturePlan(self._feature_columns(train), plan_categories(rows, self.categorical + nominal))
             plan = _Plan(features, targets, maps, rows, groups)
-            if self.standardize_targets:
+            if self._recorded_scaling is not None:
+                plan.scaling = dict(self._recorded_scaling)
+            elif self.standardize_targets:
                 plan.scaling = self._scaling(plan)
             self._plan_cache = plan
         return self._plan_cache
+
+    def use_recorded(self, artifacts: dict) -> None:
+        """The run's target scaling as data.json records it (none when it records none: the run
+        trained on raw values), whatever ``standardize_targets`` says now."""
+        self._recorded_scaling = dict(artifacts.get("target_scaling") or {})
+        if self._plan_cache is not None:
+            self._plan_cache.scaling = dict(self._recorded_scaling)
 
     def target_columns(self, train: Table) -> dict[str, str]:
         """Target name -> column: ``targets``, then the last ``last_targets`` columns of the train
