@@ -230,6 +230,20 @@ def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n: int = 2000, se
     return rs[int(0.025 * n)], rs[int(0.975 * n) - 1]
 
 
+def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of median(a) / median(b), resampling pairs (a[i] and b[i] together)."""
+    import random
+
+    rng = random.Random(seed)
+    idx = range(len(a))
+    rs = []
+    for _ in range(n):
+        s = rng.choices(idx, k=len(a))
+        rs.append(statistics.median([a[i] for i in s]) / statistics.median([b[i] for i in s]))
+    rs.sort()
+    return rs[int(0.025 * n)], rs[int(0.975 * n) - 1]
+
+
 def step_sample(intervals: list[dict], log_every: int, min_quiet: int = 20) -> tuple[list[float], bool]:
     """Per-step wall seconds for the statistics: the quiet non-logging steps, or, when fewer than
     ``min_quiet`` of them exist (a busy machine), all non-logging steps; and whether quiet."""

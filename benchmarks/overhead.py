@@ -61,6 +61,7 @@ from _common import (  # noqa: E402
     bootstrap_ratio_ci,
     machine,
     median,
+    paired_bootstrap_ci,
     quiet_logging,
     run_train,
     table,
@@ -214,20 +215,6 @@ def interleaved_block(cfg, plain: PlainLoop, steps: int, clock) -> list[dict]:
             }
         )
     return out
-
-
-def paired_bootstrap_ci(a, b, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of median(a) / median(b), resampling pairs."""
-    import random
-
-    rng = random.Random(seed)
-    idx = range(len(a))
-    rs = []
-    for _ in range(n):
-        s = rng.choices(idx, k=len(a))
-        rs.append(median([a[i] for i in s]) / median([b[i] for i in s]))
-    rs.sort()
-    return rs[int(0.025 * n)], rs[int(0.975 * n) - 1]
 
 
 # --- 2. block-interleaved ------------------------------------------------------------------------------
