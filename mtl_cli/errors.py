@@ -5,6 +5,7 @@ Set ``MTL_DEBUG=1`` (or ``HYDRA_FULL_ERROR=1``) to see the Python traceback as w
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -29,6 +30,10 @@ class Problem:
         return text
 
 
+#: how torch re-raises an exception of a DataLoader worker process in the main process
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
 class UserError(Exception):
     """Base for errors caused by the user's config or data; exit code 2."""
 
@@ -36,7 +41,9 @@ class UserError(Exception):
     title = "Error"
 
     def __init__(self, problems: list[Problem] | str):
+        self._verbatim: str | None = None
         if isinstance(problems, str):
+            problems = self._from_worker(problems)
             problems = [Problem(key="", message=problems)]
         seen: set = set()  # the same problem found by two checks is reported once
         self.problems = []
@@ -47,7 +54,22 @@ class UserError(Exception):
                 self.problems.append(q)
         super().__init__(self.render())
 
+    def _from_worker(self, text: str) -> str:
+        """A DataLoader worker's error comes back as torch makes it: ``type(e)(text)`` where the
+        text is the worker's traceback, ending with ``module.Class: <e's message>``. That message,
+        as the worker rendered it, is what the user sees (verbatim)."""
+        if not _WORKER_ERROR.match(text):
+            return text
+        marker = f"\n{type(self).__module__}.{type(self).__qualname__}: "
+        at = text.rfind(marker)
+        if at < 0:
+            return text
+        self._verbatim = text[at + len(marker) :].rstrip("\n")
+        return self._verbatim
+
     def render(self) -> str:
+        if self._verbatim is not None:
+            return self._verbatim
         n = len(self.problems)
         head = f"{self.title}: {n} problem{'s' if n != 1 else ''} found"
         lines = [head]
