@@ -230,9 +230,13 @@ def _cli(args: list[str], cwd: Path, timeout: float = 600, **env) -> subprocess.
     return subprocess.run(args, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
-def test_tabular_example_trains_predicts_and_evaluates_from_another_folder(tmp_path):
+def test_tabular_example_trains_predicts_and_evaluates_from_another_folder(tmp_path, monkeypatch, capsys):
     """The README's tabular commands (debug=smoke), then mtl-eval and mtl-predict from another
-    folder: the run's relative data.path is read where the run was started."""
+    folder: the run's relative data.path is read where the run was started. mtl-train runs as a
+    command (Hydra records the folder it started in); mtl-eval and mtl-predict run in this process."""
+    import mtl_cli.cli.evaluate as ev
+    import mtl_cli.cli.predict as pr
+
     work = tmp_path / "work"
     shutil.copytree(REPO / "examples", work / "examples")
     train = [
@@ -251,28 +255,39 @@ def test_tabular_example_trains_predicts_and_evaluates_from_another_folder(tmp_p
     assert "price           regression" in done.stdout and "kind            classification" in done.stdout
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    for var in ("MTL_DEBUG", "HYDRA_FULL_ERROR", "MTL_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(elsewhere)
     run = str(work / "outputs" / "houses")
-    ev = _cli(["mtl-eval", run], elsewhere)
-    assert ev.returncode == 0, ev.stderr[-3000:]
-    assert f"data.path: the run read examples/houses.csv in the folder it was started in: {work}" in ev.stderr
-    pred = _cli(["mtl-predict", run, f"input={work / 'examples' / 'new_houses.csv'}", "output=p.csv"], elsewhere)
-    assert pred.returncode == 0, pred.stderr[-3000:]
+    capsys.readouterr()
+    ev.main([run])
+    err = capsys.readouterr().err
+    assert f"data.path: the run read examples/houses.csv in the folder it was started in: {work}" in err
+    pr.main([run, f"input={work / 'examples' / 'new_houses.csv'}", "output=p.csv"])
     assert len((elsewhere / "p.csv").read_text().splitlines()) == 4  # header + 3 houses
     # the file moved away: the error names the override that fixes it
     shutil.move(work / "examples", tmp_path / "moved")
-    gone = _cli(["mtl-eval", run], elsewhere)
-    assert gone.returncode == 2 and "Traceback" not in gone.stderr
-    assert "give its location, data.path=<path>" in gone.stderr
-    ok = _cli(["mtl-eval", run, f"data.path={tmp_path / 'moved' / 'houses.csv'}"], elsewhere)
-    assert ok.returncode == 0, ok.stderr[-3000:]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as gone:
+        ev.main([run])
+    err = capsys.readouterr().err
+    assert gone.value.code == 2 and "Traceback" not in err
+    assert "give its location, data.path=<path>" in err
+    ev.main([run, f"data.path={tmp_path / 'moved' / 'houses.csv'}"])
 
 
-def test_example_images_can_be_predicted(tmp_path):
+def test_example_images_can_be_predicted(tmp_path, monkeypatch):
+    """mtl-predict (in this process) on examples/images/ with a smoke run of the default experiment."""
+    import mtl_cli.cli.predict as pr
+    from mtl_cli.config.compose import compose
+    from mtl_cli.train.api import train
+
+    for var in ("MTL_DEBUG", "HYDRA_FULL_ERROR", "MTL_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    done = _cli(["mtl-train", f"run_dir={run}", "debug=smoke", "trainer.progress=false"], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    pred = _cli(["mtl-predict", str(run), f"input={REPO / 'examples' / 'images'}", "output=preds.csv"], tmp_path)
-    assert pred.returncode == 0, pred.stderr[-3000:]
+    train(compose(["debug=smoke", "trainer.progress=false"]), run)
+    pr.main([str(run), f"input={REPO / 'examples' / 'images'}", "output=preds.csv"])
     rows = (tmp_path / "preds.csv").read_text().splitlines()
     truth = (REPO / "examples" / "images.csv").read_text().splitlines()
     assert len(rows) == len(truth) == 5 and rows[0].startswith("input,shape.label")

@@ -42,7 +42,17 @@ def overrides_for(arch: str) -> list[str]:
     return [*TIMM, *SHAPES, f"arch={arch}"]
 
 
-@pytest.mark.parametrize("arch", ARCHS.names())
+#: hard sharing, one soft-sharing and one expert architecture and the multi-input one build on
+#: timm's stages in the default suite (MTAN also trains in test_a_run_on_a_timm_backbone_trains_and_tests);
+#: every architecture with -m slow (the ones that cut a backbone into stages are built on torchvision's
+#: in the default suite too: test_archs.py::test_soft_sharing_on_a_torchvision_backbone)
+BUILDS_IN_THE_DEFAULT_SUITE = ("hps", "mtan", "mmoe", "multi_input")
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [a if a in BUILDS_IN_THE_DEFAULT_SUITE else pytest.param(a, marks=pytest.mark.slow) for a in ARCHS.names()],
+)
 def test_every_architecture_builds_on_the_stages_and_trains_every_task(arch):
     torch.manual_seed(0)
     plan = validate(compose(overrides_for(arch)))

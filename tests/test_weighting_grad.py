@@ -230,9 +230,19 @@ def test_rep_source_is_refused_for_architectures_without_one_representation():
     validate(compose(["weighting=mgda_ub"]))  # hps has one shared representation
 
 
-@pytest.mark.parametrize("name", WEIGHTINGS.names())
+#: one method of each family trains in the default suite (static: the default; ew: no weights;
+#: famo: a stateful loss-based method; upgrad: a Gramian aggregator on the parameters; mgda_ub: the
+#: representation source); the rest of the registry with -m slow
+TRAINS_IN_THE_DEFAULT_SUITE = ("static", "ew", "famo", "upgrad", "mgda_ub")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in TRAINS_IN_THE_DEFAULT_SUITE else pytest.param(n, marks=pytest.mark.slow) for n in WEIGHTINGS.names()],
+)
 def test_every_weighting_method_trains_the_default_experiment(name, tmp_path):
-    """Every registered method, loss-based or gradient-based (parametrized over the registry)."""
+    """Every registered method, loss-based or gradient-based (parametrized over the registry; the
+    methods outside TRAINS_IN_THE_DEFAULT_SUITE are slow)."""
     from mtl_cli.config.compose import compose
     from mtl_cli.train.api import train
 

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,29 +267,41 @@ HOUSES = (
 
 
 def session_fast(sh: Shell) -> dict[str, str]:
-    """Commands that train nothing: config errors and mtl-configs."""
-    out = {}
-    out["config-error"] = sh.step(
-        "mtl-train trainer.max_epoch=3 tasks.shape.target=colour arch=mmeo", rc=2, echo_rc=True
-    )
-    out["slurm-error"] = sh.step("mtl-train -m launcher=slurm seed=0,1", rc=2, echo_rc=True)
+    """Commands that train nothing: config errors and mtl-configs. They spend their time starting
+    Python and importing torch and Hydra, so independent ones run at the same time (the copy, its
+    edit and the composed config in order)."""
     missing = (
         "python -c 'import sys, mtl_cli.cli.train as t; t.installed = lambda module: False; "
         "t.main(sys.argv[1:])' -m launcher=joblib seed=0,1"
     )
-    out["missing-plugin"] = sh.step(missing, shown="mtl-train -m launcher=joblib seed=0,1", rc=2)
-    out["optuna-multi-error"] = sh.step(
-        "mtl-train -m hparams_search=optuna_multi hydra.sweeper.direction=[maximize,maximize,maximize] "
-        "objectives=[shape/accuracy,size/mae,present/f1] tasks.segmentation.enabled=false",
-        rc=2,
-    )
-    listing = sh.step("mtl-configs list launcher hparams_search", keep=head(6))
-    copied = sh.step("mtl-configs copy my_conf optimizer experiment")
-    sed = sh.step("sed -i 's/^lr: 0.003$/lr: 0.001/' my_conf/optimizer/adamw.yaml")
-    cfg = sh.step("mtl-train --config-dir my_conf --cfg job | grep -A3 '^optimizer:'")
-    out["configs"] = "\n".join([listing, copied, sed, cfg])
-    out["configs-copy"] = copied
-    return out
+
+    copies: dict[str, str] = {}
+
+    def configs() -> str:
+        listing = sh.step("mtl-configs list launcher hparams_search", keep=head(6))
+        copied = sh.step("mtl-configs copy my_conf optimizer experiment")
+        sed = sh.step("sed -i 's/^lr: 0.003$/lr: 0.001/' my_conf/optimizer/adamw.yaml")
+        cfg = sh.step("mtl-train --config-dir my_conf --cfg job | grep -A3 '^optimizer:'")
+        copies["configs-copy"] = copied
+        return "\n".join([listing, copied, sed, cfg])
+
+    jobs: dict[str, Callable[[], str]] = {
+        "config-error": lambda: sh.step(
+            "mtl-train trainer.max_epoch=3 tasks.shape.target=colour arch=mmeo", rc=2, echo_rc=True
+        ),
+        "slurm-error": lambda: sh.step("mtl-train -m launcher=slurm seed=0,1", rc=2, echo_rc=True),
+        "missing-plugin": lambda: sh.step(missing, shown="mtl-train -m launcher=joblib seed=0,1", rc=2),
+        "optuna-multi-error": lambda: sh.step(
+            "mtl-train -m hparams_search=optuna_multi hydra.sweeper.direction=[maximize,maximize,maximize] "
+            "objectives=[shape/accuracy,size/mae,present/f1] tasks.segmentation.enabled=false",
+            rc=2,
+        ),
+        "configs": configs,
+    }
+    with ThreadPoolExecutor(max_workers=min(len(jobs), max(2, os.cpu_count() or 1))) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        out = {name: f.result() for name, f in futures.items()}
+    return out | copies
 
 
 def session_default(sh: Shell) -> dict[str, str]:
