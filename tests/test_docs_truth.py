@@ -338,6 +338,30 @@ def test_missing_labels_as_the_readme_writes_it(tmp_path, monkeypatch):
     assert "'+data.missing_labels={size: 0.7}'" in (REPO / "README.md").read_text()
 
 
+def test_the_readmes_tasks_yaml_is_a_valid_config(tmp_path, monkeypatch):
+    """The README's ``conf/tasks/my_tasks.yaml`` example, saved in a config directory as its first
+    line says, composes and passes validation with the values it sets."""
+    from mtl_cli.cli.precheck import precheck
+    from mtl_cli.config.compose import compose
+
+    blocks = re.findall(r"```yaml\n(# conf/tasks/my_tasks\.yaml\n.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert len(blocks) == 1
+    (tmp_path / "my_conf" / "tasks").mkdir(parents=True)
+    (tmp_path / "my_conf" / "tasks" / "my_tasks.yaml").write_text(blocks[0] + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MTL_CONFIG_DIR", str(tmp_path / "my_conf"))
+    precheck(["tasks=my_tasks", "trainer.progress=false"])  # no ConfigError
+    tasks = compose(["tasks=my_tasks"]).tasks
+    assert sorted(tasks) == ["big", "shape", "size"]
+    assert (tasks.size.loss, list(tasks.size.metrics), tasks.size.weight) == ("huber", ["mae", "r2"], 2.0)
+    assert (tasks.big.kind, tasks.big.target, tasks.big.role, tasks.big.head.name) == (
+        "binary",
+        "large",
+        "auxiliary",
+        "mlp",
+    )
+
+
 def test_delta_m_is_printed_at_the_end_of_a_run():
     from mtl_cli.cli.summary import format_summary
 

@@ -367,10 +367,22 @@ def session_workflow(sh: Shell) -> dict[str, str]:
     return out
 
 
+def session_data(sh: Shell) -> dict[str, str]:
+    """docs/data.md's example of a data error: examples/houses.csv with 'abc' as a price (no
+    training; the error stops the run before anything is built)."""
+    sh.run(
+        "python -c \"import csv; r = list(csv.reader(open('examples/houses.csv'))); r[7][4] = 'abc'; "
+        "csv.writer(open('bad_houses.csv', 'w', newline='')).writerows(r)\""
+    )
+    bad = HOUSES.replace("examples/houses.csv", "bad_houses.csv").replace(" trainer.max_epochs=30", "")
+    return {"data-error": sh.step(f"mtl-train {bad}", rc=2, echo_rc=True)}
+
+
 SESSIONS: dict[str, Callable[[Shell], dict[str, str]]] = {
     "fast": session_fast,
     "default": session_default,
     "workflow": session_workflow,
+    "data": session_data,
 }
 
 # ----------------------------------------------------------------------------- sections
@@ -419,6 +431,7 @@ SECTIONS = [
     Section("predict", "docs/workflow.md", "slow", fenced("predict", "predict-head", "truth"), ("workflow",)),
     Section("predict-tabular", "docs/workflow.md", "slow", fenced("houses-predict"), ("workflow",)),
     Section("predict-bad-size", "docs/workflow.md", "slow", fenced("predict-bad-size"), ("workflow",)),
+    Section("data-error", "docs/data.md", "slow", fenced("data-error"), ("data",)),
 ]
 
 # ----------------------------------------------------------------------------- files and checks
