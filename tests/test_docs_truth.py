@@ -200,6 +200,23 @@ def test_module_table_lists_every_module():
         assert (REPO / p).exists(), f"docs/architecture.md names {p}, which does not exist"
 
 
+def test_the_library_table_names_every_declared_package():
+    """docs/ecosystem.md's table of libraries has a row for every package pyproject.toml declares,
+    in the dependencies and in every extra (a new dependency comes with its why)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + [r for reqs in project["optional-dependencies"].values() for r in reqs]
+    names = {re.split(r"[\[<>=~!; ]", r, maxsplit=1)[0].lower() for r in declared if not r.startswith("mtl-cli")}
+    text = (REPO / "docs" / "ecosystem.md").read_text()
+    rows = {m.lower() for m in re.findall(r"^\| `([\w.-]+)` \|", text, re.M)}
+    assert len(names) > 20
+    assert sorted(names - rows) == [], "add a row to docs/ecosystem.md's table of libraries"
+
+
 def test_case_counts_in_guarantees_are_pytests():
     """docs/guarantees.md's "(N cases)" after a test (or test file) is the number pytest collects."""
     text = (REPO / "docs" / "guarantees.md").read_text()

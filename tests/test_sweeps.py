@@ -36,7 +36,10 @@ needs_optuna = _needs("hydra_plugins.hydra_optuna_sweeper", "optuna")
 needs_joblib = _needs("hydra_plugins.hydra_joblib_launcher", "joblib")
 needs_submitit = _needs("hydra_plugins.hydra_submitit_launcher", "slurm")
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*declarative_base.*")  # optuna 2.10 on SQLAlchemy 2
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*declarative_base.*"),  # optuna 2.10 on SQLAlchemy 2
+    pytest.mark.filterwarnings("ignore:Deprecated API features detected"),  # optuna 2.10 on SQLAlchemy 1.4
+]
 
 # BASE for one epoch (4 steps): a trial takes about a second in-process
 FAST = [*BASE, "trainer.max_epochs=1"]
@@ -211,6 +214,63 @@ def test_multi_objective_returns_each_tasks_val_metric(tmp_path, capsys, monkeyp
     for s in res["solutions"]:  # each solution's parameters are those of a job with its values
         (i,) = [i for i, p in points.items() if p == tuple(s["values"])]
         assert s["params"] == _params(jobs[i], SEARCHED)
+
+
+def _study(storage: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _two_sweeps(tmp_path, capsys, search: list[str], name: str) -> tuple[str, list[Path]]:
+    """Two sweeps of 2 trials into one SQLite study (the second with another sampler seed, so that
+    its first trials are not the first sweep's again); (storage URL, the jobs of both, in order)."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    jobs = []
+    for n, seed in (("first", 0), ("second", 1)):
+        sweep = tmp_path / n
+        code, err = _main(
+            ["-m", *search, "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}"]
+            + [f"hydra.sweeper.study_name={name}", f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep}"]
+            + FAST,
+            capsys,
+        )
+        assert code == 0, err
+        jobs += _jobs(sweep)
+    return storage, jobs
+
+
+@pytest.mark.slow
+@needs_optuna
+def test_a_study_in_sqlite_is_continued_by_the_next_sweep(tmp_path, capsys):
+    """hydra.sweeper.storage keeps the study: a second sweep with the same study_name continues
+    its trial count and its history, and reports the best trial of both sweeps."""
+    storage, jobs = _two_sweeps(tmp_path, capsys, ["hparams_search=optuna"], "mine")
+    study = _study(storage, "mine")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    values = [_summary(j)["objective"]["value"] for j in jobs]
+    assert [t.value for t in study.trials] == values  # trials 2 and 3 are the second sweep's jobs 0 and 1
+    assert [t.params for t in study.trials] == [_params(j, SEARCHED) for j in jobs]
+    res = yaml.safe_load((tmp_path / "second" / "optimization_results.yaml").read_text())
+    assert res["best_value"] == max(values) == study.best_value  # over both sweeps
+
+
+@pytest.mark.slow
+@needs_optuna
+def test_a_multi_objective_study_in_sqlite_is_continued_too(tmp_path, capsys):
+    search = ["hparams_search=optuna_multi", "objectives=[shape/accuracy,size/mae]"]
+    search.append("hydra.sweeper.direction=[maximize,minimize]")
+    storage, jobs = _two_sweeps(tmp_path, capsys, search, "pareto")
+    study = _study(storage, "pareto")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    points = []
+    for job in jobs:
+        v = _summary(job)["val_selected"]
+        points.append((v["shape"]["accuracy"], v["size"]["mae"]))
+    assert [tuple(t.values) for t in study.trials] == points
+    res = yaml.safe_load((tmp_path / "second" / "optimization_results.yaml").read_text())
+    assert {tuple(s["values"]) for s in res["solutions"]} == _pareto(points)  # the front of both sweeps
 
 
 @needs_optuna

@@ -378,10 +378,77 @@ def session_data(sh: Shell) -> dict[str, str]:
     return {"data-error": sh.step(f"mtl-train {bad}", rc=2, echo_rc=True)}
 
 
+def session_ecosystem(sh: Shell) -> dict[str, str]:
+    """docs/ecosystem.md's worked examples: trackers, mtl-export, timm, the Python API, an Optuna
+    study kept in SQLite (a few minutes)."""
+    out = {}
+    mlflow_py = (
+        "import mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db'); "
+        "(r,) = mlflow.search_runs(experiment_names=['mtl'], output_format='list'); "
+        "print(r.info.status, r.data.metrics['test/shape/accuracy'], r.data.params['optimizer.lr']); "
+        "print(sorted(a.path for a in mlflow.MlflowClient().list_artifacts(r.info.run_id)))"
+    )
+    out["eco-mlflow"] = "\n".join(
+        [
+            sh.step(
+                "mtl-train logger=mlflow trainer.max_epochs=1 run_dir=outputs/tracked",
+                keep=grep(r"^Run directory", r"^Selected epoch", r"^shape ", dots=False),
+                stdout_only=True,
+            ),
+            sh.step(f'python -c "{mlflow_py}"', stdout_only=True),
+        ]
+    )
+    out["eco-wandb"] = "\n".join(
+        [
+            sh.step("mtl-train logger=wandb debug=smoke run_dir=outputs/wb", keep=grep(r"^Run directory", dots=False)),
+            sh.step("ls outputs/wb"),
+        ]
+    )
+    out["eco-export"] = "\n".join(
+        [
+            sh.step("mtl-export outputs/tracked"),
+            sh.step("python examples/read_export.py outputs/tracked/export/best examples/images/shape_0.png"),
+            sh.step("mtl-predict outputs/tracked/export/best input=examples/images/shape_0.png output=one.csv"),
+        ]
+    )
+    save = "import timm, torch; torch.save(timm.create_model('resnet18').state_dict(), 'resnet18.pth')"
+    out["eco-timm"] = "\n".join(
+        [
+            sh.step(f'python -c "{save}"'),
+            sh.step(
+                "mtl-train backbone=timm backbone.model=resnet18 backbone.weights=resnet18.pth arch=mtan debug=smoke",
+                keep=grep(r"Loading pretrained|Loaded ", r"^model:", r"^Selected epoch", dots=True),
+            ),
+        ]
+    )
+    study = "hparams_search=optuna hydra.sweeper.storage=sqlite:///optuna.db hydra.sweeper.study_name=lr_wd"
+    hydra_lines = grep(r"^\[HYDRA\] (Study name|Storage|\t#\d |Best )")
+    read = "import optuna; s = optuna.load_study(study_name='lr_wd', storage='sqlite:///optuna.db'); "
+    read += "print([t.number for t in s.trials], s.best_value)"
+    out["eco-optuna"] = "\n".join(
+        [
+            sh.step(f"mtl-train -m {study} hydra.sweeper.n_trials=2 debug=smoke", keep=hydra_lines),
+            sh.step(
+                f"mtl-train -m {study} hydra.sweeper.n_trials=2 hydra.sweeper.sampler.seed=1 debug=smoke",
+                keep=hydra_lines,
+            ),
+            sh.step(f'python -c "{read}"', stdout_only=True),
+        ]
+    )
+    return out
+
+
+def session_python_api(sh: Shell) -> dict[str, str]:
+    """examples/python_api.py: the default experiment for 3 epochs through the Python API."""
+    return {"eco-api": sh.step("python examples/python_api.py", stdout_only=True)}
+
+
 SESSIONS: dict[str, Callable[[Shell], dict[str, str]]] = {
     "fast": session_fast,
     "default": session_default,
     "workflow": session_workflow,
+    "ecosystem": session_ecosystem,
+    "python-api": session_python_api,
     "data": session_data,
 }
 
@@ -431,6 +498,11 @@ SECTIONS = [
     Section("predict", "docs/workflow.md", "slow", fenced("predict", "predict-head", "truth"), ("workflow",)),
     Section("predict-tabular", "docs/workflow.md", "slow", fenced("houses-predict"), ("workflow",)),
     Section("predict-bad-size", "docs/workflow.md", "slow", fenced("predict-bad-size"), ("workflow",)),
+    *[
+        Section(name, "docs/ecosystem.md", "slow", fenced(name), ("ecosystem",))
+        for name in ("eco-mlflow", "eco-wandb", "eco-export", "eco-timm", "eco-optuna")
+    ],
+    Section("eco-api", "docs/ecosystem.md", "slow", fenced("eco-api"), ("python-api",)),
     Section("data-error", "docs/data.md", "slow", fenced("data-error"), ("data",)),
 ]
 
@@ -477,6 +549,7 @@ MASKS = (
     r"\d{4}-\d\d-\d\d[/_]\d\d-\d\d-\d\d(_\d+)?",
     r"after step \d+",
     r"(step|steps) \d+(?=; checkpoint written)",
+    r"largest difference [\d.e+-]+",  # mtl-export's check of an exported file against the model
 )
 
 
