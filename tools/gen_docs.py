@@ -369,13 +369,16 @@ def session_workflow(sh: Shell) -> dict[str, str]:
 
 def session_data(sh: Shell) -> dict[str, str]:
     """docs/data.md's example of a data error: examples/houses.csv with 'abc' as a price (no
-    training; the error stops the run before anything is built)."""
+    training; the error stops the run before anything is built), and a Mulan run without data.set."""
     sh.run(
         "python -c \"import csv; r = list(csv.reader(open('examples/houses.csv'))); r[7][4] = 'abc'; "
         "csv.writer(open('bad_houses.csv', 'w', newline='')).writerows(r)\""
     )
     bad = HOUSES.replace("examples/houses.csv", "bad_houses.csv").replace(" trainer.max_epochs=30", "")
-    return {"data-error": sh.step(f"mtl-train {bad}", rc=2, echo_rc=True)}
+    return {
+        "data-error": sh.step(f"mtl-train {bad}", rc=2, echo_rc=True),
+        "mulan-error": sh.step("mtl-train experiment=mulan data.path=data/mulan_mtr", rc=2),
+    }
 
 
 def session_ecosystem(sh: Shell) -> dict[str, str]:
@@ -504,6 +507,7 @@ SECTIONS = [
     ],
     Section("eco-api", "docs/ecosystem.md", "slow", fenced("eco-api"), ("python-api",)),
     Section("data-error", "docs/data.md", "slow", fenced("data-error"), ("data",)),
+    Section("mulan-error", "docs/data.md", "slow", fenced("mulan-error"), ("data",)),
 ]
 
 # ----------------------------------------------------------------------------- files and checks
