@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("ew", "uw", "mgda_ub")
 #: per-method overrides beyond weighting=<name> (mgda_ub: vectorised per-task products, 139 tasks)
 METHOD_EXTRA = {"mgda_ub": ["weighting.mode=batched"]}
+NAMES = {"stl": "stl (baseline=stl)", "ridge": "ridge per school (numpy reference, not mtl-train)"}
 
 
 def split_test_scores(data: Path, split: int):
@@ -69,6 +70,69 @@ def split_test_scores(data: Path, split: int):
         school[s:] = t + 1
     tst = np.asarray(loadmat(str(data / f"school_{split}_indexes.mat"))["tst"]).ravel().astype(int) - 1
     return y[tst], school[tst]
+
+
+def ridge_per_school(data: Path, split: int, lambdas=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)) -> dict:
+    """A linear single-task reference outside mtl-train (numpy): one ridge regression per school on
+    its train pupils (features z-scored on the split's train rows, unpenalised intercept), one
+    lambda for all schools chosen on a seeded 10 % holdout of the train rows, then refit on all of
+    them. Returns EV and EV_w on the split's test pupils, as for the runs."""
+    import numpy as np
+    from scipy.io import loadmat
+
+    b = loadmat(str(data / "school_b.mat"))
+    x = np.asarray(b["x"], dtype=float)
+    y = np.asarray(b["y"], dtype=float).ravel()
+    if x.shape[0] != len(y):
+        x = x.T
+    x = x[:, x.std(0) > 0]  # the bias column goes: the intercept is fitted apart
+    starts = np.asarray(b["task_indexes"]).ravel().astype(int) - 1
+    school = np.zeros(len(y), dtype=int)
+    for t, st in enumerate(starts):
+        school[st:] = t + 1
+    idx = loadmat(str(data / f"school_{split}_indexes.mat"))
+    tr, tst = (np.asarray(idx[k]).ravel().astype(int) - 1 for k in ("tr", "tst"))
+    mu, sd = x[tr].mean(0), x[tr].std(0)
+    sd[sd == 0] = 1.0
+    z = (x - mu) / sd
+
+    def fit_predict(fit_rows, pred_rows, lam):
+        pred = np.full(len(pred_rows), np.nan)
+        for k in np.unique(school[pred_rows]):
+            f = fit_rows[school[fit_rows] == k]
+            p = school[pred_rows] == k
+            if len(f) == 0:
+                continue
+            zc, yc = z[f] - z[f].mean(0), y[f] - y[f].mean()
+            w = np.linalg.solve(zc.T @ zc + lam * np.eye(z.shape[1]), zc.T @ yc)
+            pred[p] = (z[pred_rows[p]] - z[f].mean(0)) @ w + y[f].mean()
+        return pred
+
+    rng = np.random.default_rng(0)
+    hold = rng.random(len(tr)) < 0.1
+    fit, val = tr[~hold], tr[hold]
+    errs = {lam: np.nanmean((fit_predict(fit, val, lam) - y[val]) ** 2) for lam in lambdas}
+    lam = min(errs, key=errs.get)
+    pred = fit_predict(tr, tst, lam)
+    yt, st = y[tst], school[tst]
+    ok = np.isfinite(pred)
+    sse = float(((pred[ok] - yt[ok]) ** 2).sum())
+    r2w, n_all = 0.0, 0
+    for k in np.unique(st):
+        m = (st == k) & ok
+        if m.sum() < 2:
+            continue
+        tss_k = float(((yt[m] - yt[m].mean()) ** 2).sum())
+        if tss_k > 0:
+            r2w += m.sum() * (1.0 - float(((pred[m] - yt[m]) ** 2).sum()) / tss_k)
+            n_all += int(m.sum())
+    return {
+        "ev": 1.0 - sse / float(((yt - yt.mean()) ** 2).sum()),
+        "ev_w": r2w / n_all,
+        "rmse": float(np.sqrt(sse / ok.sum())),
+        "lambda": lam,
+        "split": split,
+    }
 
 
 def explained_variance(run_dir: Path, y, school) -> dict:
@@ -141,7 +205,7 @@ def render(rows: dict, order) -> str:
         dm = [x.get("delta_m") for x in r if x.get("delta_m") is not None]
         body.append(
             [
-                "stl (baseline=stl)" if m == "stl" else m,
+                NAMES.get(m, m),
                 ",".join(str(x["split"]) for x in r),
                 pm([x["ev"] for x in r], 2, 100),
                 pm([x["ev_w"] for x in r], 2, 100),
@@ -192,7 +256,9 @@ def main() -> None:
                     ov.append(f"baseline_dir={stl_dir}")
                 train_once(ov, out / f"split{k}" / m)
     rows = collect(out, data, a.splits, a.methods, a.stl or any((out / f"split{k}" / "stl").is_dir() for k in a.splits))
-    order = ["stl", *a.methods]
+    done = sorted({r["split"] for rs in rows.values() for r in rs})
+    rows["ridge"] = [ridge_per_school(data, k) for k in done]
+    order = ["ridge", "stl", *a.methods]
     text = render(rows, order)
     report = mtl_report(sorted(out.glob("split*")), out / "report", "weighting.name")
     summary = {
@@ -219,7 +285,6 @@ def main() -> None:
     (out / "school.txt").write_text(text + "\n")
     print(text)
     if a.docs:
-        done = sorted({r["split"] for rs in rows.values() for r in rs})
         head = (
             f"Splits with finished runs: {', '.join(map(str, done)) or 'none'} (of the 10 published); "
             f"overrides: `{' '.join(o for o in base if not o.startswith('data.path'))}`; mean ± std over splits."
