@@ -119,8 +119,8 @@ def render(res: dict, methods) -> str:
         for m in methods:
             common &= {r["fold"] for r in by.get(m, [])}
         row = [s, len(common)]
-        a_stl, _, _ = mean_std([r["arrmse"] for r in stl if r["fold"] in common])
-        row.append(f"{a_stl:.3f}" if common else "—")
+        a_stl, sd_stl, n_stl = mean_std([r["arrmse"] for r in stl if r["fold"] in common])
+        row.append(f"{a_stl:.3f} ± {sd_stl:.3f}" if n_stl > 1 else (f"{a_stl:.3f}" if n_stl else "—"))
         dms = []
         for m in methods:
             a, sd, n = mean_std([r["arrmse"] for r in by.get(m, []) if r["fold"] in common])
@@ -211,9 +211,10 @@ def main() -> None:
     print(text)
     if a.docs:
         head = (
-            f"{a.folds}-fold cross-validation, folds run: {', '.join(map(str, folds))}; "
+            f"{a.folds}-fold cross-validation; `folds`: how many of the folds {folds[0]}..{folds[-1]} have finished "
+            "STL and multi-task runs; "
             f"epochs: {a.epochs or 'experiment=mulan default'}; aRRMSE mean ± std over those folds "
-            "(STL: its mean); Δm from each multi-task run's summary.json, averaged over the folds."
+            "(both); Δm from each multi-task run's summary.json, averaged over the folds."
         )
         update_docs("mulan.py", head + "\n\n" + text)
 

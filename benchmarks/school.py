@@ -260,6 +260,11 @@ def main() -> None:
     rows["ridge"] = [ridge_per_school(data, k) for k in done]
     order = ["ridge", "stl", *a.methods]
     text = render(rows, order)
+    have = [{r["split"] for r in rows[m]} for m in order if rows.get(m)]
+    common = set.intersection(*have) if have else set()
+    if have and any(h != common for h in have) and common:
+        same = {m: [r for r in rs if r["split"] in common] for m, rs in rows.items()}
+        text += f"\n\nOn the splits every row has ({', '.join(map(str, sorted(common)))}):\n\n" + render(same, order)
     report = mtl_report(sorted(out.glob("split*")), out / "report", "weighting.name")
     summary = {
         "benchmark": "school",
