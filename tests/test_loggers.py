@@ -377,6 +377,13 @@ def mlflow_server(tmp_path):
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
     if mlflow is None or not cli.installed("mlflow"):
         pytest.skip('mlflow is not installed: pip install "mtl-cli[mlflow]"')
+    import importlib.metadata
+
+    if int(importlib.metadata.version("sqlalchemy").split(".")[0]) < 2:
+        pytest.skip(
+            "mlflow server needs SQLAlchemy 2, and the optuna extra (the Hydra plugin's Optuna 2.10) pins "
+            "SQLAlchemy<2 in this environment: the server runs from an environment of its own (docs/ecosystem.md)"
+        )
     port = free_port()
     server_dir = tmp_path / "server"
     server_dir.mkdir()

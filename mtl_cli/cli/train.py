@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..config.locate import ENV, builtin_config_dir, is_group, register_search_path_plugin, resume_command, search_dirs
 from ..errors import ConfigError, Problem, RunInterrupted, UserError
+from ..train.cpus import usable_cpus
 from .precheck import precheck
 from .summary import format_summary
 
@@ -154,14 +155,6 @@ def headline(kind: str, message: str) -> str:
 
 #: environment variables that set torch's CPU threads: when one is set, mtl-train leaves them alone
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity: taskset, cgroups' cpusets, Slurm's binding)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def configure_threads(device: str = "auto") -> str | None:
