@@ -119,6 +119,7 @@ def update_docs(script: str, text: str, docs: Path = DOCS) -> bool:
     if i < 0 or j < i:
         print(f"{docs}: no {begin} ... {end} block, not updated")
         return False
-    docs.write_text(doc[: i + len(begin)] + "\n" + text.strip() + "\n" + doc[j:])
+    # blank lines around the tables: Markdown would take the markers for table rows
+    docs.write_text(doc[: i + len(begin)] + "\n\n" + text.strip() + "\n\n" + doc[j:])
     print(f"{docs}: {script} block updated")
     return True

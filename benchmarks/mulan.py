@@ -1,4 +1,4 @@
-"""Mulan multi-target regression benchmark (issue 17): aRRMSE per set, single-target (the
+"""Mulan multi-target regression benchmark: aRRMSE per set, single-target (the
 project's ``baseline=stl``: one MLP per target) against multi-task (one shared MLP, a head per
 target), with the protocol of Spyromitros-Xioufis, Tsoumakas, Groves & Vlahavas (2016),
 "Multi-target regression via input space expansion: treating targets as inputs", Machine

@@ -1,4 +1,4 @@
-"""School benchmark (issue 17): 139 regression tasks (one per school, ILEA exam scores) on the
+"""School benchmark: 139 regression tasks (one per school, ILEA exam scores) on the
 published 75/25 splits of Argyriou, Evgeniou & Pontil, explained variance mean ± std over splits.
 
 Data: the folder of ``school_b.mat`` and ``school_<k>_indexes.mat`` (``--data``, default

@@ -327,8 +327,8 @@ def _nan_input(monkeypatch, micro_batches: set[int]) -> None:
     orig = trainer_mod.to_device
     n = {"micro": 0}
 
-    def to_device(batch, device):
-        inputs, targets, masks = orig(batch, device)
+    def to_device(batch, device, *args):
+        inputs, targets, masks = orig(batch, device, *args)
         n["micro"] += 1
         if n["micro"] in micro_batches:
             inputs = {k: v.clone() for k, v in inputs.items()}
