@@ -161,7 +161,7 @@ class EarlyStopping:
         """Record an evaluation's score; True when the run should stop."""
         s = -math.inf if math.isnan(score) else score
         if self.best is None or s > self.best + self.min_delta:
-            self.best, self.stale = s if self.best is None else max(s, self.best), 0
+            self.best, self.stale = s, 0
         else:
             self.stale += 1
         return self.patience is not None and self.stale >= self.patience
