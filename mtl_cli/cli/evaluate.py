@@ -269,7 +269,10 @@ def run_tool(run, usage: str, argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_tool(run_eval, USAGE, argv)
+    from ..train.distributed import leaving_cleanly
+
+    with leaving_cleanly():  # a process of several (torchrun) ends with its status, past finalisation
+        run_tool(run_eval, USAGE, argv)
 
 
 if __name__ == "__main__":

@@ -618,6 +618,13 @@ def check_command_line(argv: list[str], run_dir_checks: bool = True) -> list[str
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..train.distributed import leaving_cleanly
+
+    with leaving_cleanly():  # a process of several (torchrun) ends with its status, past finalisation
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--version" in argv:  # Hydra's --version prints Hydra's
         print(version_text())

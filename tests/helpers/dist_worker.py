@@ -43,4 +43,5 @@ def main(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
+    with distributed.leaving_cleanly():  # as mtl-train's processes end (see its docstring)
+        raise SystemExit(main(sys.argv[1]))
