@@ -28,7 +28,7 @@ from mtl_cli.data.sources.school import SchoolSource
 from mtl_cli.errors import ConfigError, DataError
 from mtl_cli.tasks.base import Decoding, Task
 from mtl_cli.tasks.kinds.regression import Regression
-from mtl_cli.tasks.loss_scale import loss_scale_warning, record_losses, warn_loss_scales
+from mtl_cli.tasks.loss_scale import loss_scale_warning, record_losses, task_weights, warn_loss_scales
 from mtl_cli.validation import validate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -380,7 +380,14 @@ def test_loss_scale_warning(caplog):
     assert loss_scale_warning({"a": 1.0, "b": math.nan, "c": 0.0}) is None  # one usable loss
     text = loss_scale_warning({"shape": 0.7, "grams": 1.6e7, "none": math.nan})
     assert text is not None and "grams" in text and "shape" in text and "2.29e+07x" in text
-    assert "data.standardize_targets=true" in text and "tasks.grams.weight" in text
+    assert "data.standardize_targets=true" in text and "lower tasks.grams.weight" in text
+    assert "raise tasks.shape.weight" in text and text.startswith("task losses")
+    # compared as the methods see them, pre-scaled by tasks.<name>.weight: the advice silences it
+    assert loss_scale_warning({"shape": 0.7, "grams": 1.6e7}, weights={"grams": 1e-7}) is None
+    weighted = loss_scale_warning({"a": 1.0, "b": 2.0}, weights={"a": 1e-3})
+    assert weighted is not None and weighted.startswith("weighted task losses") and "2e+03x between b and a" in weighted
+    assert task_weights({"tasks": {"a": {"weight": 0.5}, "b": {"kind": "x"}, "c": None}}) == {"a": 0.5}
+    assert task_weights(None) == {} and task_weights({"tasks": ["a"]}) == {}
     with caplog.at_level(logging.WARNING, logger="mtl_cli"):
         assert warn_loss_scales({"a": 1.0, "b": 1000.0}, ratio=10) is not None
         assert warn_loss_scales({"a": 1.0, "b": 5.0}, ratio=10) is None
@@ -398,6 +405,14 @@ def test_single_task_baselines_of_pattern_tasks(tmp_path):
     cli.main([*over, "tasks=each_regression", "baseline=stl", *FAST, f"run_dir={tmp_path / 'stl'}"])
     baselines = json.loads((tmp_path / "stl" / "baselines.json").read_text())
     assert sorted(baselines["tasks"]) == ["y_a", "y_b"]
+    # each single-task run trains on its own group's rows only (the others carry no label of its task)
+    every, other = (json.loads((tmp_path / "stl" / t / "data.json").read_text())["splits"] for t in ("y_a", "y_b"))
+    cli.main([*over, "tasks=each_regression", *FAST, f"run_dir={tmp_path / 'mtl'}"])
+    both = json.loads((tmp_path / "mtl" / "data.json").read_text())["splits"]
+    assert every["train"] + other["train"] == both["train"] and 0 < every["train"] < both["train"]
+    assert every["val"] == both["val"] and every["test"] == both["test"]  # evaluation splits stay whole
+    log = (tmp_path / "stl" / "y_a" / "train.log").read_text()
+    assert f"{both['train'] - every['train']} of {both['train']} training rows have no label" in log
 
 
 def test_record_losses_of_train_and_val_records():
@@ -425,6 +440,14 @@ def test_the_metrics_writer_warns_once_about_loss_scales(tmp_path, caplog):
         resumed.log({"split": "train", "step": 3, "loss/size": 1.6e7, "loss/shape": 0.69})
     resumed.close()
     assert len([r for r in caplog.records if "orders of magnitude" in r.getMessage()]) == 1
+    caplog.clear()
+    weighted = MetricsWriter(tmp_path / "w", backends={}, config={"tasks": {"size": {"weight": 1e-7}}})
+    (tmp_path / "w").mkdir()
+    weighted.open()  # its config's task weights pre-scale the losses compared
+    with caplog.at_level(logging.WARNING, logger="mtl_cli"):
+        weighted.log({"split": "train", "step": 1, "loss/size": 1.6e7, "loss/shape": 0.69})
+    weighted.close()
+    assert not [r for r in caplog.records if "orders of magnitude" in r.getMessage()]
 
 
 def test_a_run_with_raw_grams_warns_in_its_log(tmp_path, monkeypatch):

@@ -4,7 +4,10 @@ Under a sum of losses (``weighting=static`` or ``ew``), a task whose loss is ord
 larger than the others' takes the shared parameters' gradient for itself: a regression target in
 grams (MSE around 1e7) beside a classification (cross-entropy around 1) trains the regression alone.
 :func:`loss_scale_warning` says so, naming the tasks and their losses, when the largest loss is
-more than :data:`RATIO` times the smallest; :func:`warn_loss_scales` logs it. The run's metrics
+more than :data:`RATIO` times the smallest. The losses compared are the ones every weighting
+method works on: each task's loss times its ``tasks.<name>.weight`` (the one meaning of a task
+weight, a fixed pre-scale), so following the warning's advice and setting a weight silences it.
+:func:`warn_loss_scales` logs it. The run's metrics
 writer (:class:`mtl_cli.train.rundir.MetricsWriter`) calls it on the first record that holds task
 losses (:func:`record_losses`: the first training log interval, or the first evaluation), once per
 run (a resumed run whose kept records hold losses was checked when they were written).
@@ -22,10 +25,15 @@ log = logging.getLogger("mtl_cli")
 RATIO = 100.0
 
 
-def loss_scale_warning(losses: Mapping[str, float], ratio: float = RATIO) -> str | None:
-    """The warning for ``losses`` (task -> loss), or None when the finite positive losses (a task
-    without a label in the split has none) lie within a factor ``ratio`` of each other."""
-    seen = {t: float(v) for t, v in losses.items() if v is not None and math.isfinite(float(v)) and float(v) > 0}
+def loss_scale_warning(
+    losses: Mapping[str, float], ratio: float = RATIO, weights: Mapping[str, float] | None = None
+) -> str | None:
+    """The warning for ``losses`` (task -> loss) pre-scaled by ``weights`` (task -> its
+    ``tasks.<name>.weight``; 1 where absent), or None when the finite positive scaled losses (a
+    task without a label in the split has none) lie within a factor ``ratio`` of each other."""
+    weights = weights or {}
+    scaled = {t: float(v) * float(weights.get(t, 1.0)) for t, v in losses.items() if v is not None}
+    seen = {t: v for t, v in scaled.items() if math.isfinite(v) and v > 0}
     if len(seen) < 2:
         return None
     big = max(seen, key=seen.__getitem__)
@@ -34,11 +42,13 @@ def loss_scale_warning(losses: Mapping[str, float], ratio: float = RATIO) -> str
     if factor <= ratio:
         return None
     shown = ", ".join(f"{t} {v:.3g}" for t, v in sorted(seen.items(), key=lambda kv: -kv[1]))
+    what = "task losses" if all(float(weights.get(t, 1.0)) == 1.0 for t in seen) else "weighted task losses"
     return (
-        f"task losses differ by orders of magnitude ({factor:.3g}x between {big} and {small}: {shown}); "
+        f"{what} differ by orders of magnitude ({factor:.3g}x between {big} and {small}: {shown}); "
         f"the largest dominates the shared layers' gradient and the others may barely train. Standardise "
-        f"regression targets (table sources: data.standardize_targets=true), lower tasks.{big}.weight, or use "
-        "a weighting that does not depend on the losses' scales (e.g. weighting=si or weighting=gls)"
+        f"regression targets (table sources: data.standardize_targets=true), lower tasks.{big}.weight or "
+        f"raise tasks.{small}.weight, or use a weighting that does not depend on the losses' scales "
+        "(e.g. weighting=si or weighting=gls)"
     )
 
 
@@ -55,9 +65,23 @@ def record_losses(record: Mapping[str, object]) -> dict[str, float]:
     return {t: float(v) for t, v in pairs if isinstance(v, (int, float))}
 
 
-def warn_loss_scales(losses: Mapping[str, float], ratio: float = RATIO) -> str | None:
+def task_weights(config: Mapping[str, object] | None) -> dict[str, float]:
+    """``tasks.<name>.weight`` of a run's config (a plain dict), for the tasks that set a number."""
+    tasks = (config or {}).get("tasks")
+    if not isinstance(tasks, Mapping):
+        return {}
+    return {
+        str(t): float(spec["weight"])
+        for t, spec in tasks.items()
+        if isinstance(spec, Mapping) and isinstance(spec.get("weight"), (int, float))
+    }
+
+
+def warn_loss_scales(
+    losses: Mapping[str, float], ratio: float = RATIO, weights: Mapping[str, float] | None = None
+) -> str | None:
     """Logs :func:`loss_scale_warning`'s warning when there is one; returns it."""
-    text = loss_scale_warning(losses, ratio)
+    text = loss_scale_warning(losses, ratio, weights)
     if text is not None:
         log.warning("%s", text)
     return text

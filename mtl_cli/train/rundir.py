@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import Problem, UserError
-from ..tasks.loss_scale import record_losses, warn_loss_scales
+from ..tasks.loss_scale import record_losses, task_weights, warn_loss_scales
 from .loggers import LOGGER_BACKENDS, Trackers, scalars
 
 log = logging.getLogger("mtl_cli")
@@ -557,7 +557,7 @@ class MetricsWriter:
             losses = record_losses(record)
             if len(losses) > 1:
                 self._scales_checked = True
-                warn_loss_scales(losses)
+                warn_loss_scales(losses, weights=task_weights(self.config))
         record = _clean(record)
         self.records.append(record)
         if self.f is not None:

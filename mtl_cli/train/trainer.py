@@ -354,6 +354,7 @@ class Trainer:
         train, self.val_loaders, self.test_loaders, sizes = {}, {}, {}, {}
         for d in self.plan.used_datasets():
             splits = self.plan.sources[d].load()
+            splits["train"] = self._labelled_rows(d, splits["train"])
             splits = {k: with_prefix(v, "" if d == PRIMARY else f"{d}/") for k, v in splits.items()}
             sizes[d] = {k: len(v) for k, v in splits.items()}
             where = {"rank": self.comm.rank, "world": self.comm.world}
@@ -380,6 +381,32 @@ class Trainer:
                 info["dataset_artifacts"] = others
         self.data_info = info
         self.tasks_of = {d: [task for task in self.tasks if task.dataset == d] for d in sizes}
+
+    def _labelled_rows(self, dataset: str, train):
+        """The training rows of ``dataset`` (held in memory) that carry a label of at least one
+        enabled task: a row labelled only for disabled tasks adds nothing to any loss, and kept,
+        it would dilute every batch (a single-task baseline of one School school would train on
+        batches of about one labelled row in a hundred). Said in the log; a split with no labelled
+        row at all is left as it is."""
+        masks = getattr(train, "masks", None)
+        targets = [t.own_target for t in self.tasks if t.dataset == dataset]
+        if not isinstance(masks, dict) or not hasattr(train, "subset") or not all(k in masks for k in targets):
+            return train
+        keep = torch.zeros(len(train), dtype=torch.bool)
+        for k in targets:
+            m = masks[k]
+            keep |= m.reshape(m.shape[0], -1).any(dim=1) if m.dim() > 1 else m.bool()
+        kept = int(keep.sum())
+        if kept in (0, len(train)):
+            return train
+        log.info(
+            "dataset %s: %d of %d training rows have no label of an enabled task (%s) and are left out",
+            dataset,
+            len(train) - kept,
+            len(train),
+            ", ".join(targets),
+        )
+        return train.subset(keep.nonzero().squeeze(1))
 
     def _on_device(self, dataset: str, split: str, ds):
         """``trainer.data_on_device``: a dataset held in memory, copied to the device once; one

@@ -18,6 +18,7 @@ z-scored with the train split's statistics (``standardize``) and so are the targ
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -73,31 +74,9 @@ class SchoolSource(CsvSource):
 
     def _table(self) -> Table:
         path = self.folder / DATA_FILE
-        v = mat_variables(path)
-        _expect(path, v, {"x": 2, "y": 2, "task_indexes": 2})
-        x, y, starts = v["x"], v["y"].reshape(-1), v["task_indexes"].reshape(-1).astype(int)
-        n = y.shape[0]
-        if x.shape[0] != n:
-            x = x.T
-        if x.shape[0] != n or list(starts) != sorted(set(starts)) or starts[0] != 1 or starts[-1] > n:
-            raise DataError(
-                [
-                    Problem(
-                        str(path),
-                        f"x {tuple(v['x'].shape)}, y {tuple(v['y'].shape)} and task_indexes (the first row of each "
-                        "school, 1-based and increasing) do not fit together",
-                        fix="use the unchanged school_b.mat of the School split package",
-                    )
-                ]
-            )
-        school = [0] * n
-        for k, start in enumerate(starts):
-            end = starts[k + 1] - 1 if k + 1 < len(starts) else n
-            school[start - 1 : end] = [k + 1] * (end - start + 1)
-        columns = {f"x{j + 1}": [number_cell(c) for c in x[:, j]] for j in range(x.shape[1])}
-        columns["score"] = [number_cell(c) for c in y]
-        columns["school"] = [str(s) for s in school]
-        return table_of(path, columns)
+        st = path.stat()  # the parsed file is kept while it is unchanged: baseline=stl reads it once per task
+        columns = _columns(str(path.resolve()), st.st_mtime_ns, st.st_size)
+        return table_of(path, {k: list(v) for k, v in columns.items()})
 
     def given_split(self, n: int) -> tuple[dict[str, list[int]], str]:
         path = self.folder / split_file(self.split)
@@ -117,6 +96,39 @@ class SchoolSource(CsvSource):
                 ]
             )
         return parts, f"published split {self.split} ({split_file(self.split)}: tst)"
+
+
+@functools.lru_cache(maxsize=2)
+def _columns(where: str, mtime_ns: int, size: int) -> dict[str, list[str]]:
+    """The table columns of ``school_b.mat`` at ``where`` (its modification time and size key the
+    cache: a changed file is read again). Validation and every run of a process (139 single-task
+    baselines validate and load it 278 times) share one parse, about a second each."""
+    path = Path(where)
+    v = mat_variables(path)
+    _expect(path, v, {"x": 2, "y": 2, "task_indexes": 2})
+    x, y, starts = v["x"], v["y"].reshape(-1), v["task_indexes"].reshape(-1).astype(int)
+    n = y.shape[0]
+    if x.shape[0] != n:
+        x = x.T
+    if x.shape[0] != n or list(starts) != sorted(set(starts)) or starts[0] != 1 or starts[-1] > n:
+        raise DataError(
+            [
+                Problem(
+                    str(path),
+                    f"x {tuple(v['x'].shape)}, y {tuple(v['y'].shape)} and task_indexes (the first row of each "
+                    "school, 1-based and increasing) do not fit together",
+                    fix="use the unchanged school_b.mat of the School split package",
+                )
+            ]
+        )
+    school = [0] * n
+    for k, start in enumerate(starts):
+        end = starts[k + 1] - 1 if k + 1 < len(starts) else n
+        school[start - 1 : end] = [k + 1] * (end - start + 1)
+    columns = {f"x{j + 1}": [number_cell(c) for c in x[:, j]] for j in range(x.shape[1])}
+    columns["score"] = [number_cell(c) for c in y]
+    columns["school"] = [str(s) for s in school]
+    return columns
 
 
 def _folder(path: str | None, split: int) -> Path:
