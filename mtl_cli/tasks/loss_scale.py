@@ -21,8 +21,12 @@ from collections.abc import Mapping
 
 log = logging.getLogger("mtl_cli")
 
-#: the largest task loss over the smallest beyond which the log says so
-RATIO = 100.0
+#: the largest task loss over the smallest beyond which the log says so: three orders of magnitude.
+#: At two (100), the built-in default run warned (shape's cross-entropy 1.34 beside size's MSE
+#: 0.0063 of a radius in image sides, 213x), yet there the warning's advice hurt: with
+#: tasks.size.weight=10, size's test MAE moved from 0.0200 to 0.0197 and shape's accuracy fell from
+#: 0.93 to 0.73. The case it exists for, a target in its natural units, is off by 1e4 to 1e7.
+RATIO = 1000.0
 
 
 def loss_scale_warning(
