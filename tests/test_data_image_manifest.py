@@ -99,7 +99,19 @@ def test_split_column_and_pixel_values(manifest):
         expected = torch.zeros(3, 4, 4)
         expected[channel] = 1.0
         assert torch.allclose(img[k], expected, atol=1e-3)
-    assert torch.allclose(train.targets["brightness"], torch.tensor([1.0, 0.5, 0.25, 0.1]))
+    # regression targets are learnt z-scored with the train rows' mean and (population) std
+    raw = torch.tensor([1.0, 0.5, 0.25, 0.1], dtype=torch.float64)
+    mean, std = raw.mean(), raw.std(unbiased=False)
+    assert torch.allclose(train.targets["brightness"], ((raw - mean) / std).float(), atol=1e-6)
+    scale = src(manifest).describe().artifacts["target_scaling"]["brightness"]
+    assert scale == pytest.approx({"mean": 0.4625, "std": float(std)})
+    unscaled = src(manifest, standardize_targets=False)
+    assert torch.allclose(unscaled.load()["train"].targets["brightness"], raw.float())
+    assert "target_scaling" not in unscaled.describe().artifacts
+    assert unscaled.describe().targets["brightness"].scaling is None
+    recorded = src(manifest)  # a finished run's data.json wins over what the source would compute
+    recorded.use_recorded({"target_scaling": {"brightness": {"mean": 0.0, "std": 2.0}}})
+    assert torch.allclose(recorded.load()["train"].targets["brightness"], (raw / 2).float())
 
 
 def test_masks_are_class_indices_resized_nearest(manifest):
@@ -161,7 +173,13 @@ def test_grayscale_and_carved_splits(tmp_path):
     lines = ["file,y"] + [f"{i}.png,{i}" for i in range(10)]
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     source = ImageManifestSource(
-        path=str(tmp_path / "m.csv"), image_column="file", channels=1, image_size=5, val_fraction=0.2, test_fraction=0.3
+        path=str(tmp_path / "m.csv"),
+        image_column="file",
+        channels=1,
+        image_size=5,
+        val_fraction=0.2,
+        test_fraction=0.3,
+        standardize_targets=False,  # labels as given: each must sit beside its own image
     )
     splits = source.load()
     assert [len(splits[s]) for s in ("train", "val", "test")] == [5, 2, 3]

@@ -528,8 +528,12 @@ def test_image_manifest_run_predicts_from_its_manifest_as_in_training(tmp_path_f
         want = loaded.model({"image": images})
     assert [Path(r["input"]).name for r in got] == [f"p{i}.png" for i in range(40)]
     classes = ["bright", "dark"]  # the label map: sorted names
+    # level was learnt z-scored (data.json's target_scaling): predictions are in its own units
+    scale = json.loads((run / "data.json").read_text())["target_scaling"]["level"]
+    assert 0.1 < scale["mean"] < 0.6 and 0.05 < scale["std"] < 0.4
     for i, r in enumerate(got):
-        assert r["level"]["value"] == pytest.approx(float(want["level"].reshape(-1)[i]), abs=1e-5)
+        value = float(want["level"].reshape(-1)[i]) * scale["std"] + scale["mean"]
+        assert r["level"]["value"] == pytest.approx(value, abs=1e-5)
         p = torch.softmax(want["tone"][i], 0)
         assert r["tone"]["label"] == classes[int(p.argmax())]
         assert r["tone"]["probs"]["dark"] == pytest.approx(float(p[1]), abs=1e-5)

@@ -55,3 +55,26 @@ def test_mulan_smoke_gives_finite_arrmse_for_stl_and_multi_task(tmp_path):
         assert 0.0 < r["arrmse"] < 1.5
     assert math.isfinite(enb["ew"][0]["delta_m"])
     assert (tmp_path / "enb" / "report" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_small_images_smoke_writes_the_data_and_the_linear_reference(tmp_path):
+    """benchmarks/small_images.py --smoke: the digit scans become 1,797 PNGs in a manifest with a
+    fixed 80/10/10 split, the linear reference is near the known logistic-regression accuracy, and
+    one-epoch runs of the defaults and the preset finish."""
+    pytest.importorskip("sklearn")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "small_images.py"), "--smoke", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "small_images.json").read_text())
+    rows = (tmp_path / "data" / "manifest.csv").read_text().splitlines()
+    assert len(rows) == 1 + 1797 and rows[0] == "image,digit,odd,big,ink,split"
+    assert [sum(r.endswith("," + s) for r in rows) for s in ("train", "val", "test")] == [1437, 180, 180]
+    assert 0.95 < res["linear"]["digit/accuracy"] < 0.99  # logistic regression on the pixels
+    assert res["linear"]["ink/r2"] > 0.999  # ink is linear in the pixels
+    for row in ("defaults", "experiment=small_images"):
+        (run,) = res["runs"][row]
+        assert 0.0 <= run["digit/accuracy"] <= 1.0
+    # the preset's own run directory says what it trained with
+    cfg = (tmp_path / "experiment_small_images" / "seed0" / "config.yaml").read_text()
+    assert "batch_size: 32" in cfg and "CosineAnnealingLR" in cfg

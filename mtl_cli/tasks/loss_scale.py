@@ -49,10 +49,10 @@ def loss_scale_warning(
     what = "task losses" if all(float(weights.get(t, 1.0)) == 1.0 for t in seen) else "weighted task losses"
     return (
         f"{what} differ by orders of magnitude ({factor:.3g}x between {big} and {small}: {shown}); "
-        f"the largest dominates the shared layers' gradient and the others may barely train. Standardise "
-        f"regression targets (table sources: data.standardize_targets=true), lower tasks.{big}.weight or "
-        f"raise tasks.{small}.weight, or use a weighting that does not depend on the losses' scales "
-        "(e.g. weighting=si or weighting=gls)"
+        "the largest dominates the shared layers' gradient and the others may barely train. Standardise "
+        "regression targets (csv, school, mulan, image_manifest: data.standardize_targets=true), "
+        f"lower tasks.{big}.weight or raise tasks.{small}.weight, or use a weighting that does not depend "
+        "on the losses' scales (e.g. weighting=si or weighting=gls)"
     )
 
 

@@ -88,7 +88,7 @@ from ..tabular import (
     missing_column,
     split_record,
 )
-from .csv import ClassList, Column, Delimiter, class_names, fraction_problems, read_table, resolve
+from .csv import ClassList, Column, Delimiter, class_names, fraction_problems, read_table, resolve, scale_of
 
 Kind = Literal["classification", "binary", "regression", "segmentation", "dense_regression"]
 SCALAR_KINDS = get_args(Kind)[:3]
@@ -175,8 +175,11 @@ class ImageManifestSource(DataSource):
         ignore_index: NonNegInt = 255,  # a mask pixel value
         dense_missing_value: NonNegInt | None = None,  # a raw pixel value
         delimiter: Delimiter | None = None,
+        standardize_targets: bool = True,
     ):
         self.path = path
+        self.standardize_targets = standardize_targets
+        self._recorded_scaling: dict | None = None  # a finished run's target scaling (use_recorded)
         self.image_column = image_column
         self.target_columns = dict(targets) if targets else None
         self.kinds = dict(kinds or {})
@@ -194,6 +197,7 @@ class ImageManifestSource(DataSource):
         self._table: Table | None = None
         self._spec: DataSpec | None = None
         self._scalars: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._raw: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _check_config(self) -> None:
         problems = []
@@ -285,7 +289,34 @@ class ImageManifestSource(DataSource):
                 targets[name] = self._target_spec(name, maps)
             inputs = {"image": InputSpec("image", (self.channels, s, s), "image")}
             self._spec = DataSpec(inputs, targets, {"label_maps": maps})
+            scaling = self._target_scaling()
+            for name, scale in scaling.items():
+                self._spec.targets[name].scaling = scale
+            if scaling:
+                self._spec.artifacts["target_scaling"] = scaling
         return self._spec
+
+    def _target_scaling(self) -> dict[str, dict[str, float]]:
+        """Mean and std of each regression target over its labelled train rows (``standardize_targets``;
+        the tasks learn ``(y - mean) / std``, metrics and predictions are in the target's units), or
+        the scaling a finished run recorded (:meth:`use_recorded`)."""
+        if self._recorded_scaling is not None:
+            return dict(self._recorded_scaling)
+        regression = [n for n, t in (self._spec.targets if self._spec else {}).items() if t.kind == "regression"]
+        if not self.standardize_targets or not regression:
+            return {}
+        raw, train = self._raw_scalars(), self.split_rows()["train"]
+        out = {}
+        for name in regression:
+            values, mask = raw[name]
+            out[name] = scale_of(values[train][mask[train]].double().tolist())
+        return out
+
+    def use_recorded(self, artifacts: dict) -> None:
+        """The run's target scaling as data.json records it (none when it records none: the run
+        trained on raw values), whatever ``standardize_targets`` says now."""
+        self._recorded_scaling = dict(artifacts.get("target_scaling") or {})
+        self._spec, self._scalars = None, None
 
     def _data_where(self) -> str:
         return f"data (image_manifest {self.table().path})"
@@ -375,16 +406,28 @@ class ImageManifestSource(DataSource):
         return f"manifest {self.table().path}, {self.table().where(i)}, column {column!r}"
 
     def scalar_targets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Values and masks of every scalar target over all rows (bad cells: one DataError)."""
+        """Values and masks of every scalar target over all rows (bad cells: one DataError), as the
+        tasks learn them: regression targets standardised where the spec says so."""
         if self._scalars is None:
-            spec, problems, out = self.describe(), Problems(), {}
+            spec, out = self.describe(), dict(self._raw_scalars())
+            for name, t in spec.targets.items():
+                if t.scaling and name in out:
+                    values, mask = out[name]
+                    out[name] = (((values.double() - t.scaling["mean"]) / t.scaling["std"]).float(), mask)
+            self._scalars = out
+        return self._scalars
+
+    def _raw_scalars(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The scalar targets' values as the manifest gives them (classes as indices)."""
+        if self._raw is None:
+            spec, problems, out = self._spec or self.describe(), Problems(), {}
             for name, t in spec.targets.items():
                 if t.kind in SCALAR_KINDS:
                     mapping = spec.artifacts["label_maps"].get(name)
                     out[name] = encode_scalar(self.table(), self.columns()[name], t.kind, mapping, problems)
             problems.raise_if_any()
-            self._scalars = out
-        return self._scalars
+            self._raw = out
+        return self._raw
 
     def cell(self, i: int, column: str) -> str:
         table = self.table()
