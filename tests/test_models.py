@@ -63,3 +63,10 @@ def test_every_head_maps_features_to_outputs(name):
     assert out.shape == ((3, 5, 32, 32) if cls.dense_output else (3, 5))
     out.sum().backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_an_mlp_without_hidden_layers_is_the_flattened_input():
+    mlp = BACKBONES.get("mlp")(InputSpec("image", (1, 3, 3), "image"), hidden=[])
+    x = torch.arange(18.0).reshape(2, 1, 3, 3)
+    assert torch.equal(mlp(x), x.reshape(2, 9)) and mlp.out_shape == (9,)
+    assert sum(p.numel() for p in mlp.parameters()) == 0

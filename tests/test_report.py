@@ -582,3 +582,37 @@ def test_default_groups_ignore_seed_paths_and_spelling():
     assert [[r.path.name for r in g.runs] for g in groups] == [["a", "b"], ["c"]]
     assert [g.label for g in groups] == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
     assert [g.fields for g in groups] == [{"optimizer.lr": "0.001"}, {"optimizer.lr": "0.01"}]
+
+
+def test_a_linear_single_task_reference_beside_a_run(tmp_path, capsys):
+    """``baseline=stl backbone=mlp 'backbone.hidden=[]'``: one linear (logistic) model per task on
+    the flattened input, trained and reported as the single-task baselines are; mtl-report shows
+    it beside a multi-task run, each task's value being its linear run's own test metric."""
+    from mtl_cli.config.compose import compose
+    from mtl_cli.train.api import train
+
+    overrides = [*BASE, "trainer.max_epochs=1"]
+    train(compose(overrides), tmp_path / "run", overrides)
+    linear = [*overrides, "baseline=stl", "backbone.hidden=[]"]
+    train(compose(linear), tmp_path / "linear", linear)
+    for task in ("shape", "size", "present"):
+        data = json.loads((tmp_path / "linear" / task / "summary.json").read_text())
+        assert data["parameters"]["shared"] == 0  # nothing between the input and the head
+    code, text, err = report([str(tmp_path / "run"), str(tmp_path / "linear"), "--no-plots"], capsys)
+    assert code == 0, err
+    rows = read_csv(tmp_path / "run" / "report.csv")
+    stl = [r for r in rows.values() if r["group"].startswith("stl")]
+    assert len(stl) == 1 and "backbone.hidden=[]" in stl[0]["group"]
+    shape = json.loads((tmp_path / "linear" / "shape" / "summary.json").read_text())["test"]["shape"]
+    assert num(stl[0]["shape/accuracy_mean"]) == shape["accuracy"]
+
+
+def test_gradient_methods_refuse_a_model_without_shared_parameters(tmp_path, capsys):
+    from mtl_cli.cli.train import main as train_main
+
+    with pytest.raises(SystemExit) as e:
+        train_main([*BASE, "trainer.max_epochs=1", "backbone.hidden=[]", "weighting=upgrad", f"run_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "weighting: this method combines the tasks' gradients on the shared parameters" in err
+    assert "(got 'upgrad')" in err and "set weighting=ew" in err

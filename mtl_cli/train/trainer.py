@@ -153,6 +153,9 @@ class Trainer:
         if self.settings.channels_last:  # 4-D weights (convolutions); inputs follow in to_device
             self.model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(plan, self.tasks).to(self.device)
+        problems = self.weighting.model_problems(self.model, str(plan.cfg["weighting"]["name"]))
+        if problems:
+            raise ConfigError(problems)
         self.ddp = self._wrap_for_processes()
         compile_model(self.model, self.settings)
         t = self.settings

@@ -141,6 +141,11 @@ class Weighting(nn.Module):
         annotations before this is called."""
         return []
 
+    def model_problems(self, model: nn.Module, name: str) -> list:
+        """Problems (``mtl_cli.errors.Problem``) of this method (``weighting=<name>``) on the built
+        ``model``; none for methods that read only the losses."""
+        return []
+
     def data_parallel_problems(self) -> list:
         """Problems (``mtl_cli.errors.Problem``) of this method with several processes; none for
         methods that read only the losses (they get the global batch's losses)."""

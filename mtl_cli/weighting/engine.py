@@ -296,6 +296,22 @@ class GradientWeighting(Weighting):
             log.warning(message)
 
     # ------------------------------------------------------------------ the engine
+    def model_problems(self, model: nn.Module, name: str) -> list:
+        """A model without shared parameters (an MLP backbone with ``hidden=[]``, a linear model per
+        task) leaves a gradient method nothing to act on: refused, with the ways out."""
+        if shared_params(model):
+            return []
+        return [
+            Problem(
+                "weighting",
+                "this method combines the tasks' gradients on the shared parameters, and the model has none "
+                "(its backbone passes the input to the heads unchanged)",
+                name,
+                "a method on the losses (ew, static, uw, dwa, ...)",
+                "give the backbone parameters (for an MLP, e.g. backbone.hidden=[64]) or set weighting=ew",
+            )
+        ]
+
     @classmethod
     def check(cls, node: dict, arch_cls: type, task_names: list[str]) -> list:
         out = []

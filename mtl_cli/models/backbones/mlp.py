@@ -1,4 +1,9 @@
-"""A multi-layer perceptron for tabular (or flattened) inputs: Linear-[norm]-activation-dropout."""
+"""A multi-layer perceptron for tabular (or flattened) inputs: Linear-[norm]-activation-dropout.
+
+``hidden=[]`` has no layer at all: the flattened input goes to the heads, so with linear heads each
+task is a linear (or logistic) model of the input, the linear single-task reference of
+``baseline=stl backbone=mlp 'backbone.hidden=[]'``. Such a model shares no parameters, and the
+gradient weighting methods refuse it (``Weighting.model_problems``)."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ class MLP(Backbone):
         self,
         input_spec: InputSpec,
         *,
-        hidden: Annotated[list[PosInt], Len(min=1)] = (256, 128),
+        hidden: Annotated[list[PosInt], Len(min=0)] = (256, 128),  # []: no layer, the heads read the input
         activation: Literal["relu", "gelu", "silu", "tanh"] = "relu",
         dropout: Dropout = 0.0,
         layer_norm: bool = False,
