@@ -13,6 +13,9 @@ measured on the same test images. Rows:
 - ``defaults``: ``mtl-train data=image_manifest`` with only what the data needs (path, channels,
   image size, the kinds): the built-in defaults, tuned for the generated shapes;
 - ``experiment=small_images``: the preset for small real image sets (conf/experiment/small_images.yaml);
+- ``linear single-task``: mtl-train's own linear reference, ``baseline=stl backbone=mlp
+  'backbone.hidden=[]'`` (one logistic / linear model per task on the flattened pixels, AdamW on the
+  preset's schedule);
 - ``logistic regression``: one scikit-learn ``LogisticRegression`` per classification task (and a
   ridge regression for ``ink``) on the 1,024 pixels in [0, 1] (the linear reference, outside
   mtl-train), its regularisation chosen on the val rows.
@@ -35,13 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _real_data import markdown_table, pm, train_once, update_docs  # noqa: E402
+from _real_data import markdown_table, pm, task_test_metrics, train_once, update_docs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = "data.kinds={digit: classification, odd: binary, big: binary, ink: regression}"
 TASKS = ["tasks=none", "+tasks.digit.kind=classification", "+tasks.odd.kind=binary", "+tasks.big.kind=binary"]
 DATA = ["data=image_manifest", "data.channels=1", "data.image_size=32", KINDS, *TASKS, "+tasks.ink.kind=regression"]
 ROWS = {"defaults": [], "experiment=small_images": ["experiment=small_images"]}
+#: the linear single-task reference inside mtl-train: one logistic / linear model per task on the
+#: flattened pixels (an MLP backbone without hidden layers), trained on the preset's schedule
+LINEAR = ["baseline=stl", "backbone=mlp", "backbone.hidden=[]", "experiment=small_images"]
+ROWS["linear single-task (baseline=stl, backbone.hidden=[])"] = LINEAR
 METRICS = [("digit", "accuracy"), ("odd", "accuracy"), ("big", "accuracy"), ("ink", "r2")]
 
 
@@ -107,7 +114,7 @@ def linear_reference(manifest: Path) -> dict[str, float]:
 
 
 def test_metrics(run_dir: Path) -> dict[str, float]:
-    test = json.loads((run_dir / "summary.json").read_text())["test"]
+    test = task_test_metrics(run_dir)  # a baseline=stl directory: each task from its own run
     return {f"{t}/{m}": float(test[t][m]) for t, m in METRICS}
 
 
@@ -135,9 +142,9 @@ def main() -> None:
     walls: dict[str, list[float]] = {}
     for row, overrides in ROWS.items():
         for seed in seeds:
-            run_dir = out / row.replace("=", "_") / f"seed{seed}"
+            run_dir = out / ("linear" if overrides is LINEAR else row.replace("=", "_")) / f"seed{seed}"
             ov = [*DATA, f"data.path={manifest}", *overrides, f"seed={seed}", *extra]
-            walls.setdefault(row, []).append(train_once(ov, run_dir))
+            walls.setdefault(row, []).append(train_once(ov, run_dir, stl=overrides is LINEAR))
             results.setdefault(row, []).append(test_metrics(run_dir))
     linear = linear_reference(manifest)
     headers = ["row", "seeds", *[f"{t} {m}" for t, m in METRICS]]
