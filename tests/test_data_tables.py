@@ -487,3 +487,16 @@ def test_evaluation_uses_the_scaling_the_run_recorded(tmp_path, capsys, standard
     got = json.loads((run_dir / "eval" / "test-best.json").read_text())["metrics"]["grams"]
     want = json.loads((run_dir / "summary.json").read_text())["test"]["grams"]
     assert got["mae"] == pytest.approx(want["mae"], rel=1e-5)
+
+
+def test_the_epoch_line_of_many_tasks_names_a_few_and_counts_the_rest(tmp_path):
+    """10 tasks (one per group): the epoch line names 4 and counts 6; metrics.jsonl has all 10."""
+    rows = "".join(f"{i},{'abcdefghij'[i % 10]},{i % 7}\n" for i in range(120))
+    path = write(tmp_path / "g.csv", "x,g,y\n" + rows)
+    over = ["experiment=tabular", f"data.path={path}", "data.targets={y: y}", "data.group_by=g"]
+    cli.main([*over, "tasks=each_regression", *FAST, f"run_dir={tmp_path / 'run'}"])
+    (line,) = [ln for ln in (tmp_path / "run" / "train.log").read_text().splitlines() if " epoch 1  val " in ln]
+    assert line.count("/mae=") == 4 and "... and 6 more tasks (metrics.jsonl)" in line
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (val,) = [r for r in records if r["split"] == "val"]
+    assert sorted(k for k in val if k.endswith("/mae")) == [f"y_{c}/mae" for c in "abcdefghij"]

@@ -81,6 +81,9 @@ from .rundir import MetricsWriter, environment, peak_memory_mb, write_json
 from .sampling import Group, MicroBatch, TrainStream
 
 log = logging.getLogger("mtl_cli")
+#: the most tasks whose metrics the epoch line and the progress bar name one by one (beyond: the
+#: first half of them and a count; every value is in metrics.jsonl)
+SHOWN_TASKS = 8
 
 
 def resolve_device(name: str) -> torch.device:
@@ -909,9 +912,11 @@ class Trainer:
             "samples_per_s": self.samples * self.comm.world / (time.perf_counter() - self.t_log),
         }
         self.metrics.log(rec)
-        bar.set_postfix(
-            {n: f"{rec[f'loss/{n}']:.3g}" for n in self.names} | {"samples/s": f"{rec['samples_per_s']:.0f}"}
-        )
+        shown = self.names if len(self.names) <= SHOWN_TASKS else self.names[: SHOWN_TASKS // 2]
+        losses = {n: f"{rec[f'loss/{n}']:.3g}" for n in shown}
+        if len(shown) < len(self.names):
+            losses["loss"] = f"{rec['loss']:.3g}"  # the weighted total stands for the tasks not shown
+        bar.set_postfix(losses | {"samples/s": f"{rec['samples_per_s']:.0f}"})
         self.loss_acc.zero_()
         self.weight_acc.zero_()
         self.count_acc.zero_()
@@ -955,7 +960,10 @@ class Trainer:
         self.metrics.log(rec)
         self.metrics.write_csv()
         self.history.append(rec)
-        short = "  ".join(f"{t.name}/{t.primary_metric}={res[t.name][t.primary_metric]:.4g}" for t in self.tasks)
+        parts = [f"{t.name}/{t.primary_metric}={res[t.name][t.primary_metric]:.4g}" for t in self.tasks]
+        if len(parts) > SHOWN_TASKS:  # 139 School tasks: a line of 3,000 characters per epoch
+            parts = parts[: SHOWN_TASKS // 2] + [f"... and {len(parts) - SHOWN_TASKS // 2} more tasks (metrics.jsonl)"]
+        short = "  ".join(parts)
         log.info("epoch %d  val %s  score %.4f%s", self.prog.epoch, short, score, "  (best)" if improved else "")
         if improved:
             self.save("best")
