@@ -97,6 +97,7 @@ def test_a_worker_killed_on_its_own_ends_the_run_with_a_clear_error(monkeypatch,
         if self.prog.step == 3 and not killed:  # last.pt (step 2) written
             killed.append(_worker_pids(self)[0])
             os.kill(killed[0], signal.SIGKILL)
+            _wait_until_dead(killed[0])
 
     d = tmp_path / "run"
     monkeypatch.setattr(trainer_mod.Trainer, "optimizer_step", optimizer_step)
@@ -108,6 +109,43 @@ def test_a_worker_killed_on_its_own_ends_the_run_with_a_clear_error(monkeypatch,
     assert torch.load(d / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     assert json.loads((d / "error.json").read_text())["type"] == "TrainingError"
     assert not (d / ".lock").exists()
+
+
+def _wait_until_dead(pid: int) -> None:
+    """Until the kernel reports the child ended (not reaping it: torch reads its status)."""
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        time.sleep(0.01)
+
+
+def test_a_dead_worker_is_found_after_the_step_not_inside_a_write(monkeypatch, tmp_path, capsys):
+    """Torch's SIGCHLD handler would raise wherever the main process is when any child ends
+    after a worker died (inside torch.save: a checkpoint write failing as if the disk were
+    full). Here a worker dies while the next checkpoint is being written, and another child
+    process ends during the write: the write completes, and the death ends the run right after
+    it, at the next check, with the worker named."""
+    orig, orig_save = trainer_mod.save_checkpoint, trainer_mod.Trainer.save
+    killed, trainers = [], []
+
+    def save(self, kind, path=None):
+        trainers.append(self)
+        return orig_save(self, kind, path)
+
+    def save_checkpoint(state, path):
+        if state["step"] == 4 and not killed:
+            killed.append(_worker_pids(trainers[-1])[0])
+            os.kill(killed[0], signal.SIGKILL)
+            _wait_until_dead(killed[0])
+            subprocess.run(["true"], check=True)  # another child ends: a SIGCHLD now
+        orig(state, path)
+
+    d = tmp_path / "run"
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(trainer_mod.Trainer, "save", save)
+    code, err = _exit(BASE + WORKERS + [f"run_dir={d}"], capsys)  # last.pt every 2 steps
+    assert code == 1, err
+    assert "a data loading worker process died" in err and str(killed[0]) in err, err
+    assert "disk" not in err and "Output error" not in err and "Traceback" not in err
+    assert torch.load(d / "checkpoints" / "last.pt", weights_only=True)["step"] == 4  # the write completed
 
 
 def test_the_runs_workers_end_with_it(monkeypatch, tmp_path):

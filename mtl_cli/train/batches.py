@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data._utils import signal_handling
 
 from .cpus import usable_cpus
 from .distributed import rank_order, shard
@@ -87,6 +88,8 @@ class Loader(DataLoader):
     """
 
     def _get_iterator(self):
+        if self.num_workers > 0:
+            _no_raising_sigchld_handler()
         if self.num_workers == 0 or not _CAN_SORT_SIGNALS:
             return super()._get_iterator()
         # the workers start (fork or spawn) with the stop signals blocked and inherit that mask;
@@ -104,6 +107,34 @@ class Loader(DataLoader):
         self._iterator = None
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
+            # torch ends a worker that did not stop in time with SIGTERM; one stuck before
+            # worker_init (stop signals still blocked) would survive it, and the interpreter
+            # would then wait for it forever at exit
+            for w in getattr(it, "_workers", []):
+                if w.is_alive():
+                    w.kill()
+                    w.join()
+
+
+def _no_raising_sigchld_handler() -> None:
+    """Keep torch from installing its SIGCHLD handler for DataLoader workers.
+
+    That handler raises "DataLoader worker ... is killed by signal" in the main process wherever
+    it is when any child process ends after a worker died: inside ``torch.save`` (a checkpoint
+    write then fails as if the disk were full), or inside logging's fork hooks (the error is
+    swallowed and logging's module lock stays held). Instead the trainer asks
+    :func:`check_workers` at safe points (after every step, before every checkpoint), and a
+    loader waiting for a batch notices a dead worker itself (torch polls its workers every few
+    seconds). A torch DataLoader that started workers earlier in the process keeps torch's
+    handler in place."""
+    signal_handling._SIGCHLD_handler_set = True
+
+
+def check_workers() -> None:
+    """Raise torch's RuntimeError ("DataLoader worker (pid N) is killed by signal: ...") when a
+    worker process of a loader in use has died; nothing otherwise. One ``waitid`` per worker
+    (without reaping it)."""
+    signal_handling._error_if_any_worker_fails()
 
 
 def worker_init(worker_id: int, main_pid: int) -> None:

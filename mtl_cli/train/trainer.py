@@ -64,7 +64,7 @@ from ..tasks.base import LossComputer
 from ..validation import Plan
 from ..weighting.base import BackwardContext
 from . import distributed
-from .batches import DeviceDataset, Loader, make_loader, to_device
+from .batches import DeviceDataset, Loader, check_workers, make_loader, to_device
 from .checkpoint import (
     CheckpointError,
     TopK,
@@ -467,8 +467,8 @@ class Trainer:
         self.stream._iters.clear()
 
     def _worker_died(self, what: str) -> TrainingError:
-        """A DataLoader worker process died (torch raises it in the main process, at the next batch
-        or from its SIGCHLD handler, wherever the main process is): no checkpoint is written, as
+        """A DataLoader worker process died (:func:`batches.check_workers` raises it after the step
+        or before a checkpoint, or the loader when it waits for a batch): no checkpoint is written, as
         the step it was in may be half done. Stop signals sent to the run do not kill workers
         (``batches.Loader``); this is something else: the out-of-memory killer, a signal sent to
         the worker alone."""
@@ -509,6 +509,7 @@ class Trainer:
         t0 = time.perf_counter()
         for group in self.stream.groups(self.settings.accumulate_grad_batches):
             stepped = self.train_step(group)
+            check_workers()  # a data loading worker that died during the step ends the run here
             bar.update(len(group))
             if stepped and self.prog.step % self.log_settings.log_every == 0:
                 self.log_train(epoch, bar)
@@ -976,6 +977,7 @@ class Trainer:
     def save(self, kind: str, path: Path | None = None) -> Path:
         """Write a checkpoint (never one with non-finite weights over a good one)."""
         path = path or self.ckpt_dir / f"{kind}.pt"
+        check_workers()  # nothing is written after a data loading worker died
         self._account_skips()  # the skipped-step count in the checkpoint is read first
         ranks = self._rng_ranks()  # every process's random state (a collective with several)
 
