@@ -167,6 +167,42 @@ def test_the_runs_workers_end_with_it(monkeypatch, tmp_path):
     assert all(loader._iterator is None for loader in trainer.stream.loaders.values())
 
 
+class _Stuck(torch.utils.data.Dataset):
+    """A worker that reads it never returns: it stands for one stuck before it could answer."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        time.sleep(3600)
+
+
+def _deaf_to_sigterm(worker_id):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def test_closing_a_loader_ends_a_worker_that_ignores_sigterm(monkeypatch):
+    """torch ends a worker that does not stop in time with SIGTERM and leaves it there; a worker
+    that survives it would make the interpreter wait for ever at exit. ``Loader.close`` kills and
+    reaps it."""
+    from torch.utils.data import _utils
+
+    from mtl_cli.train.batches import Loader
+
+    monkeypatch.setattr(_utils, "MP_STATUS_CHECK_INTERVAL", 0.2)  # torch's join timeout
+    loader = Loader(_Stuck(), batch_size=1, num_workers=1, persistent_workers=True, worker_init_fn=_deaf_to_sigterm)
+    it = iter(loader)  # starts the worker, which takes the first index and sleeps
+    (worker,) = it._workers
+    try:
+        time.sleep(0.5)  # the worker is inside __getitem__, SIGTERM ignored
+        loader.close()
+        assert not worker.is_alive() and worker.exitcode == -signal.SIGKILL
+    finally:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
 def _group_stop(run_dir, sig: int, *extra: str) -> tuple[subprocess.CompletedProcess, int]:
     """A real run with workers in a session of its own; ``sig`` to its whole process group once
     the first step is logged. Returns the result and the group id."""
