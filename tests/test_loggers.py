@@ -304,7 +304,8 @@ def test_a_failing_tensorboard_warns_once_and_the_run_is_the_same(tmp_path, monk
 
 def wandb_records(path: Path) -> list:
     """The protobuf records of an offline W&B run file (``run-<id>.wandb``): a 7-byte header, then
-    LevelDB log blocks of 32 KiB, each record in chunks (7-byte chunk header: CRC, length, type)."""
+    LevelDB log blocks of 32 KiB, each record in chunks (7-byte chunk header: CRC, length, type).
+    W&B's process may still be writing it: a chunk not yet whole ends the list (read it again)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
@@ -315,6 +316,8 @@ def wandb_records(path: Path) -> list:
             pos += block - pos % block
             continue
         _, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + n > len(data):
+            break
         buf += data[pos + 7 : pos + 7 + n]
         pos += 7 + n
         if kind in (1, 4):  # FULL, LAST
