@@ -187,8 +187,13 @@ class Shell:
             text += f"\n$ echo $?\n{code}"
         return text
 
-    def interrupted(self, cmd: str, after: str, wait_s: float = 1.5) -> str:
-        """``cmd`` sent SIGTERM ``wait_s`` seconds after a line starting with ``after`` appeared."""
+    def interrupted(self, cmd: str, records: str) -> str:
+        """``cmd`` sent SIGTERM as soon as the file ``records`` (relative to the root) holds a
+        line: the first train record of metrics.jsonl, so the signal lands at a known point of the
+        first epoch however fast the machine is (a fixed delay once landed at the epoch's end, and
+        the run validated before it stopped)."""
+        path = self.root / records
+        path.unlink(missing_ok=True)
         proc = subprocess.Popen(
             ["bash", "-c", f"exec {cmd}"],
             cwd=self.root,
@@ -197,16 +202,15 @@ class Shell:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith(after):
-                time.sleep(wait_s)
-                proc.send_signal(signal.SIGTERM)
-                break
+        deadline = time.monotonic() + 600
+        while not (path.exists() and path.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{cmd!r} wrote no line to {records} (exit {proc.poll()})")
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=600)
-        out = self.clean("".join(lines) + rest)
+        out = self.clean(rest)
         return f"$ {cmd}   # then SIGTERM from the scheduler\n{out}\n$ echo $?\n{proc.returncode}"
 
 
@@ -363,7 +367,9 @@ def session_workflow(sh: Shell) -> dict[str, str]:
     out["report-table"] = sh.step(
         "mtl-report sweep stl --out report --metrics primary --no-plots", keep=until(r"^wrote \d+ file")
     )
-    out["sigterm"] = sh.interrupted("mtl-train run_dir=outputs/job7 resume=auto trainer.progress=false", after="model:")
+    out["sigterm"] = sh.interrupted(
+        "mtl-train run_dir=outputs/job7 resume=auto trainer.progress=false", records="outputs/job7/metrics.jsonl"
+    )
     return out
 
 
