@@ -328,6 +328,20 @@ def wandb_records(path: Path) -> list:
     return out
 
 
+def finished_wandb_records(run_dir: Path) -> tuple[dict, list, Path]:
+    """The W&B state of ``run_dir``, its run file's records and the run's folder, once the file
+    holds the exit record (W&B's own process writes it behind run.finish())."""
+    state = json.loads((run_dir / "wandb.json").read_text())
+    (folder,) = (run_dir / "wandb").glob(f"offline-run-*-{state['id']}")
+    deadline = time.time() + 60
+    while True:
+        recs = wandb_records(folder / f"run-{state['id']}.wandb")
+        if any(r.WhichOneof("record_type") == "exit" for r in recs):
+            return state, recs, folder
+        assert time.time() < deadline, "the W&B run file has no exit record"
+        time.sleep(0.2)
+
+
 def _key(item) -> str:
     """A W&B history or summary item's key (a key with "/" may come as its nested parts)."""
     return item.key or "/".join(item.nested_key)
@@ -338,16 +352,7 @@ def test_wandb_offline_run_holds_the_config_and_every_record(tmp_path):
     d = tmp_path / "run"
     run(FAST + ["logger=wandb", "logger.backends.wandb.tags=[ci]"], d)
     assert loggers.wait(60)
-    state = json.loads((d / "wandb.json").read_text())
-    (folder,) = (d / "wandb").glob(f"offline-run-*-{state['id']}")
-    # W&B's own process writes the file behind run.finish(): complete once it holds the exit record
-    deadline = time.time() + 60
-    while True:
-        recs = wandb_records(folder / f"run-{state['id']}.wandb")
-        if any(r.WhichOneof("record_type") == "exit" for r in recs):
-            break
-        assert time.time() < deadline, "the W&B run file has no exit record"
-        time.sleep(0.2)
+    state, recs, folder = finished_wandb_records(d)
     (info,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
     assert info.run_id == state["id"] and info.display_name == "run" and list(info.tags) == ["ci"]
     config = {i.key: json.loads(i.value_json) for i in info.config.update if i.key != "_wandb"}
@@ -369,6 +374,44 @@ def test_wandb_offline_run_holds_the_config_and_every_record(tmp_path):
     assert final["test/shape/accuracy"] == summary["test"]["shape"]["accuracy"]
     assert final["objective"] == summary["objective"]["value"]
     assert (folder / "files" / "summary.json").read_bytes() == (d / "summary.json").read_bytes()
+
+
+@needs_wandb
+def test_mtl_train_ends_its_wandb_run_before_wandb_exit_hook(tmp_path):
+    """The command line, in a process of its own: W&B's exit hook (registered in wandb.init, so it
+    runs before any hook of ours) must find the run already ended by our logger thread. It once
+    ended the run under that thread (now and then, as threads were scheduled): W&B refused the
+    summary ("called after exit"), the backend warned that it failed, and the W&B run lacked the
+    test metrics. Here the thread's finish starts 1 s late, so that order is certain if the
+    process does not wait for it."""
+    d = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("MTL_DEBUG", "HYDRA_FULL_ERROR", ENV)}
+    late_finish = (
+        "import time, mtl_cli.train.loggers.wandb_backend as w\n"
+        "finish = w.WandbBackend.finish\n"
+        "w.WandbBackend.finish = lambda self, end: (time.sleep(1.0), finish(self, end))[1]\n"
+        "import mtl_cli.cli.train as t\n"
+        "t.main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", late_finish, *FAST, "logger=wandb", f"run_dir={d}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "logger backend wandb failed" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    _, recs, _ = finished_wandb_records(d)
+    (exit_rec,) = [r.exit for r in recs if r.WhichOneof("record_type") == "exit"]
+    assert exit_rec.exit_code == 0
+    final = {}
+    for r in recs:
+        if r.WhichOneof("record_type") == "summary":
+            final |= {_key(i): json.loads(i.value_json) for i in r.summary.update}
+    summary = json.loads((d / "summary.json").read_text())
+    assert final["objective"] == summary["objective"]["value"]
+    assert final["test/shape/accuracy"] == summary["test"]["shape"]["accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------

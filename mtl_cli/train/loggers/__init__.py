@@ -21,9 +21,10 @@ record, which a resume reads back) and fans every record out to :class:`Trackers
 
 The run's end is the release of its run-directory lock (``rundir.on_release``), which comes after
 summary.json or error.json is written; without a lock (a Trainer used directly), the writer's
-``close()`` ends it. :func:`wait` waits for every threaded backend to finish its uploads (the
-Python API calls it before returning; at exit it runs by itself, bounded by each backend's
-``close_timeout_s``).
+``close()`` ends it. :func:`wait` waits for every threaded backend to finish its uploads, bounded
+by each backend's ``close_timeout_s``: ``mtl-train`` and the Python API call it before they
+return. It also runs at exit, but late: exit hooks run last-registered first, and a tracker's own
+(W&B's, registered in ``wandb.init``) would end its run under the thread still finishing it.
 """
 
 from __future__ import annotations
