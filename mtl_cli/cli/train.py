@@ -621,19 +621,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..train.distributed import leaving_cleanly
 
     with leaving_cleanly():  # a process of several (torchrun) ends with its status, past finalisation
-        try:
-            _main(argv)
-        finally:
-            _wait_for_trackers()
-
-
-def _wait_for_trackers() -> None:
-    """The runs' experiment trackers finish their uploads before the process starts to exit: at
-    exit, a tracker's own exit hook (W&B registers one in ``wandb.init``, after ours, so it runs
-    first) would end its run under the thread that is still finishing it."""
-    loggers = sys.modules.get("mtl_cli.train.loggers")
-    if loggers is not None:
-        loggers.wait()
+        _main(argv)
 
 
 def _main(argv: list[str] | None) -> None:

@@ -22,9 +22,10 @@ record, which a resume reads back) and fans every record out to :class:`Trackers
 The run's end is the release of its run-directory lock (``rundir.on_release``), which comes after
 summary.json or error.json is written; without a lock (a Trainer used directly), the writer's
 ``close()`` ends it. :func:`wait` waits for every threaded backend to finish its uploads, bounded
-by each backend's ``close_timeout_s``: ``mtl-train`` and the Python API call it before they
-return. It also runs at exit, but late: exit hooks run last-registered first, and a tracker's own
-(W&B's, registered in ``wandb.init``) would end its run under the thread still finishing it.
+by each backend's ``close_timeout_s``: the Python API calls it before returning, and it runs at
+exit. Exit hooks run last-registered first, and a tracker registers its own when it opens (W&B
+in ``wandb.init``), which would end its run under the thread still finishing it: after each
+backend's ``open``, :func:`wait` is registered again, so it runs first.
 """
 
 from __future__ import annotations
@@ -285,6 +286,9 @@ class _Threaded(_Runner):
             method, args = item
             if args is not None:
                 self._call(method, *args)
+            if method == "open":  # a tracker's own exit hook, registered in its open, runs after ours
+                atexit.unregister(wait)
+                atexit.register(wait)
             if method == "finish":
                 break
         _THREADS.discard(self)
