@@ -52,6 +52,7 @@ DATA_TASKS = {
 # options that compose but are rejected by validate() with the default tasks, and why
 INVALID_WITH_DEFAULTS = {
     ("backbone", "mlp"): ["tasks.segmentation.head", "needs a spatial feature map"],
+    ("backbone", "lenet"): ["tasks.segmentation.head", "needs a spatial feature map"],
     ("tasks", "none"): ["tasks", "no tasks are declared"],
     ("backbone", "signal_cnn"): ["backbone.name", "signal_cnn reads signal inputs", "image input"],
     ("data", "tones"): ["backbone.name", "small_cnn reads image inputs", "signal input", "allowed: mlp, signal_cnn"],

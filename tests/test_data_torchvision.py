@@ -267,3 +267,25 @@ def test_multi_mnist_too_few_items(mnist):
     root, _ = mnist
     with pytest.raises(DataError, match="too few base items"):
         MultiMnistSource(root=str(root), train_size=3, val_fraction=0.34).load()
+
+
+def test_multi_mnist_pairs_per_item_gives_each_item_that_many_partners(mnist):
+    """pairs_per_item=2 (Pareto MTL's 120k/20k size): every base item is the left item of two
+    samples with partners of their own (never itself), and the first half is the pairs=1 split."""
+    root, data = mnist
+    one = MultiMnistSource(root=str(root), image_size=36, val_fraction=0.25, seed=5).load()
+    two = MultiMnistSource(root=str(root), image_size=36, val_fraction=0.25, seed=5, pairs_per_item=2).load()
+    assert [len(two[s]) for s in ("train", "val", "test")] == [18, 6, 12]
+    for split, prefix in (("train", "train"), ("val", "train"), ("test", "t10k")):
+        n = len(one[split])
+        assert torch.equal(two[split].inputs["image"][:n], one[split].inputs["image"])
+        assert torch.equal(two[split].targets["right"][:n], one[split].targets["right"])
+        images, labels = data[prefix]
+        canvas = (two[split].inputs["image"][:, 0] * 255).round().to(torch.uint8)
+        lefts = [match_item(c[0:6, 0:28], images[:, 0:6, :]) for c in canvas]
+        rights = [match_item(c[28:34, 6:34], images[:, 22:28, :]) for c in canvas]
+        assert lefts[:n] == lefts[n:] and len(set(lefts)) == n  # each item left of exactly 2 samples
+        assert all(li != ri for li, ri in zip(lefts, rights))
+        assert rights[:n] != rights[n:]  # the second partners are drawn afresh (seeded)
+        assert [int(labels[i]) for i in lefts] == two[split].targets["left"].tolist()
+        assert [int(labels[i]) for i in rights] == two[split].targets["right"].tolist()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -78,3 +79,55 @@ def test_small_images_smoke_writes_the_data_and_the_linear_reference(tmp_path):
     # the preset's own run directory says what it trained with
     cfg = (tmp_path / "experiment_small_images" / "seed0" / "config.yaml").read_text()
     assert "batch_size: 32" in cfg and "CosineAnnealingLR" in cfg
+
+
+@pytest.mark.slow
+def test_multi_fashion_protocol_script_end_to_end_on_fake_items(tmp_path):
+    """benchmarks/multi_fashion_protocol.py on 40 + 20 fake Fashion-MNIST items, 1 seed, ew only,
+    with the time-budget calibration: every cell's parameters are the protocol's models (LeNet
+    30,890 + 510 per head; the half-size encoder 15,323 + 360 per head) and its Δm columns are
+    mtl_cli's Δm of the runs' own test metrics against each single-task pair."""
+    from test_data_torchvision import write_idx
+
+    from mtl_cli.results.delta_m import delta_m
+
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        write_idx(
+            raw / f"{prefix}-images-idx3-ubyte",
+            torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
+            2051,
+        )
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", (torch.arange(n) % 10).to(torch.uint8), 2049)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "multi_fashion_protocol.py"), "--root", str(tmp_path / "root")]
+    cmd += ["--out", str(out), "--seeds", "0", "--methods", "ew", "--epochs", "3", "--time-budget-s", "1000"]
+    cmd += ["--calibrate-steps", "2", "--jobs", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads((out / "multi_fashion_protocol.json").read_text())
+    # 36 training canvases (two per item of the 36 kept for training) in batches of 256: 1 step
+    assert res["calibration"]["steps_per_epoch"] == 1 and res["epochs"] == 3  # the budget fits all 3
+    assert res["step_size"] == 1  # 15 of 100 epochs, scaled to 3 and rounded, at least 1
+    cells = res["cells"]
+    assert {n: cells[n]["seeds"]["0"]["parameters"] for n in cells} == {
+        "stl": 2 * (30_890 + 510),
+        "stl_half": 2 * (15_323 + 360),
+        "ew": 30_890 + 2 * 510,
+    }
+    assert all(cells[n]["seeds"]["0"]["epochs"] == 3 for n in cells)
+    directions = {t: {"accuracy": "higher", "f1": "higher"} for t in ("left", "right")}
+    ew = cells["ew"]["seeds"]["0"]
+    for ref in ("stl", "stl_half"):
+        expected = delta_m(ew["test"], cells[ref]["seeds"]["0"]["test"], directions)["delta_m"]
+        assert ew[f"delta_m_vs_{ref}"] == pytest.approx(expected)
+        assert math.isfinite(expected)
+    for t in ("left", "right"):  # the stl cell's test metrics are its single-task runs' own
+        own = json.loads((out / "stl" / "seed0" / t / "summary.json").read_text())["test"][t]
+        assert cells["stl"]["seeds"]["0"]["test"][t] == own
+    row = next(r for r in res["table"].splitlines() if r.startswith("| ew |"))
+    assert f"{ew['test']['left']['accuracy'] * 100:.2f}" in row and f"{ew['delta_m_vs_stl']:.2f}" in row
+    assert (out / "report.md").is_file()

@@ -4,8 +4,10 @@ Construction, following "Multi-Task Learning as Multi-Objective Optimization" (S
 NeurIPS 2018, after Sabour et al., 2017) and the authors' released loader:
 
 1. every item of the base split (MNIST digits or Fashion-MNIST products, 28 x 28) is the *left*
-   item of exactly one sample; its partner, the *right* item, is another item of the same split
-   drawn uniformly at random (seeded; never the item itself);
+   item of exactly one sample (``pairs_per_item`` samples, each with a partner of its own); its
+   partner, the *right* item, is another item of the same split drawn uniformly at random (seeded;
+   never the item itself). Pareto MTL's released data (Lin et al., 2019: 120,000 training and
+   20,000 test canvases from MNIST's 60,000 and 10,000) is the size of ``pairs_per_item: 2``;
 2. on an empty 36 x 36 canvas the left item is placed at the top-left (rows and columns 0..27)
    and the right item at the bottom-right (rows and columns 6..33); where they overlap the
    pixel-wise maximum is kept;
@@ -73,8 +75,11 @@ def overlay(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return canvas
 
 
-def make_split(images: torch.Tensor, labels: torch.Tensor, size: int, seed: int, split: str) -> InMemoryDataset:
-    """One MultiMNIST split from base items: each item is the left item of one sample."""
+def make_split(
+    images: torch.Tensor, labels: torch.Tensor, size: int, seed: int, split: str, pairs: int = 1
+) -> InMemoryDataset:
+    """One MultiMNIST split from base items: each item is the left item of ``pairs`` samples
+    (the first ``len(labels)`` samples are the ``pairs=1`` split of the same seed)."""
     if len(labels) < 2:
         raise DataError(
             [
@@ -87,13 +92,15 @@ def make_split(images: torch.Tensor, labels: torch.Tensor, size: int, seed: int,
                 )
             ]
         )
-    partners = pair_partners(len(labels), torch.Generator().manual_seed(seed))
-    canvas = overlay(images, images[partners])[:, None]
+    gen = torch.Generator().manual_seed(seed)
+    partners = torch.cat([pair_partners(len(labels), gen) for _ in range(pairs)])
+    lefts = torch.arange(len(labels)).repeat(pairs)
+    canvas = overlay(images[lefts], images[partners])[:, None]
     if size != CANVAS:
         canvas = F.resize(canvas, [size, size], interpolation=InterpolationMode.NEAREST)
     return InMemoryDataset(
         {"image": canvas.float().div_(255.0)},
-        {"left": labels.clone(), "right": labels[partners]},
+        {"left": labels[lefts], "right": labels[partners]},
     )
 
 
@@ -112,6 +119,7 @@ class MultiMnistSource(DataSource):
         val_fraction: Fraction = 0.1,
         seed: Seed = 0,
         image_size: PosInt = 28,
+        pairs_per_item: PosInt = 1,
     ):
         self.base = base
         self.root = resolve(root)
@@ -121,6 +129,7 @@ class MultiMnistSource(DataSource):
         self.val_fraction = val_fraction
         self.seed = seed
         self.size = image_size
+        self.pairs = pairs_per_item
 
     def describe(self) -> DataSpec:
         if not self.download:  # missing files are found at validation, before the run starts
@@ -172,9 +181,9 @@ class MultiMnistSource(DataSource):
         for k, split in enumerate(("train", "val")):
             idx = parts[split].sort().values  # keep base order inside each part
             seed = self.seed * 1000 + k  # disjoint pairing streams per split
-            out[split] = make_split(images[idx], labels[idx], self.size, seed, split)
+            out[split] = make_split(images[idx], labels[idx], self.size, seed, split, self.pairs)
         images, labels = self._base(train=False)
-        out["test"] = make_split(images, labels, self.size, self.seed * 1000 + 2, "test")
+        out["test"] = make_split(images, labels, self.size, self.seed * 1000 + 2, "test", self.pairs)
         check_nonempty(out, f"data (multi_mnist on {self.base})")
         return out
 
