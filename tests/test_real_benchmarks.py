@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,33 @@ def test_multi_fashion_protocol_script_end_to_end_on_fake_items(tmp_path):
     row = next(r for r in res["table"].splitlines() if r.startswith("| ew |"))
     assert f"{ew['test']['left']['accuracy'] * 100:.2f}" in row and f"{ew['delta_m_vs_stl']:.2f}" in row
     assert (out / "report.md").is_file()
+
+
+def test_mulan_trees_rrmse_is_one_for_the_training_mean_and_zero_when_exact():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mulan_trees import rrmse
+
+    y = np.array([1.0, 2.0, 4.0, 7.0])
+    assert rrmse(y, np.full(4, 3.0), 3.0) == pytest.approx(1.0)  # predicting the training mean
+    assert rrmse(y, y, 3.0) == 0.0
+    # sqrt(SSE / sum (y - mean_train)^2): SSE 4 (each off by 1), denominator 4 + 1 + 1 + 16 = 22
+    assert rrmse(y, y + 1.0, 3.0) == pytest.approx(math.sqrt(4 / 22))
+    assert math.isnan(rrmse(np.array([2.0, 2.0]), np.array([1.0, 3.0]), 2.0))
+
+
+@pytest.mark.slow
+def test_mulan_trees_rebuild_the_recorded_fold_and_fit_enb(tmp_path):
+    """The tree reference's fold 1 of enb is mulan.py's fold 1 (same test-row count, every row
+    once), and 20 bagged trees fit enb's two heating/cooling loads far below RRMSE 1 (targets or
+    rows out of line with the features would give about 1)."""
+    if not (SHARED / "mulan_mtr" / "enb.arff").is_file():
+        pytest.skip("no enb.arff in ../shared/data/mulan_mtr")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mulan_trees import fold_arrays, tree_fold
+
+    xtr, ytr, mtr, xte, yte, mte, names = fold_arrays(SHARED / "mulan_mtr", "enb", 10, 1)
+    assert names == ["Y1", "Y2"] and len(xtr) + len(xte) == 768 and mtr.all() and mte.all()
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "mulan" / "mulan.json").read_text())["results"]
+    assert len(yte) == next(r["test_rows"] for r in recorded["enb"]["stl"] if r["fold"] == 1)
+    r = tree_fold(SHARED / "mulan_mtr", "enb", 10, 1, n_estimators=20, jobs=1)
+    assert 0.0 < r["arrmse"] < 0.3 and r["arrmse"] == pytest.approx(sum(r["rrmse"].values()) / 2)
