@@ -115,7 +115,7 @@ def render(res: dict, methods) -> str:
     both = {m: 0 for m in methods}
     for s, by in res.items():
         stl = by.get("stl", [])
-        common = {r["fold"] for r in stl}
+        common = {r["fold"] for r in stl} or {r["fold"] for m in methods for r in by.get(m, [])}  # --no-stl
         for m in methods:
             common &= {r["fold"] for r in by.get(m, [])}
         row = [s, len(common)]
@@ -125,7 +125,7 @@ def render(res: dict, methods) -> str:
         for m in methods:
             a, sd, n = mean_std([r["arrmse"] for r in by.get(m, []) if r["fold"] in common])
             row.append(f"{a:.3f} ± {sd:.3f}" if n > 1 else (f"{a:.3f}" if n else "—"))
-            if n:
+            if n and n_stl:
                 both[m] += 1
                 wins[m] += a < a_stl
             dm, _, k = mean_std([r.get("delta_m") for r in by.get(m, []) if r["fold"] in common])
@@ -150,6 +150,9 @@ def main() -> None:
     ap.add_argument("--docs", action="store_true", help="write the tables into docs/benchmarks.md (its marked block)")
     ap.add_argument("--report-only", action="store_true", help="train nothing: tables of the finished runs")
     ap.add_argument("--smoke", action="store_true", help="enb, fold 1, ew, 2 epochs (an end-to-end check)")
+    ap.add_argument(
+        "--no-stl", action="store_true", help="train only the multi-task methods (no single-target runs, no Δm)"
+    )
     a = ap.parse_args()
     if a.smoke:
         a.sets, a.fold_ids, a.methods, a.epochs = ["enb"], [1], ["ew"], a.epochs or 2
@@ -179,9 +182,11 @@ def main() -> None:
                 ]
                 base += a.extra + ([f"trainer.max_epochs={a.epochs}"] if a.epochs else [])
                 stl = out / s / f"fold{f}" / "stl"
-                train_once([*base, "baseline=stl"], stl, stl=True)
+                if not a.no_stl:
+                    train_once([*base, "baseline=stl"], stl, stl=True)
                 for m in a.methods:
-                    train_once([*base, f"weighting={m}", f"baseline_dir={stl}"], out / s / f"fold{f}" / m)
+                    ref = [] if a.no_stl else [f"baseline_dir={stl}"]
+                    train_once([*base, f"weighting={m}", *ref], out / s / f"fold{f}" / m)
     res = collect(out, data, sets, folds, a.methods)
     text = render(res, a.methods)
     reports = {}

@@ -87,6 +87,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mulan_mtr")
     ap.add_argument("--mlp", type=Path, default=RESULTS / "mulan.json", help="mulan.py's results (the MLP columns)")
+    ap.add_argument(
+        "--tuned",
+        type=Path,
+        default=RESULTS.parent / "mulan_tuned" / "mulan.json",
+        help="mulan.py's results of a second setting (a column of its own when the file exists)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--folds", type=int, default=10)
@@ -94,16 +100,26 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=100, help="bagged trees per target (the paper: 100)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--docs", action="store_true", help="write the table into docs/benchmarks.md (its marked block)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="fit no tree: the tree results of <out>/mulan_trees.json (new MLP columns)"
+    )
     a = ap.parse_args()
     data = a.data.resolve()
     if not data.is_dir() or not any(data.glob("*.arff")):
         print(f"Mulan data not found in {data} (<set>.arff): skipped. Give --data.")
         return
     mlp = json.loads(a.mlp.read_text())["results"] if a.mlp.is_file() else {}
+    tuned = json.loads(a.tuned.read_text()) if a.tuned.is_file() else None
+    if tuned:  # its runs under the key "ew (tuned)"
+        for s, by in tuned["results"].items():
+            mlp.setdefault(s, {})["ew (tuned)"] = by.get("ew", [])
     folds = a.folds_run or list(range(1, a.folds + 1))
     t0 = time.perf_counter()
     res: dict[str, list[dict]] = {}
-    for s in a.sets:
+    stored = a.out / "mulan_trees.json"
+    if a.reuse:
+        res = {s: rs for s, rs in json.loads(stored.read_text())["results"].items() if s in a.sets}
+    for s in [] if a.reuse else a.sets:
         if not (data / f"{s}.arff").is_file():
             print(f"{s}: not in {data}, skipped")
             continue
@@ -116,31 +132,40 @@ def main() -> None:
                 )
             res.setdefault(s, []).append(r)
         print(f"{s}: aRRMSE {fmt([r['arrmse'] for r in res[s]])} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    rows, wins = [], {"stl": 0, "ew": 0}
+    methods = ["stl", "ew"] + (["ew (tuned)"] if tuned else [])
+    rows, wins = [], dict.fromkeys(methods, 0)
     for s, rs in res.items():
         done = {r["fold"] for r in rs}
-        by = {m: [r for r in mlp.get(s, {}).get(m, []) if r["fold"] in done] for m in ("stl", "ew")}
+        by = {m: [r for r in mlp.get(s, {}).get(m, []) if r["fold"] in done] for m in methods}
         trees = [r["arrmse"] for r in rs]
-        cols = [fmt(trees), fmt([r["arrmse"] for r in by["stl"]]), fmt([r["arrmse"] for r in by["ew"]])]
+        cols = [fmt(trees), *(fmt([r["arrmse"] for r in by[m]]) for m in methods)]
         for m in wins:
             vals = [r["arrmse"] for r in by[m]]
             if vals and len(vals) == len(trees):
                 wins[m] += mean_std(vals)[0] < mean_std(trees)[0]
         rows.append([s, len(rs), *cols])
     headers = ["set", "folds", "ST bagged trees aRRMSE", "STL MLP aRRMSE", "ew MLP aRRMSE"]
+    headers += ["ew MLP, tuned aRRMSE"] if tuned else []
     table = markdown_table(headers, rows)
     table += (
         f"\n\nBelow (better than) the bagged trees: the single-target MLPs on {wins['stl']} of {len(rows)} sets, "
-        f"the multi-task MLP (ew) on {wins['ew']} of {len(rows)}."
+        f"the multi-task MLP (ew) on {wins['ew']} of {len(rows)}"
+        + (f", the tuned multi-task MLP on {wins['ew (tuned)']} of {len(rows)}." if tuned else ".")
     )
+
+    def where(p: Path) -> str:
+        return str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
+
     head = (
         f"{a.folds}-fold cross-validation, folds {folds[0]}..{folds[-1]}; aRRMSE mean ± std over the folds; "
         f"bagged trees: {a.trees} scikit-learn regression trees per target, computed by this script; MLP columns "
-        f"from {a.mlp.relative_to(ROOT) if a.mlp.is_relative_to(ROOT) else a.mlp}."
+        f"from {where(a.mlp)}"
+        + (f"; tuned: {where(a.tuned)}, `experiment=mulan {' '.join(tuned['extra_overrides'])}`." if tuned else ".")
     )
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"results": res, "table": table, "head": head, "wall_s": time.perf_counter() - t0}
+    wall = json.loads(stored.read_text())["wall_s"] if a.reuse else time.perf_counter() - t0  # of the fits
+    summary = {"results": res, "table": table, "head": head, "wall_s": wall}
     (out / "mulan_trees.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(head + "\n\n" + table)
     if a.docs:
