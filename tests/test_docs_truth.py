@@ -522,3 +522,16 @@ def test_readme_commands_run_as_written(tmp_path):
         cmd = smoke(line)
         done = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, f"{cmd}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+def test_quoted_metrics_compare_to_a_few_percent_and_words_and_integers_exactly():
+    have = ["Selected epoch 10 of 10 (monitor mean_rel = 0.6913), 320 steps", "shape accuracy 0.9320 0.9320"]
+    other_cpu = ["Selected epoch 10 of 10 (monitor mean_rel = 0.6922), 320 steps", "shape accuracy 0.9340 0.9300"]
+    assert gen_docs.close_numbers(have, other_cpu)
+    assert not gen_docs.close_numbers(have, [have[0], "shape accuracy 0.8000 0.9320"])  # a real change
+    assert not gen_docs.close_numbers(have, [have[0].replace("10 of 10", "9 of 10"), have[1]])  # integers exact
+    assert not gen_docs.close_numbers(have, [have[0], "size accuracy 0.9320 0.9320"])  # words exact
+    assert not gen_docs.close_numbers(have, have[:1])
+    assert gen_docs.close_numbers(["Δm -18.9118"], ["Δm -19.0447"]) and not gen_docs.close_numbers(
+        ["Δm -18.9"], ["Δm 18.9"]
+    )

@@ -175,6 +175,17 @@ def test_evaluate_returns_what_mtl_eval_writes(runs, capsys):
     assert [p.key for p in exc.value.problems] == ["optimizer.lr"]
 
 
+def _close(a, b, rel: float = 1e-5) -> bool:
+    """Equal nested records, floats within ``rel`` (or 1e-6)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=rel, abs=1e-6)
+    return a == b
+
+
 @pytest.mark.slow
 def test_predict_returns_what_mtl_predict_writes(runs, tmp_path, capsys):
     _, result = runs
@@ -187,7 +198,8 @@ def test_predict_returns_what_mtl_predict_writes(runs, tmp_path, capsys):
     assert [Path(r["input"]).name for r in got] == [f"shape_{i}.png" for i in range(4)]
     assert set(got[0]) == {"input", "shape", "size", "present"} and 0 <= got[0]["shape"]["index"] < 4
     both = predict(result, [IMAGES / "shape_0.png", IMAGES / "shape_1.png"], output=tmp_path / "two.csv", resize=True)
-    assert both == got[:2] and len((tmp_path / "two.csv").read_text().splitlines()) == 3
+    # a batch of 2 may run other CPU kernels than a batch of 4: the same labels, scores to float noise
+    assert _close(both, got[:2]) and len((tmp_path / "two.csv").read_text().splitlines()) == 3
     with pytest.raises(ConfigError) as exc:
         predict(result, IMAGES, output=tmp_path / "p.txt", resize="sometimes")
     assert [p.key for p in exc.value.problems] == ["output", "resize"]

@@ -154,5 +154,7 @@ def test_bad_speed_options_are_refused_at_validation(override, key, words):
 @pytest.mark.slow
 def test_inductor_compiled_run_computes_what_the_eager_run_does(tmp_path, eager_cnn):
     run(CNN + ["trainer.compile=true", "trainer.compile_mode=max-autotune-no-cudagraphs"], tmp_path / "ind")
-    close_weights(eager_cnn, tmp_path / "ind", 1e-4)
-    close_metrics(eager_cnn, tmp_path / "ind", 1e-4)
+    # inductor's fused kernels sum in another order: after the run's steps the weights differ by
+    # 7e-4 of their norm on an AVX-512 CPU (1e-4 elsewhere); a wrong step differs by ~1
+    close_weights(eager_cnn, tmp_path / "ind", 5e-3)
+    close_metrics(eager_cnn, tmp_path / "ind", 5e-3)

@@ -27,9 +27,11 @@ Usage::
     python tools/gen_docs.py --only tables      # tables only; also: fast, slow, or section names
     python tools/gen_docs.py --check [--only fast]   # exit 1 and show the differences when stale
 
-``--check`` compares the numbers of the metrics exactly; times, memory, dates and the step a
-signal arrived at are masked (they differ from run to run), and a few sections whose columns move
-with those (``check="loose"``) are compared word by word. tests/test_docs_truth.py runs the fast
+``--check`` compares every word and integer exactly and the decimals (metrics) to within 5 % or
+0.02 (``close_numbers``: the same code and packages trained to other last digits on two machines
+that both report "AMD EPYC"); times, memory, dates and the step a signal arrived at are masked (they differ from run to
+run), and a few sections whose columns move with those (``check="loose"``) are compared word by
+word. tests/test_docs_truth.py runs the fast
 checks in the default suite and the slow ones with ``-m slow``.
 """
 
@@ -598,6 +600,25 @@ def generate(sections: list[Section], log=print) -> dict[tuple[str, str], str]:
     return {(s.file, s.name): s.make(outputs) for s in sections}
 
 
+DECIMAL = re.compile(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?")
+
+
+def close_numbers(a: list[str], b: list[str], rel: float = 0.05, abs_: float = 0.02) -> bool:
+    """The same lines except for decimals within ``rel`` (relative) or ``abs_``: two machines of
+    the same CPU name trained the default run to other last digits (mean_rel 0.6913 and 0.6922),
+    so a quoted metric is checked to a few percent, every word and integer exactly."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if DECIMAL.sub("<d>", x) != DECIMAL.sub("<d>", y):
+            return False
+        for u, v in zip(DECIMAL.findall(x), DECIMAL.findall(y)):
+            p, q = float(u), float(v)
+            if abs(p - q) > max(rel * max(abs(p), abs(q)), abs_):
+                return False
+    return True
+
+
 def check(sections: list[Section], new: dict[tuple[str, str], str]) -> list[str]:
     """The differences between the files and ``new``, as unified diffs (empty: up to date)."""
     problems = []
@@ -605,7 +626,7 @@ def check(sections: list[Section], new: dict[tuple[str, str], str]) -> list[str]
         have = section_body(REPO / s.file, s.name)
         want = new[(s.file, s.name)]
         a, b = normalize(have, s.check), normalize(want, s.check)
-        if a != b:
+        if a != b and not (s.check == "exact" and close_numbers(a, b)):
             diff = "\n".join(difflib.unified_diff(a, b, f"{s.file} ({s.name})", "regenerated", lineterm="", n=1))
             problems.append(diff)
     return problems
