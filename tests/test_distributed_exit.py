@@ -52,3 +52,28 @@ def test_a_process_that_never_joined_leaves_as_usual():
     assert ok.returncode == 0 and ok.stdout == "bodyafter the body\nhook ran\n"
     failed = run("raise SystemExit(3)", joined=False)
     assert failed.returncode == 3 and failed.stdout == "bodyhook ran\n"
+
+
+@pytest.mark.parametrize("module", ["mtl_cli.cli.train", "mtl_cli.cli.evaluate", "mtl_cli.cli.predict"])
+def test_every_entry_point_that_can_join_a_group_runs_inside_leaving_cleanly(module, monkeypatch, capsys):
+    """mtl-predict under torchrun once aborted at exit (SIGABRT) because it alone did not end
+    through ``leaving_cleanly``: every entry point that can join a process group must."""
+    import contextlib
+    import importlib
+
+    from mtl_cli.train import distributed
+
+    entered = []
+
+    @contextlib.contextmanager
+    def recording():
+        entered.append(module)
+        yield
+
+    monkeypatch.setattr(distributed, "leaving_cleanly", recording)
+    try:
+        importlib.import_module(module).main(["--version"] if module.endswith("train") else ["--help"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    assert entered == [module]
+    assert "mtl-" in capsys.readouterr().out  # the usage or version text was printed

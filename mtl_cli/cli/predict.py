@@ -339,7 +339,10 @@ def run_predict(argv: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_tool(run_predict, USAGE, argv)
+    from ..train.distributed import leaving_cleanly
+
+    with leaving_cleanly():  # a process of several (torchrun) ends with its status, past finalisation
+        run_tool(run_predict, USAGE, argv)
 
 
 if __name__ == "__main__":

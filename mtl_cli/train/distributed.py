@@ -258,7 +258,7 @@ def setup(backend: str = "auto", timeout_s: float = 300.0) -> Comm:
 
 @contextlib.contextmanager
 def leaving_cleanly():
-    """An entry point's body (``mtl-train``, ``mtl-eval``): in a process that joined a process
+    """An entry point's body (``mtl-train``, ``mtl-eval``, ``mtl-predict``): in a process that joined a process
     group, the process ends here, once the body is done, with the body's exit status: the exit
     hooks run (the group is left, run directories are unlocked, trackers end), logging and the
     standard streams are flushed, and ``os._exit`` skips the interpreter's finalisation. There, a
