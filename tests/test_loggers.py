@@ -284,6 +284,46 @@ def test_a_failing_backend_warns_once_and_the_run_is_the_same(tmp_path, recorder
     assert [c[0] for c in recorder.calls] == ["open", "log", "log"]  # nothing after the failure, no finish
 
 
+def test_mtl_train_waits_for_a_tracker_still_starting_before_the_exit_hooks(tmp_path):
+    """A tracker that registers an exit hook while it starts (W&B does: its service's teardown,
+    its temporary folder's clean-up) and is still starting when a short run ends: mtl-train waits
+    for it to finish before the exit hooks run. They once ran first, and W&B lost its service
+    ("Connection lost", "Failed to read port info"). Here the backend's open returns only 2 s after
+    the run wrote summary.json, so without that wait its hook runs before its finish."""
+    d, trace = tmp_path / "run", tmp_path / "trace.txt"
+    script = (
+        "import atexit, time\n"
+        "from pathlib import Path\n"
+        "from mtl_cli.config.schema import LOGGER_BACKENDS\n"
+        "from mtl_cli.train.loggers import Backend\n"
+        f"trace, summary = Path({str(trace)!r}), Path({str(d / 'summary.json')!r})\n"
+        "def say(what):\n"
+        "    with trace.open('a') as f: f.write(what + '\\n')\n"
+        "class Late(Backend):\n"
+        "    def open(self, kept):\n"
+        "        atexit.register(say, 'exit hook')\n"
+        "        deadline = time.time() + 120\n"
+        "        while not summary.exists() and time.time() < deadline: time.sleep(0.05)\n"
+        "        time.sleep(2.0)\n"
+        "        say('opened')\n"
+        "    def finish(self, end): say('finished ' + end.status)\n"
+        "LOGGER_BACKENDS.names()\n"
+        "LOGGER_BACKENDS._items['late'] = Late\n"
+        "import mtl_cli.cli.train as t\n"
+        "t.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MTL_DEBUG", "HYDRA_FULL_ERROR", ENV)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *FAST, "++logger.backends.late={}", f"run_dir={d}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert trace.read_text().splitlines() == ["opened", "finished FINISHED", "exit hook"]
+
+
 def test_a_failing_tensorboard_warns_once_and_the_run_is_the_same(tmp_path, monkeypatch, reference):
     pytest.importorskip("tensorboard")
     from mtl_cli.train.rundir import TensorBoardSink

@@ -621,7 +621,23 @@ def main(argv: list[str] | None = None) -> None:
     from ..train.distributed import leaving_cleanly
 
     with leaving_cleanly():  # a process of several (torchrun) ends with its status, past finalisation
-        _main(argv)
+        try:
+            _main(argv)
+        finally:
+            trackers_done()
+
+
+def trackers_done() -> None:
+    """Wait, before the process's exit hooks, for every tracker of the runs that ended here.
+
+    A tracker still starting when a short run ends registers its own exit hooks while it starts
+    (W&B's service teardown, the clean-up of its temporary folder), so they would run before
+    ours and pull the service from under it: W&B failed with "Connection lost" or "Failed to read
+    port info", now and then on a loaded machine, and always when started late. Waiting here, the
+    trackers have ended (bounded by each backend's ``close_timeout_s``) before any hook runs."""
+    loggers = sys.modules.get("mtl_cli.train.loggers")  # imported only where a run was set up
+    if loggers is not None:
+        loggers.wait()
 
 
 def _main(argv: list[str] | None) -> None:

@@ -22,10 +22,12 @@ record, which a resume reads back) and fans every record out to :class:`Trackers
 The run's end is the release of its run-directory lock (``rundir.on_release``), which comes after
 summary.json or error.json is written; without a lock (a Trainer used directly), the writer's
 ``close()`` ends it. :func:`wait` waits for every threaded backend to finish its uploads, bounded
-by each backend's ``close_timeout_s``: the Python API calls it before returning, and it runs at
-exit. Exit hooks run last-registered first, and a tracker registers its own when it opens (W&B
-in ``wandb.init``), which would end its run under the thread still finishing it: after each
-backend's ``open``, :func:`wait` is registered again, so it runs first.
+by each backend's ``close_timeout_s``: the Python API calls it before returning, ``mtl-train``
+before its process exits (:func:`mtl_cli.cli.train.trackers_done`), and it runs at exit. Exit
+hooks run last-registered first, and a tracker registers its own when it opens (W&B in
+``wandb.init``), which would end its run under the thread still finishing it: after each
+backend's ``open``, :func:`wait` is registered again, so it runs first. A backend still opening
+when the process exits registers its hooks after that, hence the explicit wait of mtl-train.
 """
 
 from __future__ import annotations
