@@ -112,6 +112,7 @@ def check_mlflow_run(uri: str, run_dir: Path, tmp: Path, status: str = "FINISHED
 
 
 @needs_mlflow
+@pytest.mark.slow  # a real store (default suite: the generic backends above)
 def test_mlflow_sqlite_store_holds_the_config_every_record_and_the_run_files(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run(FAST + mlflow_opts(uri), tmp_path / "run")
@@ -126,6 +127,7 @@ def test_mlflow_sqlite_store_holds_the_config_every_record_and_the_run_files(tmp
 
 
 @needs_mlflow
+@pytest.mark.slow  # a real store (default suite: the generic backends above)
 def test_mlflow_run_continues_after_a_resume(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     d = tmp_path / "run"
@@ -150,6 +152,7 @@ def test_mlflow_run_continues_after_a_resume(tmp_path, monkeypatch):
 
 
 @needs_mlflow
+@pytest.mark.slow  # a real store (default suite: the generic backends above)
 def test_sweep_jobs_are_child_runs_of_one_parent(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = tmp_path / "sweep"
@@ -388,6 +391,7 @@ def _key(item) -> str:
 
 
 @needs_wandb
+@pytest.mark.slow  # W&B's service starts in each (default suite: the generic backends)
 def test_wandb_offline_run_holds_the_config_and_every_record(tmp_path):
     d = tmp_path / "run"
     run(FAST + ["logger=wandb", "logger.backends.wandb.tags=[ci]"], d)
@@ -417,6 +421,7 @@ def test_wandb_offline_run_holds_the_config_and_every_record(tmp_path):
 
 
 @needs_wandb
+@pytest.mark.slow  # W&B's service starts in each (default suite: the generic backends)
 def test_mtl_train_ends_its_wandb_run_before_wandb_exit_hook(tmp_path):
     """The command line, in a process of its own: W&B's exit hook (registered in wandb.init, so it
     runs before any hook of ours) must find the run already ended by our logger thread. It once
