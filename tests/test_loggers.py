@@ -74,6 +74,16 @@ def expected_params(run_dir: Path) -> dict[str, str]:
     return {k: param_value(v) for k, v in flatten(cfg).items()}
 
 
+def mtl_train_after(prelude: str, args: list[str]) -> subprocess.CompletedProcess:
+    """mtl-train with ``args`` in a process of its own, after the Python ``prelude`` ran there;
+    its exit status is asserted to be 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MTL_DEBUG", "HYDRA_FULL_ERROR", ENV)}
+    script = prelude + "import mtl_cli.cli.train as t\nt.main()\n"
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -312,18 +322,8 @@ def test_mtl_train_waits_for_a_tracker_still_starting_before_the_exit_hooks(tmp_
         "    def finish(self, end): say('finished ' + end.status)\n"
         "LOGGER_BACKENDS.names()\n"
         "LOGGER_BACKENDS._items['late'] = Late\n"
-        "import mtl_cli.cli.train as t\n"
-        "t.main()\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("MTL_DEBUG", "HYDRA_FULL_ERROR", ENV)}
-    proc = subprocess.run(
-        [sys.executable, "-c", script, *FAST, "++logger.backends.late={}", f"run_dir={d}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    mtl_train_after(script, [*FAST, "++logger.backends.late={}", f"run_dir={d}"])
     assert trace.read_text().splitlines() == ["opened", "finished FINISHED", "exit hook"]
 
 
@@ -430,22 +430,12 @@ def test_mtl_train_ends_its_wandb_run_before_wandb_exit_hook(tmp_path):
     test metrics. Here the thread's finish starts 1 s late, so that order is certain if the
     process does not wait for it."""
     d = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("MTL_DEBUG", "HYDRA_FULL_ERROR", ENV)}
     late_finish = (
         "import time, mtl_cli.train.loggers.wandb_backend as w\n"
         "finish = w.WandbBackend.finish\n"
         "w.WandbBackend.finish = lambda self, end: (time.sleep(1.0), finish(self, end))[1]\n"
-        "import mtl_cli.cli.train as t\n"
-        "t.main()\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", late_finish, *FAST, "logger=wandb", f"run_dir={d}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = mtl_train_after(late_finish, [*FAST, "logger=wandb", f"run_dir={d}"])
     assert "logger backend wandb failed" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     _, recs, _ = finished_wandb_records(d)
     (exit_rec,) = [r.exit for r in recs if r.WhichOneof("record_type") == "exit"]
